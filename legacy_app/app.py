@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -35,6 +35,7 @@ MAX_ORDER_LINES = 50
 MAX_QUANTITY = 100
 
 DB = web.AppKey("db", Database)
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -164,7 +165,7 @@ def price(cents: int) -> float:
     return cents / 100
 
 
-async def _write(request: web.Request, change: Any, *args: Any) -> Any:
+async def _write(request: web.Request, change: Callable[..., T], *args: Any) -> T:
     """Every handler writes through here: a shadow copy runs the change and rolls it back."""
     return await request.app[DB].write(change, *args, dry_run=is_shadow(request))
 
