@@ -1,0 +1,131 @@
+"""The gateway's errors, described in one place and mapped to HTTP in one place.
+
+    GatewayError                      -> a problem+json response (RFC 9457) with ``status``
+    +-- ClientRequestError            4xx: the client's request is at fault
+    |   +-- BadRequest                400 (unparseable path, encoded slash, bad header)
+    |   +-- PayloadTooLarge           413
+    +-- UpstreamError                 the backend is at fault
+    |   +-- UpstreamConnectError      502 refused / unreachable / reset before any response byte
+    |   +-- UpstreamProtocolError     502 answered garbage or closed before the response headers
+    |   +-- UpstreamTimeout           504 connect or response-header timeout
+    +-- Unavailable                   503 over the backend's concurrency limit, or its circuit is open
+
+A failure *after* the response headers went to the client cannot become a status code any more: the proxy aborts
+the client connection instead (``UpstreamBodyError``), so a cut body is never passed off as complete.
+
+Lower-level client exceptions are translated into this tree in exactly one function: ``gateway.upstream.translate``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class GatewayError(Exception):
+    status = 500
+    code = "internal"
+    title = "Gateway error"
+
+    def __init__(self, detail: str = "", *, backend: str | None = None, retryable: bool = False) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.backend = backend
+        # True when the backend provably never saw the request (connection refused): the fallback and the
+        # guard treat that differently from a failure halfway through.
+        self.retryable = retryable
+
+    def problem(self, instance: str | None = None, trace_id: str | None = None) -> dict[str, object]:
+        body: dict[str, object] = {
+            "type": f"urn:strangler:problem:{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.backend:
+            body["backend"] = self.backend
+        if trace_id:
+            body["trace_id"] = trace_id
+        return body
+
+
+class ClientRequestError(GatewayError):
+    status = 400
+    code = "bad-request"
+    title = "Bad request"
+
+
+class BadRequest(ClientRequestError):
+    pass
+
+
+class PayloadTooLarge(ClientRequestError):
+    status = 413
+    code = "payload-too-large"
+    title = "Request body too large"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    code = "bad-gateway"
+    title = "Bad gateway"
+
+
+class UpstreamConnectError(UpstreamError):
+    code = "backend-unreachable"
+    title = "Backend refused or unreachable"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "backend-broken"
+    title = "Backend answered with an invalid response"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "backend-timeout"
+    title = "Backend timed out"
+
+
+class UpstreamBodyError(UpstreamError):
+    """The response body broke after the headers were sent: the client connection is aborted."""
+
+    code = "backend-body-broken"
+    title = "Backend response body incomplete"
+
+
+class Unavailable(GatewayError):
+    status = 503
+    code = "backend-unavailable"
+    title = "Backend unavailable"
+
+
+class ConcurrencyLimited(Unavailable):
+    code = "backend-overloaded"
+    title = "Backend over its concurrency limit"
+
+
+class CircuitOpen(Unavailable):
+    code = "circuit-open"
+    title = "Backend circuit open"
+
+
+def problem_response(error: GatewayError, *, instance: str | None = None, trace_id: str | None = None,
+                     headers: dict[str, str] | None = None) -> web.Response:
+    """The one place a GatewayError becomes an HTTP response."""
+    body = json.dumps(error.problem(instance, trace_id)).encode()
+    resp = web.Response(status=error.status, body=body, content_type=PROBLEM_JSON, headers=headers)
+    if error.status == 503:
+        resp.headers["Retry-After"] = "1"
+    return resp
+
+
+def problem(status: int, title: str, detail: str, code: str = "error") -> web.Response:
+    """A problem+json response for the admin API and other non-proxy answers."""
+    body = {"type": f"urn:strangler:problem:{code}", "title": title, "status": status, "detail": detail}
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type=PROBLEM_JSON)

@@ -1,0 +1,83 @@
+"""Header rewriting between client, gateway and backends.
+
+Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection: they are dropped, together with every header the
+``Connection`` field names. The gateway's own control headers (``X-Shadow``) are dropped from inbound requests so
+that a client cannot forge them. Forwarding headers are appended or set as PRODUCT.md says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade",
+})
+
+# Headers only the gateway may set on an upstream request.
+CONTROL = frozenset({"x-shadow", "x-forwarded-proto", "x-forwarded-host"})
+
+SHADOW_HEADER = "X-Shadow"
+VIA = "1.1 strangler"
+
+Headers = list[tuple[str, str]]
+
+
+def _connection_tokens(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
+    tokens: set[str] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip())
+    return frozenset(tokens)
+
+
+def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | None, scheme: str,
+                             keep_upgrade: bool = False) -> Headers:
+    """Headers for the upstream request: original order and case, hop-by-hop and control headers removed,
+    ``X-Forwarded-*`` and ``Via`` added. ``Host`` is kept as the client sent it."""
+    raw = tuple(raw)
+    named = _connection_tokens(raw)
+    out: Headers = []
+    forwarded_for: list[str] = []
+    via: list[str] = []
+    host = ""
+    for bname, bvalue in raw:
+        name = bname.decode("latin-1")
+        lname = name.lower()
+        value = bvalue.decode("latin-1")
+        if lname == "x-forwarded-for":
+            forwarded_for.append(value)
+            continue
+        if lname == "via":
+            via.append(value)
+            continue
+        if lname in HOP_BY_HOP or lname in named or lname in CONTROL:
+            if keep_upgrade and lname in ("upgrade", "connection"):
+                out.append((name, value))
+            continue
+        if lname == "host":
+            host = value
+        out.append((name, value))
+    if peer:
+        forwarded_for.append(peer)
+    if forwarded_for:
+        out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
+    out.append(("X-Forwarded-Proto", scheme))
+    if host:
+        out.append(("X-Forwarded-Host", host))
+    via.append(VIA)
+    out.append(("Via", ", ".join(via)))
+    return out
+
+
+def downstream_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Headers for the client: the backend's, less hop-by-hop ones and those its ``Connection`` names."""
+    raw = tuple(raw)
+    named = _connection_tokens(raw)
+    out: Headers = []
+    for bname, bvalue in raw:
+        lname = bname.decode("latin-1").lower()
+        if lname in HOP_BY_HOP or lname in named:
+            continue
+        out.append((bname.decode("latin-1"), bvalue.decode("latin-1")))
+    return out

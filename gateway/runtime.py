@@ -1,0 +1,231 @@
+"""The running gateway: owns the current table, the pools, the state store, the shadow dispatcher, the stats, and
+the two listeners (public and admin). ``strangler up`` builds one ``Gateway`` per worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway import config as config_mod
+from gateway.reload import Reloader, ReloadStatus
+from gateway.server import PublicHandler
+from gateway.shadow import ShadowDispatcher
+from gateway.state import StateStore
+from gateway.stats import StatsRegistry
+from gateway.table import Route, Table
+from gateway.upstream import Upstreams
+
+log = logging.getLogger("strangler.gateway")
+
+TOKEN_ENV = "STRANGLER_ADMIN_TOKEN"
+TOKEN_FILE = "admin.token"
+
+
+def token_path(cfg: config_mod.Config) -> Path:
+    return cfg.store.dir / TOKEN_FILE
+
+
+def ensure_token(cfg: config_mod.Config) -> str:
+    """The admin token: from the environment, else the token file beside routes.yaml (created 0600 if missing)."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token
+    path = token_path(cfg)
+    try:
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class Gateway:
+    def __init__(self, cfg: config_mod.Config, *, listen: tuple[str, int] | None = None,
+                 admin_listen: tuple[str, int] | None = None, reuse_port: bool = False,
+                 primary: bool = True, serve_admin: bool = True) -> None:
+        self.table = Table(cfg, 1)
+        self.listen = listen or cfg.listen
+        self.admin_listen = admin_listen or cfg.admin_listen
+        self.reuse_port = reuse_port
+        self.serve_admin = serve_admin
+        # With several workers, one of them (the primary) writes shared history entries for reloads.
+        self.primary = primary
+        self.state = StateStore(cfg.store.dir / "state.db")
+        self.upstreams = Upstreams()
+        self.stats = StatsRegistry()
+        self.shadow = ShadowDispatcher(self)
+        self.reloader = Reloader(self, cfg.path)
+        self.token = ensure_token(cfg)
+        self._runners: list[web.BaseRunner] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.bound: dict[str, tuple[str, int]] = {}
+        self.ready = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.loaded_at = time.time()
+        self._clear_stale_pins(cfg, actor="file")
+
+    # -- per request -----------------------------------------------------------------------------------------------
+
+    def weight_for(self, route: Route) -> float | None:
+        return None
+
+    def observe(self, route: Route, decision: Any, request: web.BaseRequest, outcome: Any, elapsed: float) -> None:
+        stats = self.stats.route(route.name)
+        error = outcome.status >= 500 or outcome.error is not None
+        stats.side(decision.side).request(elapsed, error)
+
+    def rollback(self, route: Route, actor: str, reason: str, detail: dict[str, Any] | None = None) -> None:
+        """Pin a route to legacy now; persisted, so it survives restarts and reaches every worker."""
+        fingerprint = route.spec.fingerprint if route.spec else ""
+        self.state.pin(route.name, fingerprint, actor, reason, {"stage": route.stage, **(detail or {})})
+        log.warning("route %s rolled back to legacy by %s: %s", route.name, actor, reason,
+                    extra={"event": "rollback", "route": route.name, "actor": actor, "reason": reason})
+
+    def resume(self, route: Route, actor: str, reason: str = "") -> bool:
+        resumed = self.state.unpin(route.name, actor, reason or "resumed")
+        if resumed:
+            log.info("route %s resumed stage %s by %s", route.name, route.stage, actor,
+                     extra={"event": "resume", "route": route.name, "actor": actor})
+        return resumed
+
+    def on_verdict(self, route: Route, verdict: str) -> None:
+        """A shadow comparison finished (the guard reads mismatch rates from the stats windows)."""
+
+    # -- reloads ---------------------------------------------------------------------------------------------------
+
+    def swap(self, table: Table) -> None:
+        self.table = table
+        self.loaded_at = time.time()
+        self.upstreams.retain(table.config.backends.values())
+
+    def on_reloaded(self, old: config_mod.Config, new: config_mod.Config, changes: list[dict[str, Any]],
+                    actor: str) -> None:
+        if self.primary:
+            self.state.record("reload", None, actor, f"generation {self.table.generation}",
+                              {"generation": self.table.generation, "changes": changes})
+            for change in changes:
+                self.state.record("config", change["route"], actor, change["change"], change)
+        self._clear_stale_pins(new, actor)
+
+    def on_reload_failed(self, status: ReloadStatus) -> None:
+        if self.primary:
+            self.state.record("reload_failed", None, status.actor, status.error or "")
+
+    def _clear_stale_pins(self, cfg: config_mod.Config, actor: str) -> None:
+        """A pin is the answer to one version of a route; a new spec in the file is a new intent and clears it."""
+        self.state.refresh()
+        for name, pin in list(self.state.pins.items()):
+            spec = cfg.route(name)
+            if spec is None or spec.fingerprint != pin.fingerprint:
+                self.state.unpin(name, actor, "route changed in routes.yaml", kind="resume")
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from gateway.admin import create_admin_app
+
+        public = web.Server(PublicHandler(self), handler_cancellation=True, access_log=None,
+                            max_line_size=16384, max_field_size=16384)
+        runner = web.ServerRunner(public, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self.listen[0], self.listen[1], reuse_port=self.reuse_port or None,
+                           backlog=1024)
+        await site.start()
+        self.bound["public"] = _bound_address(runner)
+
+        if self.serve_admin:
+            admin = web.AppRunner(create_admin_app(self), handle_signals=False, access_log=None)
+            await admin.setup()
+            self._runners.append(admin)
+            admin_site = web.TCPSite(admin, self.admin_listen[0], self.admin_listen[1])
+            await admin_site.start()
+            self.bound["admin"] = _bound_address(admin)
+
+        self._spawn(self.reloader.watch())
+        self._spawn(self._follow_state())
+        self.ready.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_state(self) -> None:
+        """Pick up rollbacks made by other worker processes (or the CLI against another worker)."""
+        while True:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(Exception):
+                self.state.refresh()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        await self.shadow.drain()
+        await self.upstreams.close()
+        self.state.close()
+
+    def banner(self) -> str:
+        host, port = self.bound["public"]
+        lines = [f"strangler: serving generation {self.table.generation} of {self.table.config.path} "
+                 f"({len(self.table.routes)} route(s))",
+                 f"  gateway:  http://{host}:{port}/"]
+        if "admin" in self.bound:
+            ahost, aport = self.bound["admin"]
+            lines.append(f"  console:  http://{ahost}:{aport}/   (admin API under /api/)")
+            if not os.environ.get(TOKEN_ENV):
+                lines.append(f"  admin token: {token_path(self.table.config)}")
+        return "\n".join(lines)
+
+    async def run_with_banner(self) -> None:
+        await self.run(on_started=lambda: print(self.banner(), file=sys.stderr, flush=True))
+
+    async def run(self, on_started: Any = None) -> None:
+        """Serve until SIGINT/SIGTERM; SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.stopping.set)
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reloader.reload("signal")))
+        await self.start()
+        if on_started is not None:
+            on_started()
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.stop()
+
+
+def _bound_address(runner: web.BaseRunner) -> tuple[str, int]:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple):
+            return str(addr[0]), int(addr[1])
+    return ("", 0)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -1,0 +1,391 @@
+"""The shadow: copy a request to a second backend in the background, then compare the two answers.
+
+Guarantees, in order of importance:
+
+1. The client never waits for, or sees, the shadow. The primary is proxied exactly as without it; the only thing
+   on its path is a ``ShadowTap`` that copies bytes (capped) while they stream by. The copy is sent once the
+   primary exchange is complete, from a task the handler does not await.
+2. Bounded: at most ``CONCURRENCY`` shadow exchanges run at once and ``QUEUE`` wait; beyond that the copy is
+   dropped and counted as ``skipped{queue_full}``. Every exchange has its own overall timeout, its own connection
+   pool, and captured bodies are capped, so a hanging, slow or dead shadow target costs bounded memory and nothing
+   else.
+3. Tracked: tasks are kept in a set and drained (or cancelled after a grace period) at shutdown.
+
+Comparison runs in a single worker thread so a large JSON document cannot stall the event loop; results go to the
+``DiffStore`` writer queue. On a ``noise`` share of safe requests the legacy backend is asked a second time and the
+fields that differ between its two answers are learned as noise (the idea of Diffy's primary/secondary pair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway import compare, rollout, upstream
+from gateway.config import SAFE_METHODS, Backend, ShadowSpec
+from gateway.diffstore import DiffStore, Record
+from gateway.errors import GatewayError
+from gateway.headers import SHADOW_HEADER, Headers
+
+if TYPE_CHECKING:
+    from gateway.proxy import Outcome
+    from gateway.runtime import Gateway
+    from gateway.table import Route
+
+log = logging.getLogger("strangler.shadow")
+
+CONCURRENCY = 64
+QUEUE = 256
+RESPONSE_CAPTURE = 512 * 1024
+LEARN_FIRST = 20
+REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+DEFAULT_SPEC = ShadowSpec()
+_DEFAULT_RULES: compare.CompareRules | None = None
+
+
+def default_rules() -> compare.CompareRules:
+    global _DEFAULT_RULES
+    if _DEFAULT_RULES is None:
+        _DEFAULT_RULES = compare.compile_rules()
+    return _DEFAULT_RULES
+
+
+class ShadowTap:
+    """Copies the primary exchange while it streams: the request body up to ``max_body``, the response up to
+    ``RESPONSE_CAPTURE``. Cheap and infallible: it only appends to lists."""
+
+    __slots__ = ("route", "spec", "target_backend", "primary_backend", "method", "raw_target", "headers",
+                 "reverse", "req_chunks", "req_size", "req_complete", "too_large", "status", "resp_headers",
+                 "resp_chunks", "resp_size", "resp_truncated", "resp_complete", "failed", "started", "trace_id",
+                 "primary_ms")
+
+    def __init__(self, route: Route, spec: ShadowSpec, target: Backend, primary: Backend, method: str,
+                 raw_target: str, headers: Headers, reverse: bool) -> None:
+        self.route = route
+        self.spec = spec
+        self.target_backend = target
+        self.primary_backend = primary
+        self.method = method
+        self.raw_target = raw_target
+        self.headers = headers
+        self.reverse = reverse
+        self.req_chunks: list[bytes] = []
+        self.req_size = 0
+        self.req_complete = False
+        self.too_large = False
+        self.status = 0
+        self.resp_headers: Headers = []
+        self.resp_chunks: list[bytes] = []
+        self.resp_size = 0
+        self.resp_truncated = False
+        self.resp_complete = False
+        self.failed = False
+        self.started = time.perf_counter()
+        self.trace_id: str | None = None
+        self.primary_ms: float | None = None
+
+    # proxy.Tap
+    def request_chunk(self, chunk: bytes) -> None:
+        if self.too_large:
+            return
+        self.req_size += len(chunk)
+        if self.req_size > self.spec.max_body:
+            self.too_large = True
+            self.req_chunks = []
+        else:
+            self.req_chunks.append(chunk)
+
+    def request_end(self, complete: bool) -> None:
+        self.req_complete = complete
+
+    def response_start(self, status: int, headers: Headers) -> None:
+        self.status = status
+        self.resp_headers = headers
+
+    def response_chunk(self, chunk: bytes) -> None:
+        if self.resp_truncated:
+            return
+        room = RESPONSE_CAPTURE - self.resp_size
+        if len(chunk) > room:
+            self.resp_chunks.append(chunk[:room])
+            self.resp_size += room
+            self.resp_truncated = True
+        else:
+            self.resp_chunks.append(chunk)
+            self.resp_size += len(chunk)
+
+    def response_end(self, complete: bool) -> None:
+        self.resp_complete = complete
+
+    def primary_failed(self) -> None:
+        self.failed = True
+
+    def request_body(self) -> bytes:
+        return b"".join(self.req_chunks)
+
+    def captured_primary(self) -> compare.Captured:
+        return compare.Captured(self.status, tuple(self.resp_headers), b"".join(self.resp_chunks),
+                                self.resp_truncated)
+
+
+class ShadowDispatcher:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        cfg = gateway.table.config
+        self.store = DiffStore(cfg.store.dir / "diffs.db", max_samples=cfg.store.max_samples,
+                               max_age=cfg.store.max_age)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._waiting = 0
+        self._compare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strangler-compare")
+        self.noise: dict[str, set[str]] = self._load_noise()
+        self.completed = 0
+        self._learned: dict[str, int] = {}
+
+    def _load_noise(self) -> dict[str, set[str]]:
+        from gateway.diffstore import learned_noise
+
+        db = self.store.reader()
+        try:
+            return learned_noise(db)
+        finally:
+            db.close()
+
+    # -- on the request path ---------------------------------------------------------------------------------------
+
+    def begin(self, route: Route, decision: rollout.Decision, request: web.BaseRequest, raw_target: str,
+              headers: Headers) -> ShadowTap | None:
+        """Decide whether this request is shadowed; if so return the tap that copies it. Cheap."""
+        spec = (route.spec.shadow if route.spec is not None else None) or DEFAULT_SPEC
+        reverse = decision.effective_stage == "extracted"
+        if request.method not in spec.methods:
+            self._skip(route.name, "method")
+            return None
+        if not rollout.in_share(route.name + "/shadow", spec.percent, rollout.sticky_value(request, spec.key)):
+            self._skip(route.name, "sampled_out")
+            return None
+        length = request.content_length
+        if length is not None and length > spec.max_body:
+            self._skip(route.name, "body_too_large")
+            return None
+        if request.headers.get("Upgrade"):
+            self._skip(route.name, "upgrade")
+            return None
+        if len(self._tasks) >= CONCURRENCY + QUEUE:
+            self._skip(route.name, "queue_full")
+            return None
+        assert decision.shadow_to is not None
+        return ShadowTap(route, spec, decision.shadow_to, decision.backend, request.method, raw_target, headers,
+                         reverse)
+
+    def submit(self, tap: ShadowTap, outcome: Outcome) -> None:
+        """Called after the primary exchange finished; schedules the copy. Never raises, never waits."""
+        if tap.failed or outcome.error is not None or outcome.aborted:
+            self._skip(tap.route.name, "primary_error")
+            return
+        if tap.too_large:
+            self._skip(tap.route.name, "body_too_large")
+            return
+        if not tap.req_complete:
+            self._skip(tap.route.name, "incomplete_request")
+            return
+        if len(self._tasks) >= CONCURRENCY + QUEUE:
+            self._skip(tap.route.name, "queue_full")
+            return
+        tap.primary_ms = round(outcome.upstream_seconds * 1000, 3)
+        task = asyncio.get_running_loop().create_task(self._run(tap))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _skip(self, route: str, reason: str) -> None:
+        stats = self.gw.stats.route(route)
+        stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
+        if reason != "sampled_out" and reason != "method":
+            self.store.skip(route, reason)
+
+    @property
+    def depth(self) -> int:
+        return len(self._tasks)
+
+    # -- in the background -----------------------------------------------------------------------------------------
+
+    async def _run(self, tap: ShadowTap) -> None:
+        try:
+            async with self._slots:
+                await self._exchange(tap)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must never reach the primary side; log it loudly instead
+            log.exception("shadow comparison failed for route %s", tap.route.name)
+        finally:
+            self.completed += 1
+
+    async def _exchange(self, tap: ShadowTap) -> None:
+        spec = tap.spec
+        body = tap.request_body() if tap.req_size else None
+        headers = [*tap.headers, (SHADOW_HEADER, "1")]
+        started = time.perf_counter()
+        shadow, error = await self._fetch(tap.target_backend, tap.method, tap.raw_target, headers, body,
+                                          spec.timeout)
+        shadow_ms = (time.perf_counter() - started) * 1000
+        primary = tap.captured_primary()
+        route_stats = self.gw.stats.route(tap.route.name)
+        failed = error is not None or (shadow is not None and shadow.status >= 500 > primary.status)
+        route_stats.shadow.request(shadow_ms / 1000, failed)
+        record = Record(route=tap.route.name, method=tap.method, target=tap.raw_target, verdict="error",
+                        trace_id=tap.trace_id, primary_backend=tap.primary_backend.name,
+                        shadow_backend=tap.target_backend.name, primary_status=primary.status,
+                        primary_ms=tap.primary_ms, shadow_ms=round(shadow_ms, 3),
+                        request_headers=_redact(tap.headers), request_body=body,
+                        primary_headers=_redact(primary.headers), primary_body=primary.body,
+                        primary_truncated=primary.truncated)
+        if shadow is not None:
+            record.shadow_status = shadow.status
+            record.shadow_headers = _redact(shadow.headers)
+            record.shadow_body = shadow.body
+            record.shadow_truncated = shadow.truncated
+        if error is not None:
+            record.reason = error
+        elif failed:
+            record.reason = f"shadow answered {shadow.status}"  # type: ignore[union-attr]
+        else:
+            await self._maybe_learn_noise(tap, primary)
+            rules = (spec.compare.rules if spec.compare.rules is not None else default_rules())
+            legacy_side, new_side = (shadow, primary) if tap.reverse else (primary, shadow)
+            noise = frozenset(self.noise.get(tap.route.name, ()))
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._compare_pool, compare.compare, legacy_side, new_side, rules,
+                                                noise)
+            record.verdict = result.verdict
+            record.differences = [_difference(d) for d in result.differences]
+            record.ignored = [_difference(d) for d in result.ignored]
+        route_stats.shadow.verdict(record.verdict in ("mismatch", "error"))
+        self.gw.on_verdict(tap.route, record.verdict)
+        self.store.put(record)
+
+    async def _fetch(self, backend: Backend, method: str, target: str, headers: Headers, body: bytes | None,
+                     timeout: float) -> tuple[compare.Captured | None, str | None]:
+        session = self.gw.upstreams.session(backend, "shadow")
+        try:
+            async with asyncio.timeout(timeout):
+                resp = await upstream.open_response(session, backend, method, target, headers, body)
+                try:
+                    data, truncated = await _read_capped(resp, RESPONSE_CAPTURE, method)
+                finally:
+                    resp.close()
+        except TimeoutError:
+            return None, f"timeout after {timeout:g}s"
+        except GatewayError as exc:
+            return None, exc.code + ": " + exc.detail
+        except (OSError, ValueError, RuntimeError) as exc:  # garbage from the target must not escape
+            return None, f"{type(exc).__name__}: {exc}"
+        headers_out = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers)
+        return compare.Captured(resp.status, headers_out, data, truncated), None
+
+    async def _maybe_learn_noise(self, tap: ShadowTap, primary: compare.Captured) -> None:
+        share = tap.spec.compare.noise
+        if share <= 0 or tap.method not in SAFE_METHODS or tap.reverse:
+            return
+        # Learn fast at first: the first LEARN_FIRST safe requests of a route are all double-checked, so noisy
+        # fields stop showing up as mismatches within seconds instead of after hundreds of requests.
+        seen = self._learned.get(tap.route.name, 0)
+        if seen >= LEARN_FIRST and not rollout.in_share(tap.route.name + "/noise", share, None):
+            return
+        self._learned[tap.route.name] = seen + 1
+        headers = [*tap.headers, (SHADOW_HEADER, "1")]
+        second, error = await self._fetch(tap.primary_backend, tap.method, tap.raw_target, headers, None,
+                                          tap.spec.timeout)
+        if second is None or error is not None:
+            return
+        rules = tap.spec.compare.rules if tap.spec.compare.rules is not None else default_rules()
+        loop = asyncio.get_running_loop()
+        fields = await loop.run_in_executor(self._compare_pool, compare.noisy_fields, primary, second, rules)
+        if fields:
+            self.noise.setdefault(tap.route.name, set()).update(fields)
+        self.store.noise_sample(tap.route.name, fields)
+
+    async def replay(self, sample: dict[str, Any], route: Route) -> Record:
+        """Send a recorded request to the route's extracted backend again and compare with the recorded legacy
+        answer (``strangler replay``)."""
+        assert route.to is not None
+        req = sample["request"]
+        body = _raw_body(req["body"])
+        headers = [(k, v) for k, v in req["headers"] if v != "[redacted]"] + [(SHADOW_HEADER, "1")]
+        spec = (route.spec.shadow if route.spec else None) or DEFAULT_SPEC
+        started = time.perf_counter()
+        shadow, error = await self._fetch(route.to, req["method"], req["target"], headers, body, spec.timeout)
+        primary_side = sample["primary"]
+        primary = compare.Captured(primary_side["status"] or 0, tuple(tuple(h) for h in primary_side["headers"]),
+                                   _raw_body(primary_side["body"]) or b"", primary_side["truncated"])
+        record = Record(route=route.name, method=req["method"], target=req["target"], verdict="error",
+                        primary_backend=primary_side["backend"], shadow_backend=route.to.name,
+                        primary_status=primary.status, shadow_ms=round((time.perf_counter() - started) * 1000, 3),
+                        request_headers=[tuple(h) for h in req["headers"]], request_body=body,
+                        primary_headers=list(primary.headers), primary_body=primary.body, replay=True,
+                        reason=f"replay of #{sample['id']}")
+        if shadow is None:
+            record.reason += f": {error}"
+        else:
+            rules = spec.compare.rules if spec.compare.rules is not None else default_rules()
+            noise = frozenset(self.noise.get(route.name, ()))
+            result = compare.compare(primary, shadow, rules, noise)
+            record.verdict = result.verdict
+            record.differences = [_difference(d) for d in result.differences]
+            record.ignored = [_difference(d) for d in result.ignored]
+            record.shadow_status = shadow.status
+            record.shadow_headers = _redact(shadow.headers)
+            record.shadow_body = shadow.body
+        self.store.put(record)
+        return record
+
+    async def drain(self, grace: float = 5.0) -> None:
+        """Shutdown: let running comparisons finish for a moment, then cancel the rest."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._compare_pool.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.store.close()
+
+
+async def _read_capped(resp: Any, cap: int, method: str) -> tuple[bytes, bool]:
+    if method == "HEAD" or resp.status in (204, 304):
+        return b"", False
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        room = cap - size
+        if len(chunk) > room:
+            chunks.append(chunk[:room])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+def _redact(headers: Any) -> list[tuple[str, str]]:
+    return [(k, "[redacted]" if k.lower() in REDACTED else v) for k, v in headers]
+
+
+def _difference(d: compare.Difference) -> dict[str, Any]:
+    return {"path": d.path, "field": d.field, "kind": d.kind, "legacy": d.legacy, "shadow": d.shadow}
+
+
+def _raw_body(body: dict[str, Any] | None) -> bytes | None:
+    if not body:
+        return None
+    if body.get("text") is not None:
+        return body["text"].encode("utf-8")
+    if body.get("base64"):
+        import base64
+
+        return base64.b64decode(body["base64"])
+    return None
