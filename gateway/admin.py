@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import diffstore
+from gateway import console, diffstore
 from gateway.errors import problem
 from gateway.table import Route, describe_match
 
@@ -65,6 +65,8 @@ def create_admin_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/api/diffs/{id}", get_diff)
     app.router.add_get("/api/report", get_report)
     app.router.add_get("/api/history", get_history)
+    app.router.add_get("/", console.index)
+    app.router.add_get("/console/{path}", console.asset)
     return app
 
 
@@ -135,6 +137,9 @@ def route_view(gw: Gateway, route: Route) -> dict[str, Any]:
         "priority": spec.priority if spec else None,
         "shadow_match_rate": (None if not shadow.compared else round(100.0 - shadow.mismatch_rate, 2)),
         "stats": stats.as_dict(60.0),
+        # Requests per second over the last minute, oldest first: the console's sparklines.
+        "series": {"legacy": stats.legacy.series(60), "extracted": stats.extracted.series(60),
+                   "shadow": stats.shadow.series(60)},
     }
 
 
