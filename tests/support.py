@@ -1,0 +1,73 @@
+"""Helpers for tests that run a real gateway in front of real loopback servers."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import config as config_mod
+from gateway.runtime import Gateway
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def refused_port() -> int:
+    """A loopback port nothing listens on (bound and closed: the kernel refuses connections to it)."""
+    return free_port()
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application, **runner_kwargs: object) -> AsyncIterator[str]:
+    """Run an aiohttp app on 127.0.0.1:0; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, **runner_kwargs)  # type: ignore[arg-type]
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def write_routes(directory: Path, body: str, name: str = "routes.yaml") -> Path:
+    """A routes.yaml with loopback listeners on port 0 and the store in ``directory``; ``body`` adds backends,
+    fallback and routes (dedented)."""
+    text = textwrap.dedent("""\
+        version: 1
+        listen: 127.0.0.1:0
+        admin: {listen: 127.0.0.1:0}
+        store: {dir: store}
+        """) + textwrap.dedent(body)
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(path: Path) -> AsyncIterator[Gateway]:
+    gw = Gateway(config_mod.load(path))
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+def public_url(gw: Gateway) -> str:
+    host, port = gw.bound["public"]
+    return f"http://{host}:{port}"
+
+
+def admin_url(gw: Gateway) -> str:
+    host, port = gw.bound["admin"]
+    return f"http://{host}:{port}"
