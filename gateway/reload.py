@@ -72,6 +72,7 @@ class Reloader:
         self.gw = gateway
         self.path = path
         self.last: ReloadStatus | None = None
+        self._failed_digest: str | None = None
         self._lock = asyncio.Lock()
 
     async def reload(self, actor: str = "file", force: bool = False) -> ReloadStatus:
@@ -81,8 +82,10 @@ class Reloader:
     async def _reload(self, actor: str, force: bool) -> ReloadStatus:
         old = self.gw.table
         try:
-            built = await asyncio.to_thread(self._build, old.generation + 1, None if force else old.config.digest)
+            built = await asyncio.to_thread(self._build, old.generation + 1, None if force else old.config.digest,
+                                            None if force else self._failed_digest)
         except config_mod.ConfigError as exc:
+            self._failed_digest = getattr(exc, "digest", None)
             status = ReloadStatus(False, time.time(), old.generation, str(exc), actor=actor)
             log.error("config reload failed; still serving generation %d: %s", old.generation, exc,
                       extra={"event": "reload_failed", "generation": old.generation, "errors": exc.problems})
@@ -90,11 +93,14 @@ class Reloader:
             self.gw.on_reload_failed(status)
             return status
         if built is None:
-            # Same bytes as the running generation: nothing to do (editors touch files without changing them).
-            if self.last is None or not self.last.ok:
+            # Same bytes as the running generation, or as the broken file already reported: nothing to do
+            # (editors touch files without changing them; the poll must not log the same error every second).
+            if self._failed_digest is None and (self.last is None or not self.last.ok):
                 self.last = ReloadStatus(True, time.time(), old.generation, changed=False, actor=actor)
+            assert self.last is not None
             return self.last
         new_config, table = built
+        self._failed_digest = None
         changes = route_changes(old.config, new_config)
         self.gw.swap(table)
         status = ReloadStatus(True, time.time(), table.generation, changed=True, actor=actor)
@@ -106,23 +112,40 @@ class Reloader:
         self.gw.on_reloaded(old.config, new_config, changes, actor)
         return status
 
-    def _build(self, generation: int, current_digest: str | None) -> tuple[config_mod.Config, Table] | None:
+    def _build(self, generation: int, current_digest: str | None,
+               failed_digest: str | None) -> tuple[config_mod.Config, Table] | None:
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
             raise config_mod.ConfigError([f"{self.path}: cannot read: {exc.strerror or exc}"]) from exc
-        if current_digest is not None and hashlib.sha256(raw).hexdigest() == current_digest:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest in (current_digest, failed_digest):
             return None
-        cfg = config_mod.parse(raw, self.path)
+        try:
+            cfg = config_mod.parse(raw, self.path)
+        except config_mod.ConfigError as exc:
+            exc.digest = digest  # type: ignore[attr-defined]
+            raise
         return cfg, Table(cfg, generation)
 
-    async def watch(self, poll_fallback: float = 1.0) -> None:
-        """Reload whenever something happens in the config's directory (until cancelled)."""
-        directory = self.path.resolve().parent if not self.path.is_symlink() else self.path.absolute().parent
+    async def watch(self, poll_interval: float = 1.0) -> None:
+        """Reload whenever something happens in the config's directory (until cancelled).
+
+        A slow poll of the file's digest runs beside the directory watch: it catches an edit made before the
+        watch was in place, and file systems where change notifications do not arrive (some network mounts)."""
+        poller = asyncio.ensure_future(self._poll(poll_interval))
+        try:
+            await self._watch_directory()
+        finally:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+
+    async def _watch_directory(self) -> None:
+        directory = self.path.absolute().parent
         try:
             from watchfiles import awatch
-        except ImportError:  # pragma: no cover - watchfiles is a dependency; polling keeps working without it
-            await self._poll(poll_fallback)
+        except ImportError:  # pragma: no cover - watchfiles is a dependency; the poll keeps working without it
+            await asyncio.Event().wait()
             return
         async for _changes in awatch(directory, debounce=50, step=25, recursive=False):
             await self.reload("file")
