@@ -104,7 +104,7 @@ async def load(base: str, stop: asyncio.Event, log: list[tuple[float, str, int]]
                         if resp.status != 200 or not body:
                             errors.append(f"{resp.status}: {body[:100]!r}")
                         log.append((started, resp.headers.get("X-Served-By", "?"), resp.status))
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     errors.append(repr(exc))
 
     await asyncio.gather(*(worker(i) for i in range(workers)))
