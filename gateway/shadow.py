@@ -5,15 +5,22 @@ Guarantees, in order of importance:
 1. The client never waits for, or sees, the shadow. The primary is proxied exactly as without it; the only thing
    on its path is a ``ShadowTap`` that copies bytes (capped) while they stream by. The copy is sent once the
    primary exchange is complete, from a task the handler does not await.
-2. Bounded: at most ``CONCURRENCY`` shadow exchanges run at once and ``QUEUE`` wait; beyond that the copy is
-   dropped and counted as ``skipped{queue_full}``. Every exchange has its own overall timeout, its own connection
-   pool, and captured bodies are capped, so a hanging, slow or dead shadow target costs bounded memory and nothing
+2. Bounded: at most ``PENDING`` (``CONCURRENCY`` + ``QUEUE``) copies exist at once, counting those still being
+   captured beside an in-flight primary; beyond that a request is not shadowed and is counted as
+   ``skipped{queue_full}``. At most ``CONCURRENCY`` exchanges run, the rest wait. Every copy holds at most
+   ``max_body`` of request and ``RESPONSE_CAPTURE`` of each answer, so the shadow's memory is bounded by
+   ``PENDING x (max_body + 2 x RESPONSE_CAPTURE)`` whatever the targets do. Every exchange has its own overall
+   timeout and its own connection pool, so a hanging, slow or dead shadow target costs that memory and nothing
    else.
 3. Tracked: tasks are kept in a set and drained (or cancelled after a grace period) at shutdown.
 
 Comparison runs in a single worker thread so a large JSON document cannot stall the event loop; results go to the
 ``DiffStore`` writer queue. On a ``noise`` share of safe requests the legacy backend is asked a second time and the
-fields that differ between its two answers are learned as noise (the idea of Diffy's primary/secondary pair).
+fields that differ between its two answers are learned as noise (the idea of Diffy's primary/secondary pair). A
+field becomes noise only past a threshold (``diffstore.is_noise``), so one unlucky write between the two reads
+cannot hide a real mismatch.
+
+Tests and benchmarks wait for the background work with ``await dispatcher.settle()``.
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from gateway import compare, rollout, upstream
 from gateway.config import SAFE_METHODS, Backend, ShadowSpec
-from gateway.diffstore import DiffStore, Record
+from gateway.diffstore import MAX_NOISE_FIELDS, DiffStore, Record, is_noise, noise_counts
 from gateway.errors import GatewayError
 from gateway.headers import SHADOW_HEADER, Headers
 
@@ -42,6 +51,7 @@ log = logging.getLogger("strangler.shadow")
 
 CONCURRENCY = 64
 QUEUE = 256
+PENDING = CONCURRENCY + QUEUE
 RESPONSE_CAPTURE = 512 * 1024
 LEARN_FIRST = 20
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
@@ -63,7 +73,7 @@ class ShadowTap:
     __slots__ = ("route", "spec", "target_backend", "primary_backend", "method", "raw_target", "headers",
                  "reverse", "req_chunks", "req_size", "req_complete", "too_large", "status", "resp_headers",
                  "resp_chunks", "resp_size", "resp_truncated", "resp_complete", "failed", "started", "trace_id",
-                 "primary_ms")
+                 "primary_ms", "__weakref__")
 
     def __init__(self, route: Route, spec: ShadowSpec, target: Backend, primary: Backend, method: str,
                  raw_target: str, headers: Headers, reverse: bool) -> None:
@@ -141,21 +151,34 @@ class ShadowDispatcher:
         self.store = DiffStore(cfg.store.dir / "diffs.db", max_samples=cfg.store.max_samples,
                                max_age=cfg.store.max_age)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Every copy alive: being captured beside its primary, queued, or running. Weak, so a copy whose primary
+        # was abandoned (client gone before ``submit``) leaves the count as soon as the request is dropped.
+        self._live: weakref.WeakSet[ShadowTap] = weakref.WeakSet()
         self._slots = asyncio.Semaphore(CONCURRENCY)
-        self._waiting = 0
         self._compare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strangler-compare")
-        self.noise: dict[str, set[str]] = self._load_noise()
         self.completed = 0
         self._learned: dict[str, int] = {}
+        self._noise_samples, self._noise_fields = self._load_noise()
+        self.noise: dict[str, frozenset[str]] = {r: self._noise_set(r) for r in self._noise_fields}
 
-    def _load_noise(self) -> dict[str, set[str]]:
-        from gateway.diffstore import learned_noise
-
+    def _load_noise(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         db = self.store.reader()
         try:
-            return learned_noise(db)
+            return noise_counts(db)
         finally:
             db.close()
+
+    def _noise_set(self, route: str) -> frozenset[str]:
+        samples = self._noise_samples.get(route, 0)
+        return frozenset(f for f, n in self._noise_fields.get(route, {}).items() if is_noise(n, samples))
+
+    def _count_noise(self, route: str, fields: frozenset[str]) -> None:
+        self._noise_samples[route] = self._noise_samples.get(route, 0) + 1
+        counts = self._noise_fields.setdefault(route, {})
+        for f in fields:
+            if f in counts or len(counts) < MAX_NOISE_FIELDS:
+                counts[f] = counts.get(f, 0) + 1
+        self.noise[route] = self._noise_set(route)
 
     # -- on the request path ---------------------------------------------------------------------------------------
 
@@ -177,12 +200,14 @@ class ShadowDispatcher:
         if request.headers.get("Upgrade"):
             self._skip(route.name, "upgrade")
             return None
-        if len(self._tasks) >= CONCURRENCY + QUEUE:
+        if len(self._live) >= PENDING:
             self._skip(route.name, "queue_full")
             return None
         assert decision.shadow_to is not None
-        return ShadowTap(route, spec, decision.shadow_to, decision.backend, request.method, raw_target, headers,
-                         reverse)
+        tap = ShadowTap(route, spec, decision.shadow_to, decision.backend, request.method, raw_target, headers,
+                        reverse)
+        self._live.add(tap)
+        return tap
 
     def submit(self, tap: ShadowTap, outcome: Outcome) -> None:
         """Called after the primary exchange finished; schedules the copy. Never raises, never waits."""
@@ -195,7 +220,7 @@ class ShadowDispatcher:
         if not tap.req_complete:
             self._skip(tap.route.name, "incomplete_request")
             return
-        if len(self._tasks) >= CONCURRENCY + QUEUE:
+        if len(self._tasks) >= PENDING:
             self._skip(tap.route.name, "queue_full")
             return
         tap.primary_ms = round(outcome.upstream_seconds * 1000, 3)
@@ -212,6 +237,21 @@ class ShadowDispatcher:
     @property
     def depth(self) -> int:
         return len(self._tasks)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no copy is being captured, queued or running, and the store has committed every record
+        (tests and benchmarks; raises ``TimeoutError``)."""
+        deadline = time.monotonic() + timeout
+        while self._live or self._tasks:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"shadow work still pending after {timeout:g}s: {len(self._tasks)} task(s)")
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=0.05)
+            else:
+                await asyncio.sleep(0.005)
+        left = max(0.0, deadline - time.monotonic())
+        if not await asyncio.to_thread(self.store.flush, left):
+            raise TimeoutError(f"comparison store still writing after {timeout:g}s")
 
     # -- in the background -----------------------------------------------------------------------------------------
 
@@ -244,7 +284,7 @@ class ShadowDispatcher:
                         primary_ms=tap.primary_ms, shadow_ms=round(shadow_ms, 3),
                         request_headers=_redact(tap.headers), request_body=body,
                         primary_headers=_redact(primary.headers), primary_body=primary.body,
-                        primary_truncated=primary.truncated)
+                        primary_truncated=primary.truncated, reverse=tap.reverse)
         if shadow is not None:
             record.shadow_status = shadow.status
             record.shadow_headers = _redact(shadow.headers)
@@ -258,7 +298,7 @@ class ShadowDispatcher:
             await self._maybe_learn_noise(tap, primary)
             rules = (spec.compare.rules if spec.compare.rules is not None else default_rules())
             legacy_side, new_side = (shadow, primary) if tap.reverse else (primary, shadow)
-            noise = frozenset(self.noise.get(tap.route.name, ()))
+            noise = self.noise.get(tap.route.name, frozenset())
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self._compare_pool, compare.compare, legacy_side, new_side, rules,
                                                 noise)
@@ -283,6 +323,9 @@ class ShadowDispatcher:
             return None, f"timeout after {timeout:g}s"
         except GatewayError as exc:
             return None, exc.code + ": " + exc.detail
+        except aiohttp.ClientError as exc:  # the answer broke off or was garbage after its headers
+            err = upstream.translate(exc, backend, phase="body")
+            return None, (err.code + ": " + err.detail) if isinstance(err, GatewayError) else str(err)
         except (OSError, ValueError, RuntimeError) as exc:  # garbage from the target must not escape
             return None, f"{type(exc).__name__}: {exc}"
         headers_out = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers)
@@ -306,41 +349,49 @@ class ShadowDispatcher:
         rules = tap.spec.compare.rules if tap.spec.compare.rules is not None else default_rules()
         loop = asyncio.get_running_loop()
         fields = await loop.run_in_executor(self._compare_pool, compare.noisy_fields, primary, second, rules)
-        if fields:
-            self.noise.setdefault(tap.route.name, set()).update(fields)
+        self._count_noise(tap.route.name, fields)
         self.store.noise_sample(tap.route.name, fields)
 
     async def replay(self, sample: dict[str, Any], route: Route) -> Record:
         """Send a recorded request to the route's extracted backend again and compare with the recorded legacy
-        answer (``strangler replay``)."""
+        answer (``strangler replay``). Redacted headers are left out (the extracted service sees the request
+        without credentials); a request whose body was not recorded whole is not replayed."""
         assert route.to is not None
         req = sample["request"]
         body = _raw_body(req["body"])
         headers = [(k, v) for k, v in req["headers"] if v != "[redacted]"] + [(SHADOW_HEADER, "1")]
         spec = (route.spec.shadow if route.spec else None) or DEFAULT_SPEC
+        # With reverse_shadow the extracted backend answered the client and legacy was the copy.
+        legacy = sample["shadow"] if sample["primary"]["backend"] == route.to.name else sample["primary"]
+        record = Record(route=route.name, method=req["method"], target=req["target"], verdict="error",
+                        primary_backend=legacy["backend"] or "", shadow_backend=route.to.name,
+                        primary_status=legacy["status"], request_headers=[tuple(h) for h in req["headers"]],
+                        request_body=body, primary_headers=[tuple(h) for h in legacy["headers"]],
+                        primary_body=_raw_body(legacy["body"]), primary_truncated=legacy["truncated"], replay=True,
+                        reason=f"replay of #{sample['id']}")
+        if req.get("truncated"):
+            record.reason += ": the request body was not recorded whole"
+            self.store.put(record)
+            return record
         started = time.perf_counter()
         shadow, error = await self._fetch(route.to, req["method"], req["target"], headers, body, spec.timeout)
-        primary_side = sample["primary"]
-        primary = compare.Captured(primary_side["status"] or 0, tuple(tuple(h) for h in primary_side["headers"]),
-                                   _raw_body(primary_side["body"]) or b"", primary_side["truncated"])
-        record = Record(route=route.name, method=req["method"], target=req["target"], verdict="error",
-                        primary_backend=primary_side["backend"], shadow_backend=route.to.name,
-                        primary_status=primary.status, shadow_ms=round((time.perf_counter() - started) * 1000, 3),
-                        request_headers=[tuple(h) for h in req["headers"]], request_body=body,
-                        primary_headers=list(primary.headers), primary_body=primary.body, replay=True,
-                        reason=f"replay of #{sample['id']}")
+        record.shadow_ms = round((time.perf_counter() - started) * 1000, 3)
         if shadow is None:
             record.reason += f": {error}"
         else:
+            primary = compare.Captured(legacy["status"] or 0, tuple(record.primary_headers),
+                                       record.primary_body or b"", legacy["truncated"])
             rules = spec.compare.rules if spec.compare.rules is not None else default_rules()
-            noise = frozenset(self.noise.get(route.name, ()))
-            result = compare.compare(primary, shadow, rules, noise)
+            noise = self.noise.get(route.name, frozenset())
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._compare_pool, compare.compare, primary, shadow, rules, noise)
             record.verdict = result.verdict
             record.differences = [_difference(d) for d in result.differences]
             record.ignored = [_difference(d) for d in result.ignored]
             record.shadow_status = shadow.status
             record.shadow_headers = _redact(shadow.headers)
             record.shadow_body = shadow.body
+            record.shadow_truncated = shadow.truncated
         self.store.put(record)
         return record
 
