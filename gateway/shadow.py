@@ -154,6 +154,7 @@ class ShadowDispatcher:
         # Every copy alive: being captured beside its primary, queued, or running. Weak, so a copy whose primary
         # was abandoned (client gone before ``submit``) leaves the count as soon as the request is dropped.
         self._live: weakref.WeakSet[ShadowTap] = weakref.WeakSet()
+        self.concurrency, self.pending = CONCURRENCY, PENDING
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._compare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strangler-compare")
         self.completed = 0
@@ -200,7 +201,7 @@ class ShadowDispatcher:
         if request.headers.get("Upgrade"):
             self._skip(route.name, "upgrade")
             return None
-        if len(self._live) >= PENDING:
+        if len(self._live) >= self.pending:
             self._skip(route.name, "queue_full")
             return None
         assert decision.shadow_to is not None
@@ -220,7 +221,7 @@ class ShadowDispatcher:
         if not tap.req_complete:
             self._skip(tap.route.name, "incomplete_request")
             return
-        if len(self._tasks) >= PENDING:
+        if len(self._tasks) >= self.pending:
             self._skip(tap.route.name, "queue_full")
             return
         tap.primary_ms = round(outcome.upstream_seconds * 1000, 3)
@@ -237,6 +238,11 @@ class ShadowDispatcher:
     @property
     def depth(self) -> int:
         return len(self._tasks)
+
+    def set_limits(self, concurrency: int = CONCURRENCY, pending: int = PENDING) -> None:
+        """Change the bounds (tests and benchmarks use small ones); call while no shadow work is pending."""
+        self.concurrency, self.pending = concurrency, max(pending, concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait until no copy is being captured, queued or running, and the store has committed every record
