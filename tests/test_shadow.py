@@ -1,0 +1,360 @@
+"""The shadow stage through a real gateway on loopback: what is copied (sampling, methods, body cap, marker,
+Host), what the client sees when the shadow target misbehaves (exactly what it sees without a shadow), the bounded
+queue, verdicts and differences recorded with secrets redacted, noise learning, and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.fixtures_shadow import (
+    FakeService,
+    admin_json,
+    gateway,
+    public,
+    raw_server,
+    refused_url,
+    report_for,
+    routes_yaml,
+    serve,
+)
+
+ITEMS = """\
+- name: items
+  match: {path: {prefix: /items}}
+  to: new
+  stage: shadow
+  shadow: {percent: 100, timeout: 500ms}
+"""
+
+
+async def _get(s: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    async with s.get(url, **kw) as r:
+        return r.status, [(k, v) for k, v in r.headers.items()], await r.read()
+
+
+async def test_copy_carries_the_marker_and_the_clients_host_and_clients_cannot_forge_the_marker(
+        tmp_path: Path) -> None:
+    legacy, new = FakeService("legacy"), FakeService("new")
+    async with serve(legacy.app) as lu, serve(new.app) as nu:
+        async with gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
+            status, _, _ = await _get(s, public(gw) + "/items/7?x=1", headers={"Host": "shop.example",
+                                                                             "X-Shadow": "1"})
+            assert status == 200
+            await gw.shadow.settle()
+    (primary,) = legacy.seen
+    assert "X-Shadow" not in primary.headers  # stripped from the client's request
+    (copy,) = new.seen
+    assert copy.path == "/items/7?x=1"
+    assert [v for k, v in copy.raw_headers if k.lower() == "x-shadow"] == ["1"]
+    assert copy.headers["Host"] == "shop.example"
+    assert primary.headers["Host"] == "shop.example"
+
+
+async def test_unsafe_methods_are_copied_only_when_listed(tmp_path: Path) -> None:
+    routes = ITEMS + """\
+- name: orders
+  match: {path: {prefix: /orders}}
+  to: new
+  stage: shadow
+  shadow: {methods: [GET, POST]}
+"""
+    legacy, new = FakeService("legacy"), FakeService("new")
+    async with serve(legacy.app) as lu, serve(new.app) as nu:
+        async with gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
+            async with s.post(public(gw) + "/items/1", data=b"not copied") as r:
+                assert r.status == 200
+            async with s.get(public(gw) + "/items/1") as r:
+                assert r.status == 200
+            async with s.post(public(gw) + "/orders", data=b'{"sku": 1}') as r:
+                assert r.status == 200
+            await gw.shadow.settle()
+            items = await report_for(gw, "items")
+    assert [(c.method, c.path, c.body) for c in new.seen] == [("GET", "/items/1", b""),
+                                                              ("POST", "/orders", b'{"sku": 1}')]
+    assert items["skipped_live"] == {"method": 1}
+    assert [(c.method, c.path) for c in legacy.seen] == [("POST", "/items/1"), ("GET", "/items/1"),
+                                                         ("POST", "/orders")]
+
+
+async def _chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+async def test_a_2mib_post_reaches_the_primary_intact_and_is_skipped_as_too_large(tmp_path: Path) -> None:
+    routes = """\
+- name: upload
+  match: {path: {prefix: /upload}}
+  to: new
+  stage: shadow
+  shadow: {methods: [POST], max_body: 1MiB}
+"""
+    big = os.urandom(2 * 1024 * 1024)
+    small = os.urandom(512 * 1024)
+    legacy, new = FakeService("legacy"), FakeService("new")
+    async with serve(legacy.app) as lu, serve(new.app) as nu:
+        async with gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
+            answers = []
+            for data in (big, _chunks(big), _chunks(small)):  # with Content-Length, then chunked twice
+                async with s.post(public(gw) + "/upload", data=data) as r:
+                    assert r.status == 200
+                    answers.append(await r.json())
+            await gw.shadow.settle()
+            report = await report_for(gw, "upload")
+    sha = hashlib.sha256
+    assert [a["sha256"] for a in answers] == [sha(big).hexdigest(), sha(big).hexdigest(), sha(small).hexdigest()]
+    assert [sha(x.body).hexdigest() for x in legacy.seen] == [a["sha256"] for a in answers]
+    (copy,) = new.seen  # only the body under the cap was copied, whole
+    assert copy.body == small
+    assert report["skipped"] == {"body_too_large": 2}
+    assert report["verdicts"] == {"match": 1}
+
+
+async def test_sampling_is_sticky_by_key(tmp_path: Path) -> None:
+    routes = """\
+- name: items
+  match: {path: {prefix: /items}}
+  to: new
+  stage: shadow
+  shadow: {percent: 30, key: {header: X-User}}
+"""
+    legacy, new = FakeService("legacy"), FakeService("new")
+    async with serve(legacy.app) as lu, serve(new.app) as nu:
+        async with gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
+            for _ in range(3):
+                for user in range(100):
+                    async with s.get(public(gw) + "/items/1", headers={"X-User": f"user-{user}"}) as r:
+                        assert r.status == 200
+            await gw.shadow.settle()
+            report = await report_for(gw, "items")
+    per_user: dict[str, int] = {}
+    for c in new.seen:
+        per_user[c.headers["X-User"]] = per_user.get(c.headers["X-User"], 0) + 1
+    assert set(per_user.values()) == {3}  # a user is copied every time or never
+    assert 15 <= len(per_user) <= 45
+    assert report["skipped_live"]["sampled_out"] == 3 * (100 - len(per_user))
+
+
+async def _item(request: web.Request, body: bytes) -> web.StreamResponse:
+    item = request.path.rsplit("/", 1)[-1]
+    resp = web.Response(body=json.dumps({"item": item, "price": 4.33}).encode(), content_type="application/json",
+                        headers={"X-Served-By": "legacy", "ETag": f'"{item}"', "Cache-Control": "max-age=60"})
+    resp.headers.add("Set-Cookie", "a=1; Path=/")
+    resp.headers.add("Set-Cookie", "b=2; Path=/")
+    return resp
+
+
+def _deterministic_legacy() -> FakeService:
+    return FakeService("legacy", _item)
+
+
+def _slow_or_failing(kind: str) -> FakeService:
+    async def respond(request: web.Request, body: bytes) -> web.StreamResponse:
+        if kind == "slow":
+            await asyncio.sleep(0.2)
+            return await _item(request, body)
+        return web.json_response({"error": "boom"}, status=500)
+
+    return FakeService("new", respond)
+
+
+@pytest.mark.parametrize("kind", ["hang", "refuse", "reset", "garbage", "slow", "error500"])
+async def test_a_misbehaving_shadow_target_changes_nothing_for_the_client(tmp_path: Path, kind: str) -> None:
+    """Each request is sent twice: on a route without shadow and on one shadowed to the bad target. The client
+    must get the same status, headers (but Date) and body from both."""
+    routes = ITEMS.replace("/items", "/copied") + """\
+- name: plain
+  match: {path: {prefix: /plain}}
+  stage: legacy
+"""
+    legacy = _deterministic_legacy()
+    async with serve(legacy.app) as lu, _target(kind) as (nu, accepted):
+        async with gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession(
+                auto_decompress=False) as s:
+            for i in range(5):
+                plain = await _get(s, f"{public(gw)}/plain/{i}")
+                copied = await _get(s, f"{public(gw)}/copied/{i}")
+                assert plain[0] == copied[0] == 200
+                assert _without_date(plain[1]) == _without_date(copied[1])
+                assert plain[2] == copied[2] == json.dumps({"item": str(i), "price": 4.33}).encode()
+            await gw.shadow.settle()
+            report = await report_for(gw, "items")
+            diffs = await admin_json(gw, "GET", "/api/diffs?route=items")
+    expected = "match" if kind == "slow" else "error"
+    assert report["verdicts"] == {expected: 5}
+    assert {d["verdict"] for d in diffs} == {expected}
+    if kind == "hang":
+        assert all("timeout" in d["reason"] for d in diffs)
+        assert accepted[0] >= 1
+    if kind == "error500":
+        assert all(d["reason"] == "shadow answered 500" for d in diffs)
+
+
+def _without_date(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.lower() != "date"]
+
+
+class _target:
+    """The shadow target of one misbehaviour, as an async context manager yielding (url, accepted counter)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._cm: Any = None
+
+    async def __aenter__(self) -> tuple[str, list[int]]:
+        if self.kind in ("hang", "reset", "garbage"):
+            self._cm = raw_server(self.kind)
+            return await self._cm.__aenter__()
+        if self.kind == "refuse":
+            return refused_url(), [0]
+        self._cm = serve(_slow_or_failing(self.kind).app)
+        return await self._cm.__aenter__(), [0]
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._cm is not None:
+            await self._cm.__aexit__(*exc)
+
+
+async def test_copies_are_bounded_and_the_overflow_is_counted_as_queue_full(tmp_path: Path) -> None:
+    legacy = FakeService("legacy")
+    async with serve(legacy.app) as lu, raw_server("hang") as (nu, accepted):
+        async with gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
+            gw.shadow.set_limits(concurrency=2, pending=4)
+            for i in range(10):
+                async with s.get(f"{public(gw)}/items/{i}") as r:
+                    assert r.status == 200
+            assert gw.shadow.depth == 4  # two exchanges hanging, two waiting for a slot
+            await asyncio.sleep(0.1)
+            assert accepted[0] == 2
+            await gw.shadow.settle()
+            report = await report_for(gw, "items")
+    assert len(legacy.seen) == 10
+    assert report["skipped"] == {"queue_full": 6}
+    assert report["verdicts"] == {"error": 4}
+    assert accepted[0] == 4
+
+
+def _gzip_json(doc: dict[str, Any], name: str) -> web.Response:
+    resp = web.Response(body=gzip.compress(json.dumps(doc).encode()), content_type="application/json",
+                        headers={"Content-Encoding": "gzip", "X-Served-By": name})
+    resp.headers.add("Set-Cookie", "session=secret-session-value; Path=/")
+    return resp
+
+
+async def test_mismatch_recorded_on_compressed_bodies_with_secrets_redacted(tmp_path: Path) -> None:
+    async def legacy_answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        return _gzip_json({"product": 3, "average": 4.33, "tags": ["a", "b"]}, "legacy")
+
+    async def new_answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        return _gzip_json({"product": 3, "average": 4.3, "tags": ["a", "b"]}, "new")
+
+    legacy, new = FakeService("legacy", legacy_answer), FakeService("new", new_answer)
+    secrets = {"Authorization": "Bearer secret-token-value", "Cookie": "session=secret-cookie-value"}
+    async with serve(legacy.app) as lu, serve(new.app) as nu:
+        async with gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession(
+                auto_decompress=False) as s:
+            status, headers, body = await _get(s, public(gw) + "/items/3", headers=secrets)
+            await gw.shadow.settle()
+            (row,) = await admin_json(gw, "GET", "/api/diffs?route=items")
+            detail = await admin_json(gw, "GET", f"/api/diffs/{row['id']}")
+            report = await report_for(gw, "items")
+    assert status == 200 and dict(headers)["Content-Encoding"] == "gzip"
+    assert gzip.decompress(body) == json.dumps({"product": 3, "average": 4.33, "tags": ["a", "b"]}).encode()
+    assert new.seen[0].headers["Authorization"] == secrets["Authorization"]  # the copy itself is faithful
+    assert row["verdict"] == "mismatch"
+    assert [(d["path"], d["legacy"], d["shadow"]) for d in row["differences"]] == [("$.average", 4.33, 4.3)]
+    assert row["primary"]["status"] == 200 and row["shadow"]["status"] == 200
+    assert row["primary"]["ms"] is not None and row["shadow"]["ms"] is not None
+    assert report["fields"][0]["field"] == "$.average" and report["fields"][0]["last_sample"] == row["id"]
+    assert report["compared_latency"]["legacy"]["requests"] == 1
+    request_headers = dict(detail["request"]["headers"])
+    assert request_headers["Authorization"] == request_headers["Cookie"] == "[redacted]"
+    assert dict(detail["primary"]["headers"])["Set-Cookie"] == "[redacted]"
+    assert dict(detail["shadow"]["headers"])["Set-Cookie"] == "[redacted]"
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "store").glob("diffs.db*"))
+    assert b"secret-" not in stored
+    assert b"average" in stored or b"\x1f\x8b" in stored  # the samples are there, only the secrets are not
+
+
+async def test_noise_learning_turns_a_generated_field_into_learned_noise(tmp_path: Path) -> None:
+    routes = ITEMS.replace("timeout: 500ms}", "timeout: 500ms, compare: {noise: 10%}}")
+
+    async def legacy_answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        return web.json_response({"value": 1, "generated_at": time.time_ns()})
+
+    async def new_answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        value = 2 if "bad" in request.query else 1
+        return web.json_response({"value": value, "generated_at": time.time_ns()})
+
+    legacy, new = FakeService("legacy", legacy_answer), FakeService("new", new_answer)
+    async with serve(legacy.app) as lu, serve(new.app) as nu:
+        path = routes_yaml(tmp_path, lu, nu, routes)
+        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+            for i in range(6):
+                async with s.get(f"{public(gw)}/items/{i}") as r:
+                    assert r.status == 200
+                await gw.shadow.settle()
+            async with s.get(f"{public(gw)}/items/9?bad=1") as r:
+                assert r.status == 200
+            await gw.shadow.settle()
+            report = await report_for(gw, "items")
+        # The learned noise survives a restart: the first comparison of the next run already ignores it.
+        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+            async with s.get(f"{public(gw)}/items/1") as r:
+                assert r.status == 200
+            await gw.shadow.settle()
+            (latest, *_) = await admin_json(gw, "GET", "/api/diffs?route=items")
+    # The first request alone is not proof of noise (one disagreement could be a write between the reads).
+    assert report["verdicts"] == {"mismatch": 2, "ignored": 5}
+    assert report["noise"] == [{"field": "$.generated_at", "differed": 7, "rate": 100.0, "learned": True}]
+    assert report["noise_samples"] == 7
+    # The second reads carried the marker (dry run): seven in the first run, one in the second (a run
+    # double-checks all of its first requests).
+    assert len(legacy.shadowed()) == 8
+    value = next(f for f in report["fields"] if f["field"] == "$.value")
+    assert value["count"] == 1
+    assert latest["verdict"] == "ignored"
+
+
+async def test_replay_compares_recorded_legacy_answers_with_the_fixed_service(tmp_path: Path) -> None:
+    fixed = {"on": False}
+
+    async def legacy_answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        return web.json_response({"average": 4.33, "id": request.path})
+
+    async def new_answer(request: web.Request, body: bytes) -> web.StreamResponse:
+        return web.json_response({"average": 4.33 if fixed["on"] else 4.3, "id": request.path})
+
+    legacy, new = FakeService("legacy", legacy_answer), FakeService("new", new_answer)
+    async with serve(legacy.app) as lu, serve(new.app) as nu:
+        async with gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
+            for i in range(3):
+                async with s.post(f"{public(gw)}/items/{i}"):  # not shadowed: POST is not listed
+                    pass
+                async with s.get(f"{public(gw)}/items/{i}") as r:
+                    assert r.status == 200
+            await gw.shadow.settle()
+            fixed["on"] = True
+            legacy_calls = len(legacy.seen)
+            result = await admin_json(gw, "POST", "/api/routes/items/replay?limit=10")
+            await gw.shadow.settle()
+            report = await report_for(gw, "items")
+    assert legacy_calls == len(legacy.seen)  # replay compares with what legacy answered then
+    assert result["replayed"] == 3
+    assert result["verdicts"] == {"match": 3}
+    assert {r["was"] for r in result["results"]} == {"mismatch"}
+    assert [c.path for c in new.seen[-3:]] == ["/items/2", "/items/1", "/items/0"]
+    assert all(c.headers["X-Shadow"] == "1" for c in new.seen)
+    assert report["verdicts"] == {"mismatch": 3}  # replays are kept apart from live verdicts
