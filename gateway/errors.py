@@ -8,6 +8,7 @@
     |   +-- UpstreamConnectError      502 refused / unreachable / reset before any response byte
     |   +-- UpstreamProtocolError     502 answered garbage or closed before the response headers
     |   +-- UpstreamTimeout           504 connect or response-header timeout
+    |   +-- UpstreamRetryableStatus   the backend's own 502/503, held back for a fallback retry
     +-- Unavailable                   503 over the backend's concurrency limit, or its circuit is open
 
 A failure *after* the response headers went to the client cannot become a status code any more: the proxy aborts
@@ -97,6 +98,13 @@ class UpstreamBodyError(UpstreamError):
 
     code = "backend-body-broken"
     title = "Backend response body incomplete"
+
+
+class UpstreamRetryableStatus(UpstreamError):
+    """The backend answered 502 or 503 and the route may retry elsewhere; the answer was not sent to the client."""
+
+    code = "backend-answered-unavailable"
+    title = "Backend answered 502/503"
 
 
 class Unavailable(GatewayError):

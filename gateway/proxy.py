@@ -23,7 +23,7 @@ from multidict import CIMultiDict
 
 from gateway import upstream
 from gateway.config import Backend
-from gateway.errors import GatewayError, PayloadTooLarge, UpstreamBodyError
+from gateway.errors import GatewayError, PayloadTooLarge, UpstreamBodyError, UpstreamRetryableStatus
 from gateway.headers import Headers, downstream_response_headers
 
 CHUNK = 64 * 1024
@@ -43,7 +43,7 @@ class Tap(Protocol):
 class Outcome:
     """What happened on the primary exchange: for the access log, metrics, the guard and the shadow."""
 
-    __slots__ = ("status", "error", "bytes_out", "upstream_seconds", "backend", "aborted")
+    __slots__ = ("status", "error", "bytes_out", "upstream_seconds", "backend", "aborted", "fell_back")
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
@@ -52,6 +52,7 @@ class Outcome:
         self.bytes_out = 0
         self.upstream_seconds = 0.0
         self.aborted = False
+        self.fell_back = False   # the new side failed and legacy answered instead (on_error: fallback)
 
 
 async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | None) -> AsyncIterator[bytes]:
@@ -75,7 +76,8 @@ async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | N
 
 async def forward(request: web.BaseRequest, backend: Backend, session: aiohttp.ClientSession, raw_target: str,
                   headers: Headers, outcome: Outcome, *, tap: Tap | None = None, body_limit: int | None = None,
-                  extra_response_headers: Headers = ()) -> web.StreamResponse:
+                  extra_response_headers: Headers = (), retry_statuses: frozenset[int] = frozenset()
+                  ) -> web.StreamResponse:
     """Proxy ``request`` to ``backend`` and stream the answer back; raises ``GatewayError`` before the response
     started (the caller turns it into a problem+json response)."""
     body = request_body(request, tap, body_limit) if request.can_read_body else None
@@ -83,6 +85,9 @@ async def forward(request: web.BaseRequest, backend: Backend, session: aiohttp.C
         tap.request_end(True)
     started = time.perf_counter()
     resp = await upstream.open_response(session, backend, request.method, raw_target, headers, body)
+    if resp.status in retry_statuses:
+        resp.close()
+        raise UpstreamRetryableStatus(f"{backend.name} answered {resp.status}", backend=backend.name)
     try:
         outcome.status = resp.status
         out_headers = downstream_response_headers(resp.raw_headers)

@@ -19,6 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway import config as config_mod
+from gateway import guard as guard_mod
+from gateway import steps
+from gateway.guard import Guards
+from gateway.protect import Protection
 from gateway.reload import Reloader, ReloadStatus
 from gateway.server import PublicHandler
 from gateway.shadow import ShadowDispatcher
@@ -70,6 +74,9 @@ class Gateway:
         self.primary = primary
         self.state = StateStore(cfg.store.dir / "state.db")
         self.upstreams = Upstreams()
+        self.protection = Protection()
+        self.protection.update(cfg.backends.values())
+        self.guards = Guards()
         self.stats = StatsRegistry()
         self.shadow = ShadowDispatcher(self)
         self.reloader = Reloader(self, cfg.path)
@@ -85,12 +92,36 @@ class Gateway:
     # -- per request -----------------------------------------------------------------------------------------------
 
     def weight_for(self, route: Route) -> float | None:
-        return None
+        if route.stage != "canary" or route.spec is None or route.spec.canary is None \
+                or not route.spec.canary.steps:
+            return None
+        return steps.current_weight(self, route)
 
     def observe(self, route: Route, decision: Any, request: web.BaseRequest, outcome: Any, elapsed: float) -> None:
         stats = self.stats.route(route.name)
         error = outcome.status >= 500 or outcome.error is not None
-        stats.side(decision.side).request(elapsed, error)
+        side = "legacy" if outcome.fell_back else decision.side
+        stats.side(side).request(elapsed, error)
+        if side == "extracted" or outcome.fell_back:
+            self._judge(route)
+
+    def record_attempt(self, route: Route, side: str, error: Exception) -> None:
+        """A failed attempt the user did not see (a fallback retried it): it still counts against its side."""
+        self.stats.route(route.name).side(side).request(0.0, True)
+
+    def _judge(self, route: Route) -> None:
+        spec = route.spec
+        if spec is None or spec.guard is None or route.name in self.state.pins:
+            return
+        stage = route.stage
+        if stage == "legacy":
+            return
+        previous = self.guards.state.get(route.name)
+        judgement = self.guards.evaluate(route.name, spec.guard, self.stats.route(route.name), stage)
+        if previous is None or previous.state != judgement.state:
+            self._guard_changed(route, judgement)
+        if judgement.state == guard_mod.FAILING:
+            self.rollback(route, "guard", judgement.reason, {"figures": judgement.figures})
 
     def rollback(self, route: Route, actor: str, reason: str, detail: dict[str, Any] | None = None) -> None:
         """Pin a route to legacy now; persisted, so it survives restarts and reaches every worker."""
@@ -101,19 +132,31 @@ class Gateway:
 
     def resume(self, route: Route, actor: str, reason: str = "") -> bool:
         resumed = self.state.unpin(route.name, actor, reason or "resumed")
+        self.stats.route(route.name).reset_new_side()
+        self.guards.forget(route.name)
         if resumed:
             log.info("route %s resumed stage %s by %s", route.name, route.stage, actor,
                      extra={"event": "resume", "route": route.name, "actor": actor})
         return resumed
 
+    def _guard_changed(self, route: Route, judgement: guard_mod.Judgement) -> None:
+        log.info("route %s guard: %s (%s)", route.name, judgement.state, judgement.reason,
+                 extra={"event": "guard", "route": route.name, "state": judgement.state,
+                        "figures": judgement.figures})
+        if judgement.state != guard_mod.FAILING:  # a failure is recorded as the rollback it causes
+            self.state.record("guard", route.name, "guard", f"{judgement.state}: {judgement.reason}",
+                              {"state": judgement.state, "figures": judgement.figures})
+
     def on_verdict(self, route: Route, verdict: str) -> None:
-        """A shadow comparison finished (the guard reads mismatch rates from the stats windows)."""
+        """A shadow comparison finished: the guard of a shadowed route judges the shadow's errors and mismatches."""
+        self._judge(route)
 
     # -- reloads ---------------------------------------------------------------------------------------------------
 
     def swap(self, table: Table) -> None:
         self.table = table
         self.loaded_at = time.time()
+        self.protection.update(table.config.backends.values())
         self.upstreams.retain(table.config.backends.values())
 
     def on_reloaded(self, old: config_mod.Config, new: config_mod.Config, changes: list[dict[str, Any]],
@@ -123,6 +166,11 @@ class Gateway:
                               {"generation": self.table.generation, "changes": changes})
             for change in changes:
                 self.state.record("config", change["route"], actor, change["change"], change)
+        for change in changes:
+            if change["change"] != "added":
+                # A new intent for the route: the guard judges the new spec on fresh evidence.
+                self.stats.route(change["route"]).reset_new_side()
+                self.guards.forget(change["route"])
         self._clear_stale_pins(new, actor)
 
     def on_reload_failed(self, status: ReloadStatus) -> None:
@@ -162,6 +210,7 @@ class Gateway:
 
         self._spawn(self.reloader.watch())
         self._spawn(self._follow_state())
+        self._spawn(self._advance_steps())
         self.ready.set()
 
     def _spawn(self, coro: Any) -> None:
@@ -175,6 +224,15 @@ class Gateway:
             await asyncio.sleep(0.5)
             with contextlib.suppress(Exception):
                 self.state.refresh()
+
+    async def _advance_steps(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.primary:
+                try:
+                    steps.advance(self)
+                except Exception:  # never let a bookkeeping error stop the loop
+                    log.exception("advancing canary steps failed")
 
     async def stop(self) -> None:
         for task in list(self._tasks):

@@ -16,16 +16,41 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway import proxy, rollout
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, problem_response
+from gateway.config import Backend
+from gateway.errors import (
+    BadRequest,
+    CircuitOpen,
+    ClientRequestError,
+    GatewayError,
+    PayloadTooLarge,
+    Unavailable,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamRetryableStatus,
+    problem_response,
+)
 from gateway.headers import upstream_request_headers
 from gateway.paths import PathError, normalize_path, split_target
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
+    from gateway.table import Route
 
 log = logging.getLogger("strangler.gateway")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRY_STATUSES = frozenset({502, 503})
+
+
+def _retryable(exc: GatewayError, request: web.BaseRequest) -> bool:
+    """Whether a failed attempt may be sent again to legacy: the new backend refused (it never saw the request),
+    its circuit is open, it is over its limit, it reset before answering, or it answered 502/503 -- and in the
+    last cases only when there is no request body (a streamed body cannot be sent twice)."""
+    if exc.retryable or isinstance(exc, Unavailable):
+        return True
+    if isinstance(exc, UpstreamProtocolError | UpstreamRetryableStatus | UpstreamConnectError):
+        return not request.can_read_body
+    return False
 
 
 class PublicHandler:
@@ -57,7 +82,7 @@ class PublicHandler:
         shadow = self.gw.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
         extra = _cookie_header(decision)
         try:
-            resp = await self._forward(request, decision, raw, headers, outcome, shadow, limit, extra)
+            resp = await self._forward(request, decision, raw, headers, outcome, shadow, limit, extra, route)
         except GatewayError as exc:
             proxy.mark_error(outcome, exc)
             if shadow is not None:
@@ -72,13 +97,63 @@ class PublicHandler:
 
     async def _forward(self, request: web.BaseRequest, decision: rollout.Decision, raw: str,
                        headers: list[tuple[str, str]], outcome: proxy.Outcome, shadow: proxy.Tap | None,
-                       limit: int | None, extra: list[tuple[str, str]]) -> web.StreamResponse:
-        backend = decision.backend
-        session = self.gw.upstreams.session(backend)
-        if proxy.is_upgrade(request):
-            return await proxy.forward_websocket(request, backend, session, raw, headers, outcome)
-        return await proxy.forward(request, backend, session, raw, headers, outcome, tap=shadow, body_limit=limit,
-                                   extra_response_headers=extra)
+                       limit: int | None, extra: list[tuple[str, str]], route: Route | None = None
+                       ) -> web.StreamResponse:
+        """Send to the decided backend; with ``on_error: fallback``, a failed attempt on the new side of an
+        idempotent request is retried once on legacy (and still counted against the new side)."""
+        fallback = route is not None and self._may_fall_back(request, route, decision)
+        if fallback:
+            try:
+                return await self._attempt(request, decision.backend, raw, headers, outcome, shadow, limit, extra,
+                                           retry_statuses=RETRY_STATUSES)
+            except GatewayError as exc:
+                if not _retryable(exc, request):
+                    raise
+                assert route is not None
+                self.gw.record_attempt(route, "extracted", exc)
+                outcome.backend = route.legacy.name
+                outcome.fell_back = True
+                return await self._attempt(request, route.legacy, raw, headers, outcome, shadow, limit, extra)
+        return await self._attempt(request, decision.backend, raw, headers, outcome, shadow, limit, extra)
+
+    async def _attempt(self, request: web.BaseRequest, backend: Backend, raw: str, headers: list[tuple[str, str]],
+                       outcome: proxy.Outcome, shadow: proxy.Tap | None, limit: int | None,
+                       extra: list[tuple[str, str]], retry_statuses: frozenset[int] = frozenset()
+                       ) -> web.StreamResponse:
+        protection = self.gw.protection
+        circuit = protection.circuits.get(backend.name)
+        if circuit is not None and not circuit.allow():
+            raise CircuitOpen(f"{backend.name}: circuit open after {circuit.failures} consecutive failures; "
+                              f"retrying in {circuit.spec.cooldown:g}s", backend=backend.name, retryable=True)
+        slot = protection.limits.get(backend.name)
+        if slot is not None:
+            await slot.acquire()
+        try:
+            session = self.gw.upstreams.session(backend)
+            if proxy.is_upgrade(request):
+                resp = await proxy.forward_websocket(request, backend, session, raw, headers, outcome)
+            else:
+                resp = await proxy.forward(request, backend, session, raw, headers, outcome, tap=shadow,
+                                           body_limit=limit, extra_response_headers=extra,
+                                           retry_statuses=retry_statuses)
+        except GatewayError as exc:
+            if circuit is not None and not isinstance(exc, ClientRequestError):
+                circuit.failure()
+            raise
+        finally:
+            if slot is not None:
+                slot.release()
+        if circuit is not None:
+            if outcome.status >= 500 or outcome.aborted:
+                circuit.failure()
+            else:
+                circuit.success()
+        return resp
+
+    @staticmethod
+    def _may_fall_back(request: web.BaseRequest, route: Route, decision: rollout.Decision) -> bool:
+        return (decision.side == "extracted" and route.spec is not None and route.spec.on_error == "fallback"
+                and request.method in IDEMPOTENT and not proxy.is_upgrade(request))
 
     def _refuse(self, error: GatewayError, instance: str) -> web.Response:
         return problem_response(error, instance=instance[:200])

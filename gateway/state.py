@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS history (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS history_route ON history(route, id);
+CREATE TABLE IF NOT EXISTS steps (
+    route TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 """
 
 MAX_HISTORY = 10_000
@@ -61,6 +67,7 @@ class StateStore:
         self._db.executescript(SCHEMA)
         self._version = -1
         self._pins: dict[str, Pin] = {}
+        self._steps: dict[str, tuple[str, int, float]] = {}
         self.refresh()
 
     def close(self) -> None:
@@ -81,9 +88,11 @@ class StateStore:
                 return False
             self._version = version
             rows = self._db.execute("SELECT route, fingerprint, actor, reason, at FROM pins").fetchall()
+            step_rows = self._db.execute("SELECT route, fingerprint, step, at FROM steps").fetchall()
         pins = {r[0]: Pin(*r) for r in rows}
         changed = pins != self._pins
         self._pins = pins
+        self._steps = {r[0]: (r[1], r[2], r[3]) for r in step_rows}
         return changed
 
     def pin(self, route: str, fingerprint: str, actor: str, reason: str, detail: dict[str, Any] | None = None) -> Pin:
@@ -118,6 +127,27 @@ class StateStore:
         if existed:
             self._pins = {k: v for k, v in self._pins.items() if k != route}
         return existed
+
+    # -- progressive canary steps ----------------------------------------------------------------------------------
+
+    @property
+    def steps(self) -> dict[str, tuple[str, int, float]]:
+        return self._steps
+
+    def set_step(self, route: str, fingerprint: str, step: int, actor: str, reason: str,
+                 detail: dict[str, Any] | None = None) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)", (route, fingerprint, step, now))
+                if detail is not None:
+                    self._record(now, "canary_step", route, actor, reason, detail)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        self._steps = {**self._steps, route: (fingerprint, step, now)}
 
     # -- history -------------------------------------------------------------------------------------------------
 

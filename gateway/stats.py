@@ -100,6 +100,24 @@ class Window:
         if mismatch:
             slot.mismatches += 1
 
+    def counts(self, span: float = 60.0) -> Summary:
+        """Counters only (no percentiles): cheap enough to evaluate after every request."""
+        now = int(self._clock())
+        slots, size = self._slots, self.seconds
+        requests = errors = compared = mismatches = 0
+        for second in range(now - min(int(span), size) + 1, now + 1):
+            slot = slots[second % size]
+            if slot.second == second:
+                requests += slot.requests
+                errors += slot.errors
+                compared += slot.compared
+                mismatches += slot.mismatches
+        return Summary(requests, errors, compared, mismatches, None, None)
+
+    def reset(self) -> None:
+        for slot in self._slots:
+            slot.reset(-1)
+
     def summary(self, span: float = 60.0) -> Summary:
         now = int(self._clock())
         oldest = now - min(int(span), self.seconds) + 1
@@ -145,6 +163,12 @@ class RouteStats:
         self.extracted = Window()
         self.shadow = Window()          # the shadow copies' own latency and errors
         self.skipped: dict[str, int] = {}
+
+    def reset_new_side(self) -> None:
+        """Forget the new side's recent history: after a resume or an edit of the route, the guard judges the new
+        side on what it does from now on, not on the failures that caused the rollback."""
+        self.extracted.reset()
+        self.shadow.reset()
 
     def side(self, name: str) -> Window:
         return self.extracted if name == "extracted" else self.legacy
