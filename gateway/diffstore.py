@@ -300,6 +300,10 @@ class DiffStore:
         """Enforce the bounds for what this batch touched: ``max_samples`` per route, verdict and kind (besides
         the latest example of each counted field), field and noise counters per route, and ``max_age``."""
         db.execute("DELETE FROM samples WHERE at < ?", (time.time() - self.max_age,))
+        # Fields first: a field trimmed away no longer holds its example sample.
+        for route in {t[0] for t in touched}:
+            _trim(db, "fields", route, "counted + ignored", MAX_FIELDS_PER_ROUTE)
+            _trim(db, "noise", route, "differed", MAX_NOISE_FIELDS)
         for route, verdict, replay in touched:
             db.execute(
                 "DELETE FROM samples WHERE route = ? AND verdict = ? AND replay = ? AND id <= "
@@ -307,9 +311,6 @@ class DiffStore:
                 "LIMIT 1 OFFSET ?) AND id NOT IN (SELECT last_id FROM fields WHERE route = ? AND counted > 0 "
                 "AND last_id IS NOT NULL)",
                 (route, verdict, replay, route, verdict, replay, self.max_samples, route))
-        for route in {t[0] for t in touched}:
-            _trim(db, "fields", route, "counted + ignored", MAX_FIELDS_PER_ROUTE)
-            _trim(db, "noise", route, "differed", MAX_NOISE_FIELDS)
 
 
 def _trim(db: sqlite3.Connection, table: str, route: str, weight: str, keep: int) -> None:
