@@ -75,10 +75,10 @@ function sparkline(route) {
   return svg;
 }
 
-function perSecond(route) {
+/** Requests served on the route (by either side) over the last window. */
+function requests(route) {
   const st = route.stats || {};
-  const n = ((st.legacy || {}).requests || 0) + ((st.extracted || {}).requests || 0);
-  return n / WINDOW_S;
+  return ((st.legacy || {}).requests || 0) + ((st.extracted || {}).requests || 0);
 }
 
 function stageCell(route) {
@@ -191,7 +191,8 @@ function row(route) {
     h("td", {}, route.to ? route.to : h("span", { class: "muted" }, route.legacy)),
     weightCell(route),
     pinCell(route),
-    h("td", { class: "traffic" }, sparkline(route), h("div", { class: "muted" }, `${perSecond(route).toFixed(1)}/s`)),
+    h("td", { class: "traffic" }, sparkline(route),
+      h("div", { class: "muted", dataset: { requests: requests(route) } }, `${(requests(route) / WINDOW_S).toFixed(1)}/s`)),
     matchCell(route),
     pair(legacy.error_rate, side.stats.requests ? side.stats.error_rate : null, (v) => fmtPct(v, 2),
       (a, b) => b > a + 1),

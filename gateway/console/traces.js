@@ -233,7 +233,7 @@ function waterfall(trace, selected, onSelect) {
     bar.style.width = `max(2px, ${(100 * dur) / total}%)`;
     bar.style.setProperty("--svc", serviceColour(sp.service));
     const label = h("span", { class: "wf-dur" }, fmtMs(dur / 1e6));
-    label.style.left = `${Math.min(92, (100 * (start + dur)) / total)}%`;
+    label.style.left = `${(100 * (start + dur)) / total}%`;
     const name = h("div", { class: "wf-name" },
       h("span", { class: "swatch", dataset: { service: sp.service || "unknown" } }),
       h("span", { class: "wf-span-name" }, sp.name),
