@@ -1,0 +1,184 @@
+"""The benchmark's upstream: a raw asyncio protocol on uvloop with httptools (a C HTTP/1.1 parser), so that the
+backend costs a few microseconds per request and never becomes the bottleneck of the proxy under test.
+
+What it answers (HTTP/1.1, keep-alive unless the client says ``Connection: close``)::
+
+    GET /bytes/{N}     N bytes, Content-Length framed, streamed from one reused 1 MiB buffer with backpressure
+                       (a 1 GiB answer never exists in memory)
+    any request with a body
+                       the body is counted, never stored: {"received": N}
+    anything else      the same 70-byte JSON document
+
+``--delay SECONDS`` holds every answer back that long (a slow shadow target).
+
+Run: ``python -m tests.bench.backend --port P [--delay 0.5]``; it prints ``ready`` once listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+
+import httptools
+
+# 70 bytes exactly: the payload the issue's measurements were made with.
+PAYLOAD = b'{"id":42,"name":"bench item","price":19.99,"stock":7,"tags":["a","b"]}'
+assert len(PAYLOAD) == 70, len(PAYLOAD)
+CHUNK = memoryview(b"x" * (1024 * 1024))
+
+
+def _head(status: str, length: int, keep_alive: bool, content_type: bytes = b"application/json") -> bytes:
+    return (b"HTTP/1.1 " + status.encode() + b"\r\nContent-Type: " + content_type
+            + b"\r\nContent-Length: " + str(length).encode()
+            + (b"\r\n\r\n" if keep_alive else b"\r\nConnection: close\r\n\r\n"))
+
+
+# The hot answer is built once: the backend's per-request cost is one parser callback and one write.
+JSON_ANSWER = _head("200 OK", len(PAYLOAD), True) + PAYLOAD
+JSON_ANSWER_CLOSE = _head("200 OK", len(PAYLOAD), False) + PAYLOAD
+
+
+class HttpServer(asyncio.Protocol):
+    """One client connection. Requests are answered in order; while an answer is pending (delay, streaming),
+    reading is paused so a pipelining client cannot get answers out of order."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.received = 0
+        self.has_body = False
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._close()
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.write(_head("400 Bad Request", 0, False))
+            self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.can_write.set()
+        if self.task is not None:
+            self.task.cancel()
+
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
+    # -- httptools callbacks -----------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.received = 0
+        self.has_body = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.has_body = True
+        self.received += len(body)
+
+    def on_message_complete(self) -> None:
+        keep_alive = self.parser.should_keep_alive()
+        if self.has_body or self.received:
+            body = json.dumps({"received": self.received}).encode()
+            self._answer(_head("200 OK", len(body), keep_alive) + body, keep_alive)
+        elif self.url.startswith(b"/bytes/"):
+            self._start(self._stream(int(self.url[7:].split(b"?")[0] or 0), keep_alive))
+        else:
+            self._answer(JSON_ANSWER if keep_alive else JSON_ANSWER_CLOSE, keep_alive)
+
+    # -- answers -----------------------------------------------------------------------------------------------
+
+    def _answer(self, data: bytes, keep_alive: bool) -> None:
+        if self.delay > 0:
+            self._start(self._delayed(data, keep_alive))
+            return
+        if self.transport is not None:
+            self.transport.write(data)
+            if not keep_alive:
+                self._close()
+
+    def _start(self, coro: object) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+
+    async def _delayed(self, data: bytes, keep_alive: bool) -> None:
+        await asyncio.sleep(self.delay)
+        self._finish(data, keep_alive)
+
+    async def _stream(self, size: int, keep_alive: bool) -> None:
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
+        if self.transport is None:
+            return
+        self.transport.write(_head("200 OK", size, keep_alive, b"application/octet-stream"))
+        left = size
+        while left > 0 and self.transport is not None:
+            await self.can_write.wait()
+            if self.transport is None:
+                return
+            n = min(left, len(CHUNK))
+            self.transport.write(CHUNK[:n])
+            left -= n
+        self._finish(b"", keep_alive)
+
+    def _finish(self, data: bytes, keep_alive: bool) -> None:
+        self.task = None
+        if self.transport is None:
+            return
+        if data:
+            self.transport.write(data)
+        if keep_alive:
+            self.transport.resume_reading()
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def serve(host: str, port: int, delay: float) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpServer(delay), host, port, backlog=4096, reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("ready", flush=True)
+    async with server:
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="benchmark upstream: 70-byte JSON, streamed bytes, body counter")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    args = parser.parse_args(argv)
+    import uvloop
+
+    uvloop.run(serve(args.host, args.port, args.delay))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""The benchmark harness: one command, every proxy, every scenario, one table.
+
+    python -m tests.bench [--scenario NAME ...] [--duration 6] [--warmup 1] [--out FILE]
+
+A run starts one upstream backend (``tests/bench/backend.py``), then, per scenario, the proxies it compares:
+nginx (the reference), the naive aiohttp proxy (``naive_proxy.py``, the Python baseline) and the gateway
+(``python -m gateway up`` on a generated routes.yaml). Each proxy is driven by wrk in turn (a warm-up run, then
+the measured run), and its CPU time is read from /proc around the measured run only.
+
+On a machine with two or more CPUs the proxy under test gets one CPU of its own and everything else (backend,
+wrk, the harness) gets the rest, so "CPU per request" is the proxy's cost alone and every proxy is limited to
+one core (nginx ``worker_processes 1``, one gateway process). ``--no-pin`` turns that off.
+
+Scenarios are in ``tests/bench/scenarios.py``. Each one checks correctness too (wrk's non-2xx and socket errors,
+byte counts, that the intended route answered); a failed check is printed loudly and makes the exit status 1.
+The issue's performance targets are printed as met / missed: they are measurements, not failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.bench import configs, procs, wrk
+from tests.bench.procs import Proc, Procs
+
+ADMIN_TOKEN = "bench-admin-token"
+NGINX = "/usr/sbin/nginx"
+RESULTS_DIR = procs.REPO / "bench-results"
+
+
+@dataclass
+class Options:
+    duration: int = 6
+    warmup: int = 1
+    connections: int = 32
+    big_size: int = 1 << 30
+    reload_duration: int = 10
+    pin: bool = True
+    scenarios: list[str] = field(default_factory=list)
+    out: Path | None = None
+    keep: bool = False
+
+
+@dataclass
+class Row:
+    scenario: str
+    proxy: str            # nginx | naive | gateway
+    variant: str          # what differs within the scenario ("1 route", "shadow slow", ...)
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    cpu_us: float = 0.0   # CPU microseconds per request, proxy process tree
+    cpu_share: float = 0.0  # proxy CPU time / wall time, percent: ~100 = CPU-bound, far less = starved or waiting
+    requests: int = 0
+    failures: int = 0
+    mb_s: float | None = None
+    rss_growth_mib: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.proxy if self.variant in ("", self.proxy) else f"{self.proxy}: {self.variant}"
+
+
+@dataclass
+class Check:
+    scenario: str
+    what: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Target:
+    scenario: str
+    what: str
+    met: bool
+    value: str
+
+
+class Bench:
+    """The run's shared state: options, process registry, the main backend, and everything measured so far."""
+
+    def __init__(self, opts: Options, workdir: Path) -> None:
+        self.opts = opts
+        self.workdir = workdir
+        self.procs = Procs(workdir, _cpu_split() if opts.pin else (None, None))
+        self.rows: list[Row] = []
+        self.checks: list[Check] = []
+        self.targets: list[Target] = []
+        self.notes: list[str] = []
+        self.backend_port = 0
+        self._counter = 0
+
+    # -- processes ---------------------------------------------------------------------------------------------
+
+    def start_backend(self, name: str = "backend", delay: float = 0.0) -> int:
+        port = procs.free_port()
+        argv = [procs.python(), "-m", "tests.bench.backend", "--port", str(port), "--delay", str(delay)]
+        proc = self.procs.start(name, argv, role="load")
+        procs.wait_port(port, 15, proc.popen, name)
+        return port
+
+    def start_nginx(self) -> tuple[Proc, int]:
+        port = procs.free_port()
+        ndir = self.workdir / "nginx"
+        ndir.mkdir(exist_ok=True)
+        conf = ndir / "nginx.conf"
+        conf.write_text(configs.nginx_conf(ndir, listen=port, backend=self.backend_port))
+        proc = self.procs.start("nginx", [NGINX, "-p", str(ndir), "-c", str(conf), "-e", str(ndir / "error.log")],
+                                role="proxy")
+        procs.wait_port(port, 15, proc.popen, "nginx")
+        return proc, port
+
+    def start_naive(self) -> tuple[Proc, int]:
+        port = procs.free_port()
+        argv = [procs.python(), "-m", "tests.bench.naive_proxy", "--port", str(port), "--upstream",
+                f"http://127.0.0.1:{self.backend_port}"]
+        proc = self.procs.start("naive", argv, role="proxy")
+        procs.wait_port(port, 20, proc.popen, "naive proxy")
+        return proc, port
+
+    def start_gateway(self, setup: configs.GatewaySetup, name: str = "gateway") -> Gateway:
+        self._counter += 1
+        gdir = self.workdir / f"{name}-{self._counter}" / "conf"
+        gdir.mkdir(parents=True)
+        port, admin = procs.free_port(), procs.free_port()
+        routes = gdir / "routes.yaml"
+        routes.write_text(configs.gateway_yaml(setup, listen=port, admin=admin, backend=self.backend_port,
+                                               store=gdir.parent / "store"))
+        argv = [procs.python(), "-m", "gateway", "up", "-c", str(routes)]
+        proc = self.procs.start(f"{name}-{self._counter}", argv, role="proxy",
+                                env={"STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN, "STRANGLER_LOG_FORMAT": "json"})
+        try:
+            procs.wait_port(port, 180, proc.popen, "gateway")
+            procs.wait_port(admin, 30, proc.popen, "gateway admin")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n--- gateway output ---\n{proc.tail()}") from exc
+        return Gateway(proc, port, admin, routes)
+
+    # -- measuring ---------------------------------------------------------------------------------------------
+
+    def measure(self, scenario: str, proxy: str, variant: str, proc: Proc, port: int, path: str,
+                duration: int | None = None) -> Row:
+        url = f"http://127.0.0.1:{port}{path}"
+        self.check_get(scenario, f"{proxy}{': ' + variant if variant else ''}", port, path)
+        if self.opts.warmup > 0:
+            self.wrk(url, self.opts.warmup)
+        pids = procs.descendants(proc.pid)
+        cpu0 = procs.cpu_seconds(pids)
+        result = self.wrk(url, duration or self.opts.duration)
+        cpu = procs.cpu_seconds(pids) - cpu0
+        row = Row(scenario, proxy, variant, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
+                  cpu_us=cpu / result.requests * 1e6 if result.requests else 0.0, requests=result.requests,
+                  failures=result.failures, cpu_share=cpu / result.seconds * 100 if result.seconds else 0.0,
+                  extra={"wrk": result.as_dict(), "cpu_seconds": cpu})
+        self.rows.append(row)
+        self.check(scenario, f"{row.label}: no failed requests", result.failures == 0 and result.requests > 0,
+                   f"{result.requests} requests, {result.non_2xx} non-2xx, {result.socket_errors} socket errors")
+        progress(f"  {row.label:<34} {row.rps:>9.0f} req/s  p50 {row.p50_ms:6.2f} ms  p99 {row.p99_ms:7.2f} ms  "
+                  f"{row.cpu_us:6.0f} us CPU/req  CPU {row.cpu_share:3.0f}%  failures {row.failures}")
+        return row
+
+    def wrk(self, url: str, duration: int) -> wrk.WrkResult:
+        load = self.procs.cpus[1]
+        threads = 1 if load is not None and len(load) == 1 else 2
+        return wrk.run_wrk(url, duration=duration, connections=self.opts.connections, threads=threads,
+                           workdir=self.workdir, cpus=load)
+
+    def check_get(self, scenario: str, who: str, port: int, path: str) -> None:
+        """One request by hand before the load: the proxy must answer 200 with the backend's exact body."""
+        from tests.bench.backend import PAYLOAD
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+                status, body = resp.status, resp.read()
+        except Exception as exc:  # noqa: BLE001 - reported as a failed check
+            status, body = 0, repr(exc).encode()
+        self.check(scenario, f"{who}: GET {path} answers 200 with the backend's body",
+                   status == 200 and body == PAYLOAD, f"status {status}, body {body[:80]!r}")
+
+    def check(self, scenario: str, what: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(scenario, what, ok, detail))
+        if not ok:
+            progress(f"  !!! CHECK FAILED [{scenario}] {what}: {detail}")
+        return ok
+
+    def target(self, scenario: str, what: str, met: bool, value: str) -> None:
+        self.targets.append(Target(scenario, what, met, value))
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        progress(f"  note: {text}")
+
+
+@dataclass
+class Gateway:
+    proc: Proc
+    port: int
+    admin: int
+    routes: Path
+
+    def admin_get(self, path: str, timeout: float = 30.0) -> Any:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin}{path}",
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+
+def _cpu_split() -> tuple[set[int] | None, set[int] | None]:
+    """(CPUs for the proxy under test, CPUs for everything else): the last CPU for the proxy."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return (None, None)
+    return ({cpus[-1]}, set(cpus[:-1]))
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def table_text(bench: Bench) -> str:
+    header = f"{'scenario':<15} {'proxy / variant':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} " \
+             f"{'CPU %':>6} {'fails':>6} {'MB/s':>8} {'RSS +MiB':>9}"
+    lines = [header, "-" * len(header)]
+    for r in bench.rows:
+        mb = f"{r.mb_s:8.0f}" if r.mb_s is not None else f"{'':8}"
+        rss = f"{r.rss_growth_mib:9.1f}" if r.rss_growth_mib is not None else f"{'':9}"
+        if r.mb_s is not None:
+            lines.append(f"{r.scenario:<15} {r.label:<36} {'':>9} {'':>8} {'':>8} {'':>10} {r.cpu_share:>6.0f} "
+                         f"{r.failures:>6} {mb} {rss}")
+        else:
+            lines.append(f"{r.scenario:<15} {r.label:<36} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+                         f"{r.cpu_us:>10.0f} {r.cpu_share:>6.0f} {r.failures:>6} {mb} {rss}")
+    ratios = ratio_lines(bench)
+    if ratios:
+        lines += ["", "ratios (gateway / other, same run):"] + [f"  {x}" for x in ratios]
+    if bench.targets:
+        lines += ["", "targets (issue 7):"]
+        lines += [f"  [{'met' if t.met else 'MISSED'}] {t.scenario}: {t.what}: {t.value}" for t in bench.targets]
+    failed = [c for c in bench.checks if not c.ok]
+    lines += ["", f"correctness checks: {len(bench.checks) - len(failed)} of {len(bench.checks)} passed"]
+    lines += [f"  FAILED [{c.scenario}] {c.what}: {c.detail}" for c in failed]
+    if bench.notes:
+        lines += ["", "notes:"] + [f"  {n}" for n in bench.notes]
+    return "\n".join(lines)
+
+
+def ratio_lines(bench: Bench) -> list[str]:
+    out = []
+    for scenario in dict.fromkeys(r.scenario for r in bench.rows):
+        rows = [r for r in bench.rows if r.scenario == scenario and r.mb_s is None]
+        gw = next((r for r in rows if r.proxy == "gateway" and r.extra.get("baseline") is None), None)
+        for other in ("naive", "nginx"):
+            o = next((r for r in rows if r.proxy == other), None)
+            if gw is not None and o is not None and o.rps and o.cpu_us:
+                out.append(f"{scenario}: gateway/{other}: throughput x{gw.rps / o.rps:.2f}, "
+                           f"CPU per request x{gw.cpu_us / o.cpu_us:.2f}, p50 x{gw.p50_ms / o.p50_ms:.2f}, "
+                           f"p99 x{gw.p99_ms / o.p99_ms:.2f}")
+        for r in rows:
+            base_name = r.extra.get("baseline")
+            base = next((b for b in rows if b.variant == base_name and b.proxy == r.proxy), None)
+            if base is not None and base is not r and base.rps and base.p50_ms and base.p99_ms:
+                out.append(f"{scenario}: {r.variant} / {base.variant}: throughput x{r.rps / base.rps:.2f}, "
+                           f"p50 x{r.p50_ms / base.p50_ms:.2f}, p99 x{r.p99_ms / base.p99_ms:.2f}, "
+                           f"CPU per request x{r.cpu_us / base.cpu_us if base.cpu_us else 0:.2f}")
+        big = [r for r in bench.rows if r.scenario == scenario and r.mb_s is not None]
+        for r in big:
+            if r.proxy != "gateway" or not r.mb_s:
+                continue
+            ref = next((n for n in big if n.proxy == "nginx" and n.variant == r.variant), None)
+            if ref is not None and ref.mb_s:
+                out.append(f"{scenario}: {r.variant}: gateway {r.mb_s:.0f} MB/s vs nginx {ref.mb_s:.0f} MB/s "
+                           f"(x{r.mb_s / ref.mb_s:.2f})")
+    return out
+
+
+def results_json(bench: Bench, started: float) -> dict[str, Any]:
+    return {
+        "started_at": started,
+        "finished_at": time.time(),
+        "options": {"duration": bench.opts.duration, "warmup": bench.opts.warmup,
+                    "connections": bench.opts.connections, "big_size": bench.opts.big_size,
+                    "pinning": {"proxy_cpus": sorted(bench.procs.cpus[0] or []),
+                                "load_cpus": sorted(bench.procs.cpus[1] or [])},
+                    "scenarios": bench.opts.scenarios},
+        "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
+        "rows": [{"scenario": r.scenario, "proxy": r.proxy, "variant": r.variant, "rps": r.rps, "p50_ms": r.p50_ms,
+                  "p99_ms": r.p99_ms, "cpu_us_per_request": r.cpu_us, "cpu_percent": r.cpu_share,
+                  "requests": r.requests,
+                  "failures": r.failures, "mb_per_s": r.mb_s, "rss_growth_mib": r.rss_growth_mib, **r.extra}
+                 for r in bench.rows],
+        "ratios": ratio_lines(bench),
+        "checks": [vars(c) for c in bench.checks],
+        "targets": [vars(t) for t in bench.targets],
+        "notes": bench.notes,
+        "ok": all(c.ok for c in bench.checks),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def missing_tools() -> list[str]:
+    missing = []
+    if not (os.path.exists(NGINX) or shutil.which("nginx")):
+        missing.append("nginx")
+    if wrk.wrk_binary() is None:
+        missing.append("wrk")
+    return missing
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    from tests.bench.scenarios import SCENARIOS
+
+    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenario", action="append", choices=list(SCENARIOS), metavar="NAME",
+                   help=f"run only this scenario (repeatable); one of: {', '.join(SCENARIOS)}")
+    p.add_argument("--duration", type=int, default=6, help="seconds of each measured wrk run (default 6)")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up before each run (0: none)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--big-size", type=_size, default=1 << 30, help="bytes of the streamed transfers (default 1GiB)")
+    p.add_argument("--reload-duration", type=int, default=10, help="seconds of load while reloading (default 10)")
+    p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
+    p.add_argument("--out", type=Path, help="JSON results file (default bench-results/bench-TIMESTAMP.json)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs) for inspection")
+    a = p.parse_args(argv)
+    return Options(duration=a.duration, warmup=a.warmup, connections=a.connections, big_size=a.big_size,
+                   reload_duration=a.reload_duration, pin=a.pin, scenarios=a.scenario or list(SCENARIOS),
+                   out=a.out, keep=a.keep)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.bench.scenarios import SCENARIOS
+
+    opts = parse_args(argv)
+    missing = missing_tools()
+    if missing:
+        print(f"benchmark: {' and '.join(missing)} not found. Install them with:\n    {wrk.INSTALL_HINT}",
+              file=sys.stderr)
+        return 2
+    # SIGTERM ends the run like Ctrl-C does, so the `finally` below stops every process we started.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
+    bench = Bench(opts, workdir)
+    if bench.procs.cpus[1]:
+        os.sched_setaffinity(0, bench.procs.cpus[1])   # the harness is load, not proxy
+    started = time.time()
+    code = 0
+    try:
+        bench.backend_port = bench.start_backend()
+        for name in opts.scenarios:
+            progress(f"== {name}")
+            try:
+                SCENARIOS[name](bench)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others
+                bench.check(name, "scenario ran to the end", False, f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        progress("interrupted: stopping every process")
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - the backend did not start: report it like a failed check
+        bench.check("setup", "the upstream backend started", False, f"{type(exc).__name__}: {exc}")
+    finally:
+        bench.procs.close()
+        if not opts.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            progress(f"work directory kept: {workdir}")
+    out = opts.out or RESULTS_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results_json(bench, started), indent=2))
+    print(table_text(bench))
+    print(f"\nresults: {out}")
+    if code == 0 and not all(c.ok for c in bench.checks):
+        print("\nBENCHMARK CORRECTNESS CHECKS FAILED (see above)", file=sys.stderr)
+        code = 1
+    return code
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())
