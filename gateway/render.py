@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -25,26 +26,72 @@ def _pretty(body: dict[str, Any] | None) -> list[str]:
         return text.splitlines() or [""]
 
 
-def _differing_keys(diffs: list[dict[str, Any]]) -> set[str]:
-    """The last path component of every differing field, to highlight the lines that carry it."""
+def _keys(diffs: list[dict[str, Any]]) -> set[str]:
+    """The last name in each difference's path: the key of the pretty-printed line that carries it."""
     keys = set()
     for d in diffs:
-        path = d["path"]
-        last = path.rsplit(".", 1)[-1].split("[", 1)[0]
+        last = d["path"].rsplit(".", 1)[-1].split("[", 1)[0].strip("'\"")
         if last and last != "$":
             keys.add(last)
     return keys
 
 
-def _highlight(line: str, keys: set[str], style: str) -> Text:
+def _line_key(line: str) -> str | None:
     stripped = line.strip()
-    for key in keys:
-        if stripped.startswith(f'"{key}":'):
-            return Text(line, style=style)
-    return Text(line)
+    if stripped.startswith('"'):
+        key, sep, _ = stripped[1:].partition('":')
+        if sep:
+            return key
+    return None
 
 
-def print_diff(con: Console, d: dict[str, Any]) -> None:
+# One row of the side-by-side view: (mark, legacy line, new line); mark is "!" for a counted difference, "~" for
+# one only in ignored or noise fields, " " for equal lines.
+Row = tuple[str, str, str]
+
+
+def side_by_side(left: list[str], right: list[str], counted: set[str], ignored: set[str]) -> list[Row]:
+    """Align two pretty-printed bodies like a code review diff (difflib opcodes) and mark the differing rows."""
+    rows: list[Row] = []
+    for op, a1, a2, b1, b2 in difflib.SequenceMatcher(None, left, right, autojunk=False).get_opcodes():
+        if op == "equal":
+            rows.extend((" ", left[i], right[j]) for i, j in zip(range(a1, a2), range(b1, b2), strict=True))
+            continue
+        for k in range(max(a2 - a1, b2 - b1)):
+            a = left[a1 + k] if a1 + k < a2 else ""
+            b = right[b1 + k] if b1 + k < b2 else ""
+            key = _line_key(a) or _line_key(b)
+            rows.append(("~" if key in ignored and key not in counted else "!", a, b))
+    return rows
+
+
+def _collapse(rows: list[Row], context: int) -> list[Row | int]:
+    """Keep ``context`` rows around each difference; runs of equal rows beyond that become their length."""
+    marked = [i for i, r in enumerate(rows) if r[0] != " "]
+    if not marked:
+        return list(rows[:context * 8]) + ([len(rows) - context * 8] if len(rows) > context * 8 else [])
+    keep = set()
+    for i in marked:
+        keep.update(range(max(0, i - context), min(len(rows), i + context + 1)))
+    out: list[Row | int] = []
+    skipped = 0
+    for i, row in enumerate(rows):
+        if i in keep:
+            if skipped:
+                out.append(skipped)
+                skipped = 0
+            out.append(row)
+        else:
+            skipped += 1
+    if skipped:
+        out.append(skipped)
+    return out
+
+
+MARK_STYLE = {"!": ("on dark_red", "on dark_green"), "~": ("dim cyan", "dim cyan"), " ": ("", "")}
+
+
+def print_diff(con: Console, d: dict[str, Any], *, context: int = 3) -> None:
     verdict = d["verdict"]
     con.print(Text.assemble(("comparison #", "bold"), (str(d["id"]), "bold"), "  ", (d["route"], "bold"), "  ",
                             f"{d['method']} {d['path']}  ", (verdict, VERDICT_STYLE.get(verdict, ""))))
@@ -70,18 +117,21 @@ def print_diff(con: Console, d: dict[str, Any]) -> None:
     if ignored:
         con.print(Text("ignored (rules or learned noise): " + ", ".join(sorted({x["field"] for x in ignored})),
                        style="cyan"))
-    keys = _differing_keys(diffs)
-    left, right = _pretty(p.get("body")), _pretty(s.get("body"))
-    side = Table(show_edge=False, expand=True)
-    side.add_column(f"legacy ({p['backend']})", ratio=1, overflow="fold")
-    side.add_column(f"new ({s['backend']})", ratio=1, overflow="fold")
-    for i in range(min(max(len(left), len(right)), 200)):
-        a = left[i] if i < len(left) else ""
-        b = right[i] if i < len(right) else ""
-        style_a = "on dark_red" if a != b else ""
-        style_b = "on dark_green" if a != b else ""
-        side.add_row(_highlight(a, keys, "bold red") if not style_a else Text(a, style=style_a),
-                     _highlight(b, keys, "bold green") if not style_b else Text(b, style=style_b))
+    rows = side_by_side(_pretty(p.get("body")), _pretty(s.get("body")), _keys(diffs), _keys(ignored))
+    side = Table(show_edge=False, expand=True, caption="! differs   ~ differs only in ignored or noise fields",
+                 caption_justify="left")
+    side.add_column(" ", width=1, no_wrap=True)
+    side.add_column(f"legacy ({p['backend']})" + (" [cut]" if p.get("truncated") else ""), ratio=1,
+                    overflow="fold")
+    side.add_column(f"new ({s['backend']})" + (" [cut]" if s.get("truncated") else ""), ratio=1,
+                    overflow="fold")
+    for row in _collapse(rows, context):
+        if isinstance(row, int):
+            side.add_row("", Text(f"... {row} equal line(s) ...", style="dim"), "")
+            continue
+        mark, a, b = row
+        style_a, style_b = MARK_STYLE[mark]
+        side.add_row(Text(mark, style="bold"), Text(a, style=style_a), Text(b, style=style_b))
     con.print(side)
 
 
@@ -90,19 +140,18 @@ def print_report(con: Console, rep: dict[str, Any]) -> None:
     if not routes:
         con.print("no routes with comparisons yet")
         return
-    t = Table(title="shadow comparison per route", title_justify="left", show_edge=False)
+    t = Table(title="shadow comparison per route (latency over the compared requests)", title_justify="left",
+              show_edge=False)
     for col in ("route", "stage", "compared", "match", "mismatch", "ignored", "error", "skipped",
                 "legacy p50/p99 ms", "new p50/p99 ms"):
         t.add_column(col)
     for r in routes:
         rates = r.get("rates", {})
-        lat = r["latency"]
-        new = lat["shadow"] if r["stage"] == "shadow" else lat["extracted"]
-        skipped = ", ".join(f"{k} {v}" for k, v in sorted(r["skipped"].items())) or "-"
+        legacy, new = _latency(r)
         t.add_row(r["route"], r["stage"], str(r.get("compared", 0)),
                   *[f"{rates.get(v, 0.0):.1f}%" for v in ("match", "mismatch", "ignored", "error")],
-                  skipped, f"{_ms(lat['legacy']['p50_ms'])}/{_ms(lat['legacy']['p99_ms'])}",
-                  f"{_ms(new['p50_ms'])}/{_ms(new['p99_ms'])}")
+                  _skipped(r), f"{_ms(legacy.get('p50_ms'))}/{_ms(legacy.get('p99_ms'))}",
+                  f"{_ms(new.get('p50_ms'))}/{_ms(new.get('p99_ms'))}")
     con.print(t)
     for r in routes:
         if r.get("fields"):
@@ -113,9 +162,31 @@ def print_report(con: Console, rep: dict[str, Any]) -> None:
                 ft.add_row(Text(f["field"], style="bold red" if f["count"] else "cyan"), f["kind"], str(f["count"]),
                            str(f["ignored"]), f"strangler diff {f['last_sample']}" if f.get("last_sample") else "")
             con.print(ft)
-        if r.get("noise"):
+        learned = [n for n in r.get("noise", []) if n.get("learned", True)]
+        candidates = [n for n in r.get("noise", []) if not n.get("learned", True)]
+        if learned:
             con.print(Text(f"{r['route']}: learned noise over {r['noise_samples']} double-checked request(s): "
-                           + ", ".join(f"{n['field']} ({n['rate']:.0f}%)" for n in r["noise"][:10]), style="cyan"))
+                           + ", ".join(f"{n['field']} ({n['rate']:.0f}%)" for n in learned[:10]), style="cyan"))
+        if candidates:
+            con.print(Text(f"{r['route']}: legacy disagreed with itself too rarely to call these noise yet: "
+                           + ", ".join(f"{n['field']} ({n['rate']:.0f}%)" for n in candidates[:10]), style="dim"))
+
+
+def _latency(r: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """p50/p99 of both sides: over the compared requests when the store has them, else the live window."""
+    compared = r.get("compared_latency") or {}
+    if compared.get("legacy") and compared.get("extracted"):
+        return compared["legacy"], compared["extracted"]
+    lat = r.get("latency") or {}
+    new = lat.get("shadow") if r.get("stage") == "shadow" else lat.get("extracted")
+    return lat.get("legacy") or {}, new or {}
+
+
+def _skipped(r: dict[str, Any]) -> str:
+    """Skips by reason: the store's counters, plus the reasons only counted live (sampled_out, method)."""
+    reasons = dict(r.get("skipped_live") or {})
+    reasons.update(r.get("skipped") or {})
+    return ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "-"
 
 
 def _ms(v: float | None) -> str:

@@ -358,3 +358,44 @@ async def test_replay_compares_recorded_legacy_answers_with_the_fixed_service(tm
     assert [c.path for c in new.seen[-3:]] == ["/items/2", "/items/1", "/items/0"]
     assert all(c.headers["X-Shadow"] == "1" for c in new.seen)
     assert report["verdicts"] == {"mismatch": 3}  # replays are kept apart from live verdicts
+
+
+def _body(doc: Any) -> dict[str, Any]:
+    text = json.dumps(doc)
+    return {"text": text, "size": len(text)}
+
+
+def test_diff_rendering_is_side_by_side_with_the_differing_fields_marked() -> None:
+    from rich.console import Console
+
+    from gateway.render import print_diff
+
+    legacy = {"average": 4.33, "generated_at": "12:00:01", "items": [{"id": i, "text": "ok"} for i in range(20)]}
+    new = {**legacy, "average": 4.3, "generated_at": "12:00:02", "items": legacy["items"][:-1]}
+    d = {"id": 42, "route": "reviews", "method": "GET", "path": "/api/products/3/reviews", "verdict": "mismatch",
+         "reason": "", "trace_id": None,
+         "primary": {"backend": "legacy", "status": 200, "ms": 2.5, "body": _body(legacy), "truncated": False},
+         "shadow": {"backend": "reviews", "status": 200, "ms": 3.1, "body": _body(new), "truncated": False},
+         "differences": [{"path": "$.average", "field": "$.average", "kind": "changed", "legacy": 4.33,
+                          "shadow": 4.3},
+                         {"path": "$.items[19]", "field": "$.items[*]", "kind": "missing", "legacy": {"id": 19},
+                          "shadow": None}],
+         "ignored": [{"path": "$.generated_at", "field": "$.generated_at", "kind": "changed", "legacy": "12:00:01",
+                      "shadow": "12:00:02"}]}
+    con = Console(width=100, record=True, color_system="truecolor", force_terminal=True)
+    print_diff(con, d)
+    lines = con.export_text(clear=False).splitlines()
+    average = next(line for line in lines if '"average": 4.33' in line)
+    assert average.lstrip().startswith("!") and '"average": 4.3,' in average.split("4.33", 1)[1]
+    noise = next(line for line in lines if '"generated_at": "12:00:01"' in line)
+    assert noise.lstrip().startswith("~") and "12:00:02" in noise
+    # The element only legacy has sits beside blank lines, and the long equal middle is folded away.
+    assert any(line.lstrip().startswith("!") and '"id": 19' in line for line in lines)
+    assert any("equal line(s)" in line for line in lines)
+    assert len(lines) < 60
+    # The counted difference is coloured (red on the legacy side), the noise line is not.
+    styled = con.export_text(styles=True)
+    average_styled = next(line for line in styled.splitlines() if '"average": 4.33' in line)
+    noise_styled = next(line for line in styled.splitlines() if '"generated_at": "12:00:01"' in line)
+    assert "\x1b[" in average_styled and "48;" in average_styled  # a background colour
+    assert "48;" not in noise_styled
