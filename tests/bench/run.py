@@ -48,6 +48,7 @@ class Options:
     reload_duration: int = 10
     pin: bool = True
     scenarios: list[str] = field(default_factory=list)
+    proxies: tuple[str, ...] = ("nginx", "naive", "gateway")   # which of them the pass-through scenario runs
     out: Path | None = None
     keep: bool = False
 
@@ -339,13 +340,15 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--big-size", type=_size, default=1 << 30, help="bytes of the streamed transfers (default 1GiB)")
     p.add_argument("--reload-duration", type=int, default=10, help="seconds of load while reloading (default 10)")
+    p.add_argument("--proxy", action="append", choices=["nginx", "naive", "gateway"],
+                   help="pass-through scenario: run only this proxy (repeatable), e.g. to profile the gateway")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
     p.add_argument("--out", type=Path, help="JSON results file (default bench-results/bench-TIMESTAMP.json)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs) for inspection")
     a = p.parse_args(argv)
     return Options(duration=a.duration, warmup=a.warmup, connections=a.connections, big_size=a.big_size,
                    reload_duration=a.reload_duration, pin=a.pin, scenarios=a.scenario or list(SCENARIOS),
-                   out=a.out, keep=a.keep)
+                   out=a.out, keep=a.keep, proxies=tuple(a.proxy or ("nginx", "naive", "gateway")))
 
 
 def _size(text: str) -> int:

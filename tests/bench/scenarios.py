@@ -20,6 +20,7 @@ of memory (or more), which says nothing new.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -85,22 +86,24 @@ def _within(b: Bench, scenario: str, what: str, value: float, base: float, toler
 
 def passthrough(b: Bench) -> None:
     name = "passthrough"
-    nginx, port = b.start_nginx()
-    try:
-        ref = b.measure(name, "nginx", "", nginx, port, MEASURED_PATH)
-    finally:
-        b.procs.stop(nginx)
-    naive, port = b.start_naive()
-    try:
-        base = b.measure(name, "naive", "", naive, port, MEASURED_PATH)
-    finally:
-        b.procs.stop(naive)
+    rows: dict[str, Row] = {}
+    for proxy in ("nginx", "naive"):
+        if proxy not in b.opts.proxies:
+            continue
+        proc, port = b.start_nginx() if proxy == "nginx" else b.start_naive()
+        try:
+            rows[proxy] = b.measure(name, proxy, "", proc, port, MEASURED_PATH)
+        finally:
+            b.procs.stop(proc)
+    if "gateway" not in b.opts.proxies:
+        return
     gw = _gateway_run(b, name, "", GatewaySetup(), expect_route="fallback")
     b.target(name, "gateway CPU per request <= 200 us", gw.cpu_us <= 200, f"{gw.cpu_us:.0f} us")
-    if ref.rps:
-        b.target(name, "gateway throughput >= 0.6x nginx", gw.rps >= 0.6 * ref.rps, f"x{gw.rps / ref.rps:.2f}")
-    if base.rps:
-        b.target(name, "gateway throughput >= 1.5x naive", gw.rps >= 1.5 * base.rps, f"x{gw.rps / base.rps:.2f}")
+    for proxy, share in (("nginx", 0.6), ("naive", 1.5)):
+        ref = rows.get(proxy)
+        if ref is not None and ref.rps:
+            b.target(name, f"gateway throughput >= {share}x {proxy}", gw.rps >= share * ref.rps,
+                     f"x{gw.rps / ref.rps:.2f}")
 
 
 def routes(b: Bench) -> None:
@@ -271,17 +274,30 @@ def reload(b: Bench) -> None:
             stop.set()
             writer.join()
         row.extra["baseline"] = "1,000 routes, no reload"
-        time.sleep(2.0)  # the last rewrite's reload
-        status = gw.admin_get("/api/config")
+        final_digest = hashlib.sha256(gw.routes.read_bytes()).hexdigest()
+        status = _settled_config(gw, final_digest)
     finally:
         b.procs.stop(gw.proc)
     reloads = status["generation"] - start_gen
     row.extra.update(rewrites=rewrites, reloads=reloads, last_reload=status.get("last_reload"))
-    b.check(name, "every rewrite was loaded (generation advanced once per rewrite)",
-            reloads == rewrites and rewrites > 0 and bool(status.get("last_reload", {}).get("ok")),
+    b.note(f"reload: {rewrites} rewrites, {reloads} reloads (rewrites landing during a reload are coalesced)")
+    # The gateway may fold rewrites that land while it is still parsing into one reload; what must hold is that
+    # it reloaded and ended up serving exactly the last file written.
+    b.check(name, "the gateway reloaded and serves the last file written",
+            reloads > 0 and status.get("digest") == final_digest and bool(status.get("last_reload", {}).get("ok")),
             f"{rewrites} rewrites, {reloads} reloads, last_reload {status.get('last_reload')}")
     b.target(name, "zero failed requests while reloading every second", row.failures == 0,
              f"{row.failures} failed of {row.requests}")
+
+
+def _settled_config(gw: Gateway, digest: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The admin API's config status once it serves ``digest`` (or whatever it serves after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = gw.admin_get("/api/config")
+        if status.get("digest") == digest or time.monotonic() > deadline:
+            return dict(status)
+        time.sleep(0.2)
 
 
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
