@@ -36,10 +36,13 @@ class Judgement:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def judge(spec: GuardSpec, stats: RouteStats, stage: str, with_p99: bool = True) -> Judgement:
-    """The guard's verdict on one route's new side, from its statistics windows."""
+def judge(spec: GuardSpec, stats: RouteStats, stage: str, with_p99: bool = True,
+          peers: RouteStats | None = None) -> Judgement:
+    """The guard's verdict on one route's new side, from its statistics windows (plus the other worker
+    processes' windows of the same route, when there are several)."""
     new = stats.shadow if stage == "shadow" else stats.extracted
-    counts = new.counts(spec.window)
+    peer_new = (peers.shadow if stage == "shadow" else peers.extracted,) if peers is not None else ()
+    counts = new.counts(spec.window, peer_new)
     figures: dict[str, Any] = {"window_s": spec.window, "requests": counts.requests, "errors": counts.errors}
     if counts.requests < spec.min_requests:
         return Judgement(INCONCLUSIVE, f"{counts.requests} new-side request(s) in the last {spec.window:g}s, "
@@ -49,7 +52,7 @@ def judge(spec: GuardSpec, stats: RouteStats, stage: str, with_p99: bool = True)
     if error_rate > spec.max_error_rate:
         return Judgement(FAILING, f"error rate {error_rate:.1f}% > {spec.max_error_rate:g}% "
                                   f"({counts.errors}/{counts.requests} in {spec.window:g}s)", figures)
-    compared = stats.shadow.counts(spec.window)
+    compared = stats.shadow.counts(spec.window, (peers.shadow,) if peers is not None else ())
     if spec.max_mismatch_rate is not None and compared.compared >= spec.min_requests:
         mismatch_rate = 100.0 * compared.mismatches / compared.compared
         figures["mismatch_rate"] = round(mismatch_rate, 2)
@@ -57,8 +60,8 @@ def judge(spec: GuardSpec, stats: RouteStats, stage: str, with_p99: bool = True)
             return Judgement(FAILING, f"shadow mismatch rate {mismatch_rate:.1f}% > {spec.max_mismatch_rate:g}% "
                                       f"({compared.mismatches}/{compared.compared})", figures)
     if spec.max_p99_ratio is not None and with_p99 and stage != "shadow":
-        legacy = stats.legacy.summary(spec.window)
-        mine = new.summary(spec.window)
+        legacy = stats.legacy.summary(spec.window, (peers.legacy,) if peers is not None else ())
+        mine = new.summary(spec.window, peer_new)
         if legacy.requests >= spec.min_requests and legacy.p99 and mine.p99:
             ratio = mine.p99 / legacy.p99
             figures.update(p99_ratio=round(ratio, 2), p99_ms=round(mine.p99 * 1000, 2),
@@ -76,12 +79,13 @@ class Guards:
         self.state: dict[str, Judgement] = {}
         self._p99_at: dict[str, float] = {}
 
-    def evaluate(self, name: str, spec: GuardSpec, stats: RouteStats, stage: str) -> Judgement:
+    def evaluate(self, name: str, spec: GuardSpec, stats: RouteStats, stage: str,
+                 peers: RouteStats | None = None) -> Judgement:
         now = time.monotonic()
         with_p99 = now - self._p99_at.get(name, 0.0) >= P99_EVERY
         if with_p99:
             self._p99_at[name] = now
-        verdict = judge(spec, stats, stage, with_p99)
+        verdict = judge(spec, stats, stage, with_p99, peers)
         previous = self.state.get(name)
         if verdict.state == HEALTHY and not with_p99 and previous is not None and previous.state == FAILING:
             verdict = previous  # a p99 failure stands until the next p99 evaluation says otherwise

@@ -56,7 +56,7 @@ async def _serve(cfg: config_mod.Config, listen: tuple[str, int], admin: tuple[s
     from gateway.runtime import Gateway
 
     gw = Gateway(cfg, listen=listen, admin_listen=admin if index == 0 else None, reuse_port=workers > 1,
-                 primary=index == 0, serve_admin=index == 0)
+                 primary=index == 0, serve_admin=index == 0, worker=index if workers > 1 else None)
     try:
         await gw.run_with_banner() if index == 0 else await gw.run()
     except OSError as exc:

@@ -147,8 +147,20 @@ class Reloader:
         except ImportError:  # pragma: no cover - watchfiles is a dependency; the poll keeps working without it
             await asyncio.Event().wait()
             return
-        async for _changes in awatch(directory, debounce=50, step=25, recursive=False):
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)   # it logs every batch of events at info
+        async for _changes in awatch(directory, debounce=50, step=25, recursive=False,
+                                     watch_filter=self._concerns_config):
             await self.reload("file")
+
+    def _concerns_config(self, _change: object, changed: str) -> bool:
+        """Only direct children of the config's directory count: the file itself, a file renamed over it, or a
+        swapped symlink (``..data`` in Kubernetes). The store directory beside it changes all the time."""
+        path = Path(changed)
+        directory = self.path.absolute().parent
+        if path.parent != directory:
+            return False
+        store = self.gw.table.config.store.dir
+        return path != store and not path.name.endswith(("-journal", "-wal", "-shm", ".db"))
 
     async def _poll(self, interval: float) -> None:
         while True:

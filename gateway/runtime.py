@@ -21,6 +21,7 @@ from aiohttp import web
 from gateway import config as config_mod
 from gateway import guard as guard_mod
 from gateway import steps
+from gateway.fleet import Fleet
 from gateway.guard import Guards
 from gateway.protect import Protection
 from gateway.reload import Reloader, ReloadStatus
@@ -29,6 +30,7 @@ from gateway.shadow import ShadowDispatcher
 from gateway.state import StateStore
 from gateway.stats import StatsRegistry
 from gateway.table import Route, Table
+from gateway.telemetry import Telemetry
 from gateway.upstream import Upstreams
 
 log = logging.getLogger("strangler.gateway")
@@ -64,7 +66,7 @@ def ensure_token(cfg: config_mod.Config) -> str:
 class Gateway:
     def __init__(self, cfg: config_mod.Config, *, listen: tuple[str, int] | None = None,
                  admin_listen: tuple[str, int] | None = None, reuse_port: bool = False,
-                 primary: bool = True, serve_admin: bool = True) -> None:
+                 primary: bool = True, serve_admin: bool = True, worker: int | None = None) -> None:
         self.table = Table(cfg, 1)
         self.listen = listen or cfg.listen
         self.admin_listen = admin_listen or cfg.admin_listen
@@ -77,8 +79,14 @@ class Gateway:
         self.protection = Protection()
         self.protection.update(cfg.backends.values())
         self.guards = Guards()
+        # With several worker processes, each shares its statistics so the guard judges combined traffic.
+        self.fleet = Fleet(cfg.store.dir / "state.db", worker) if worker is not None else None
         self.stats = StatsRegistry()
         self.shadow = ShadowDispatcher(self)
+        # Traces, metrics and the access log; ``tracing`` and ``metrics`` are shortcuts for other components.
+        self.telemetry = Telemetry(self, cfg)
+        self.tracing = self.telemetry.tracing
+        self.metrics = self.telemetry.metrics
         self.reloader = Reloader(self, cfg.path)
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
@@ -104,6 +112,7 @@ class Gateway:
         stats.side(side).request(elapsed, error)
         if side == "extracted" or outcome.fell_back:
             self._judge(route)
+        self.telemetry.request_done(route, decision, request, outcome, elapsed)
 
     def record_attempt(self, route: Route, side: str, error: Exception) -> None:
         """A failed attempt the user did not see (a fallback retried it): it still counts against its side."""
@@ -117,7 +126,8 @@ class Gateway:
         if stage == "legacy":
             return
         previous = self.guards.state.get(route.name)
-        judgement = self.guards.evaluate(route.name, spec.guard, self.stats.route(route.name), stage)
+        peers = self.fleet.peers.get(route.name) if self.fleet is not None else None
+        judgement = self.guards.evaluate(route.name, spec.guard, self.stats.route(route.name), stage, peers)
         if previous is None or previous.state != judgement.state:
             self._guard_changed(route, judgement)
         if judgement.state == guard_mod.FAILING:
@@ -149,6 +159,7 @@ class Gateway:
 
     def on_verdict(self, route: Route, verdict: str) -> None:
         """A shadow comparison finished: the guard of a shadowed route judges the shadow's errors and mismatches."""
+        self.metrics.verdict(route.name, verdict)
         self._judge(route)
 
     # -- reloads ---------------------------------------------------------------------------------------------------
@@ -161,6 +172,7 @@ class Gateway:
 
     def on_reloaded(self, old: config_mod.Config, new: config_mod.Config, changes: list[dict[str, Any]],
                     actor: str) -> None:
+        self.metrics.reloaded(True)
         if self.primary:
             self.state.record("reload", None, actor, f"generation {self.table.generation}",
                               {"generation": self.table.generation, "changes": changes})
@@ -174,6 +186,7 @@ class Gateway:
         self._clear_stale_pins(new, actor)
 
     def on_reload_failed(self, status: ReloadStatus) -> None:
+        self.metrics.reloaded(False)
         if self.primary:
             self.state.record("reload_failed", None, status.actor, status.error or "")
 
@@ -207,10 +220,13 @@ class Gateway:
             admin_site = web.TCPSite(admin, self.admin_listen[0], self.admin_listen[1])
             await admin_site.start()
             self.bound["admin"] = _bound_address(admin)
+        self.telemetry.start_export()
 
         self._spawn(self.reloader.watch())
         self._spawn(self._follow_state())
         self._spawn(self._advance_steps())
+        if self.fleet is not None:
+            self._spawn(self.fleet.run(self))
         self.ready.set()
 
     def _spawn(self, coro: Any) -> None:
@@ -242,6 +258,9 @@ class Gateway:
             await runner.cleanup()
         await self.shadow.drain()
         await self.upstreams.close()
+        self.telemetry.close()
+        if self.fleet is not None:
+            self.fleet.close()
         self.state.close()
 
     def banner(self) -> str:

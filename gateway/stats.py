@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _MIN = 1e-4           # 0.1 ms
@@ -100,38 +101,65 @@ class Window:
         if mismatch:
             slot.mismatches += 1
 
-    def counts(self, span: float = 60.0) -> Summary:
-        """Counters only (no percentiles): cheap enough to evaluate after every request."""
+    def counts(self, span: float = 60.0, also: Iterable[Window] = ()) -> Summary:
+        """Counters only (no percentiles): cheap enough to evaluate after every request. ``also``: other
+        processes' windows of the same route and side (see gateway.fleet), added in."""
         now = int(self._clock())
-        slots, size = self._slots, self.seconds
         requests = errors = compared = mismatches = 0
-        for second in range(now - min(int(span), size) + 1, now + 1):
-            slot = slots[second % size]
-            if slot.second == second:
-                requests += slot.requests
-                errors += slot.errors
-                compared += slot.compared
-                mismatches += slot.mismatches
+        for window in (self, *also):
+            slots, size = window._slots, window.seconds
+            for second in range(now - min(int(span), size) + 1, now + 1):
+                slot = slots[second % size]
+                if slot.second == second:
+                    requests += slot.requests
+                    errors += slot.errors
+                    compared += slot.compared
+                    mismatches += slot.mismatches
         return Summary(requests, errors, compared, mismatches, None, None)
 
     def reset(self) -> None:
         for slot in self._slots:
             slot.reset(-1)
 
-    def summary(self, span: float = 60.0) -> Summary:
+    def summary(self, span: float = 60.0, also: Iterable[Window] = ()) -> Summary:
         now = int(self._clock())
         oldest = now - min(int(span), self.seconds) + 1
         requests = errors = compared = mismatches = 0
         hist = [0] * _BINS
-        for slot in self._slots:
-            if oldest <= slot.second <= now:
-                requests += slot.requests
-                errors += slot.errors
-                compared += slot.compared
-                mismatches += slot.mismatches
-                if slot.requests:
-                    hist = [a + b for a, b in zip(hist, slot.hist, strict=True)]
+        for window in (self, *also):
+            for slot in window._slots:
+                if oldest <= slot.second <= now:
+                    requests += slot.requests
+                    errors += slot.errors
+                    compared += slot.compared
+                    mismatches += slot.mismatches
+                    if slot.requests:
+                        hist = [a + b for a, b in zip(hist, slot.hist, strict=True)]
         return Summary(requests, errors, compared, mismatches, _percentile(hist, 0.5), _percentile(hist, 0.99))
+
+    def completed(self, after: int) -> list[tuple[int, int, int, int, int, dict[int, int]]]:
+        """Finished seconds newer than ``after``: (second, requests, errors, compared, mismatches, histogram as
+        {bin: count}), for publishing to other worker processes."""
+        now = int(self._clock())
+        out = []
+        for slot in self._slots:
+            if after < slot.second < now and (slot.requests or slot.compared):
+                hist = {i: n for i, n in enumerate(slot.hist) if n}
+                out.append((slot.second, slot.requests, slot.errors, slot.compared, slot.mismatches, hist))
+        return out
+
+    def absorb(self, second: int, requests: int, errors: int, compared: int, mismatches: int,
+               hist: dict[int, int]) -> None:
+        """Add another process's finished second to this window."""
+        slot = self._slots[second % self.seconds]
+        if slot.second != second:
+            slot.reset(second)
+        slot.requests += requests
+        slot.errors += errors
+        slot.compared += compared
+        slot.mismatches += mismatches
+        for i, n in hist.items():
+            slot.hist[int(i)] += n
 
     def series(self, span: int = 60) -> list[int]:
         """Requests per second over the last ``span`` seconds, oldest first (for sparklines)."""
@@ -182,6 +210,9 @@ class RouteStats:
 class StatsRegistry:
     def __init__(self) -> None:
         self._routes: dict[str, RouteStats] = {}
+
+    def names(self) -> list[str]:
+        return list(self._routes)
 
     def route(self, name: str) -> RouteStats:
         stats = self._routes.get(name)

@@ -1,0 +1,107 @@
+"""`strangler up --workers 2`: one port, two processes, one state: a rollback reaches both within a second, and
+the guard judges their combined traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+from tests.support import free_port, serve_app
+from tests.test_rollout import Backend
+
+
+@contextlib.asynccontextmanager
+async def workers(tmp_path: Path, route_extra: str, new: Backend) -> AsyncIterator[dict]:
+    legacy = Backend("legacy")
+    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
+        public, admin = free_port(), free_port()
+        config = tmp_path / "routes.yaml"
+        config.write_text(f"""\
+version: 1
+listen: 127.0.0.1:{public}
+admin: {{listen: 127.0.0.1:{admin}}}
+backends:
+  legacy: {{url: "{lu}"}}
+  new: {{url: "{nu}"}}
+fallback: legacy
+routes:
+  - name: feature
+    match: {{path: {{prefix: /f}}}}
+    to: new
+{route_extra}""")
+        log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "up", "-c", str(config), "--workers", "2"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            await _wait_ready(f"http://127.0.0.1:{admin}/readyz", f"http://127.0.0.1:{public}/healthz")
+            yield {"public": f"http://127.0.0.1:{public}", "admin": f"127.0.0.1:{admin}", "config": config,
+                   "legacy": legacy, "new": new}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+
+async def _wait_ready(*urls: str) -> None:
+    deadline = time.monotonic() + 20
+    async with aiohttp.ClientSession() as s:
+        for url in urls:
+            while True:
+                try:
+                    async with s.get(url) as resp:
+                        if resp.status < 500:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, f"{url} not ready"
+                await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)   # the second worker may bind a moment after the first
+
+
+async def served(url: str, n: int) -> list[str]:
+    """``n`` requests on fresh connections, so the kernel spreads them over both workers."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        out = []
+        for _ in range(n):
+            async with s.get(url) as resp:
+                await resp.read()
+                out.append(resp.headers.get("X-Served-By", str(resp.status)))
+        return out
+
+
+async def test_rollback_reaches_every_worker_within_a_second(tmp_path: Path) -> None:
+    async with workers(tmp_path, "    stage: extracted\n", Backend("new")) as w:
+        assert set(await served(w["public"] + "/f", 20)) == {"new"}
+        out = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "gateway", "rollback", "feature", "--reason", "workers", "-c", str(w["config"]),
+            "--admin", w["admin"]], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        await asyncio.sleep(1.0)
+        assert set(await served(w["public"] + "/f", 40)) == {"legacy"}
+
+
+async def test_guard_judges_the_combined_traffic_of_all_workers(tmp_path: Path) -> None:
+    route = "    stage: canary\n    canary: {weight: 100}\n    guard: {window: 60s, min_requests: 30}\n"
+    async with workers(tmp_path, route, Backend("new", status=500)) as w:
+        # 40 failing requests spread over two workers: each saw fewer than min_requests on its own.
+        first = await served(w["public"] + "/f", 40)
+        assert first.count("new") == 40
+        await asyncio.sleep(2.5)        # one publishing round of the other worker's statistics
+        after = await served(w["public"] + "/f", 10)
+        assert after[-1] == "legacy", after
+        with urllib.request.urlopen(f"http://{w['admin']}/api/routes") as resp:
+            view = next(r for r in json.loads(resp.read()) if r["name"] == "feature")
+        assert view["rolled_back"]["actor"] == "guard"
