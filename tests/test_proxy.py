@@ -413,3 +413,21 @@ async def test_request_body_limit_gives_413(tmp_path: Path) -> None:
             async with s.post(public_url(gw) + "/small", data=b"x" * 100) as resp:
                 assert resp.status == 200
     assert [s["raw_path"] for s in seen] == ["/small"]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n", 400),
+    (b"NOT-HTTP\r\n\r\n", 400),
+], ids=["long-target", "long-header", "bad-header", "garbage"])
+async def test_unparseable_requests_get_problem_json(tmp_path: Path, request_bytes: bytes, status: int) -> None:
+    seen: list[dict] = []
+    async with serve_app(echo_app(seen)) as up, gateway_for(tmp_path, up) as gw:
+        answer = await raw_request(gw, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    # aiohttp answers an unparseable request as HTTP/1.0: it cannot know the version the client speaks.
+    assert head.split(b" ")[1] == str(status).encode(), answer[:200]
+    assert b"application/problem+json" in head
+    assert json.loads(body)["status"] == status
+    assert seen == []
