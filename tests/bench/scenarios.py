@@ -269,7 +269,7 @@ def reload(b: Bench) -> None:
         writer.start()
         try:
             row = b.measure(name, "gateway", "1,000 routes, reload every 1 s", gw.proc, gw.port, path,
-                            duration=b.opts.reload_duration)
+                            duration=b.opts.reload_duration, repeat=1)
         finally:
             stop.set()
             writer.join()
