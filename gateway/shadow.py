@@ -12,6 +12,9 @@ Guarantees, in order of importance:
    ``PENDING x (max_body + 2 x RESPONSE_CAPTURE)`` whatever the targets do. Every exchange has its own overall
    timeout and its own connection pool, so a hanging, slow or dead shadow target costs that memory and nothing
    else.
+   A target that keeps failing (refused, reset, timed out: ``TRIP_AFTER`` in a row) is left alone for
+   ``COOLDOWN`` seconds, one probe per cooldown: its copies are counted as ``skipped{target_down}`` instead of
+   spending connection attempts and records on a dead service (the figure the benchmark measures).
 3. Tracked: tasks are kept in a set and drained (or cancelled after a grace period) at shutdown.
 
 Comparison runs in a single worker thread so a large JSON document cannot stall the event loop; results go to the
@@ -52,6 +55,8 @@ log = logging.getLogger("strangler.shadow")
 CONCURRENCY = 64
 QUEUE = 256
 PENDING = CONCURRENCY + QUEUE
+TRIP_AFTER = 5          # consecutive failed exchanges before a shadow target is considered down
+COOLDOWN = 1.0          # seconds a down target is left alone before the next probe
 RESPONSE_CAPTURE = 512 * 1024
 LEARN_FIRST = 20
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
@@ -155,6 +160,8 @@ class ShadowDispatcher:
         # was abandoned (client gone before ``submit``) leaves the count as soon as the request is dropped.
         self._live: weakref.WeakSet[ShadowTap] = weakref.WeakSet()
         self.concurrency, self.pending = CONCURRENCY, PENDING
+        self._failures: dict[str, int] = {}       # shadow target -> consecutive failed exchanges
+        self._down_until: dict[str, float] = {}   # shadow target -> monotonic time of the next probe
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._compare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strangler-compare")
         self.completed = 0
@@ -194,6 +201,10 @@ class ShadowDispatcher:
         if not rollout.in_share(route.name + "/shadow", spec.percent, rollout.sticky_value(request, spec.key)):
             self._skip(route.name, "sampled_out")
             return None
+        assert decision.shadow_to is not None
+        if self._down(decision.shadow_to.name):
+            self._skip(route.name, "target_down")
+            return None
         length = request.content_length
         if length is not None and length > spec.max_body:
             self._skip(route.name, "body_too_large")
@@ -204,7 +215,6 @@ class ShadowDispatcher:
         if len(self._live) >= self.pending:
             self._skip(route.name, "queue_full")
             return None
-        assert decision.shadow_to is not None
         tap = ShadowTap(route, spec, decision.shadow_to, decision.backend, request.method, raw_target, headers,
                         reverse)
         self._live.add(tap)
@@ -234,6 +244,27 @@ class ShadowDispatcher:
         stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
         if reason != "sampled_out" and reason != "method":
             self.store.skip(route, reason)
+
+    def _down(self, target: str) -> bool:
+        until = self._down_until.get(target)
+        if until is None:
+            return False
+        now = time.monotonic()
+        if now < until:
+            return True
+        self._down_until[target] = now + COOLDOWN  # let this one copy through as the probe
+        return False
+
+    def _target_answered(self, target: str, ok: bool) -> None:
+        if ok:
+            self._failures.pop(target, None)
+            self._down_until.pop(target, None)
+            return
+        failures = self._failures[target] = self._failures.get(target, 0) + 1
+        if failures >= TRIP_AFTER and target not in self._down_until:
+            self._down_until[target] = time.monotonic() + COOLDOWN
+            log.warning("shadow target %s failed %d times in a row; copies skipped (target_down), probing every "
+                        "%gs", target, failures, COOLDOWN)
 
     @property
     def depth(self) -> int:
@@ -280,6 +311,7 @@ class ShadowDispatcher:
         shadow, error = await self._fetch(tap.target_backend, tap.method, tap.raw_target, headers, body,
                                           spec.timeout)
         shadow_ms = (time.perf_counter() - started) * 1000
+        self._target_answered(tap.target_backend.name, error is None)
         primary = tap.captured_primary()
         route_stats = self.gw.stats.route(tap.route.name)
         failed = error is not None or (shadow is not None and shadow.status >= 500 > primary.status)
