@@ -400,3 +400,29 @@ def test_diff_rendering_is_side_by_side_with_the_differing_fields_marked() -> No
     noise_styled = next(line for line in styled.splitlines() if '"generated_at": "12:00:01"' in line)
     assert "\x1b[" in average_styled and "48;" in average_styled  # a background colour
     assert "48;" not in noise_styled
+
+
+async def test_a_target_that_keeps_failing_is_left_alone_and_probed(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import shadow
+
+    monkeypatch.setattr(shadow, "COOLDOWN", 0.3)
+    legacy = FakeService("legacy")
+    async with serve(legacy.app) as lu:
+        async with gateway(routes_yaml(tmp_path, lu, refused_url(), ITEMS)) as gw, aiohttp.ClientSession() as s:
+            for i in range(12):
+                async with s.get(f"{public(gw)}/items/{i}") as r:
+                    assert r.status == 200
+                await gw.shadow.settle()
+            before_probe = await report_for(gw, "items")
+            await asyncio.sleep(0.35)
+            for i in range(3):
+                async with s.get(f"{public(gw)}/items/{i}") as r:
+                    assert r.status == 200
+                await gw.shadow.settle()
+            after_probe = await report_for(gw, "items")
+    assert before_probe["verdicts"] == {"error": shadow.TRIP_AFTER}
+    assert before_probe["skipped"] == {"target_down": 12 - shadow.TRIP_AFTER}
+    assert after_probe["verdicts"] == {"error": shadow.TRIP_AFTER + 1}  # one probe, failed again
+    assert after_probe["skipped"] == {"target_down": 12 - shadow.TRIP_AFTER + 2}
+    assert len(legacy.seen) == 15
