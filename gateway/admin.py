@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway import console, diffstore
 from gateway.errors import problem
 from gateway.table import Route, describe_match
+from gateway.traces import OTLP_PATH, TraceAPI
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -27,7 +28,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method in ("GET", "HEAD", "OPTIONS"):
+    # The OTLP receiver is open: exporters know an endpoint, not a token, and it only feeds a bounded store.
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.path == OTLP_PATH:
         return await handler(request)
     expected = request.app[GATEWAY].token
     given = request.headers.get("Authorization", "")
@@ -65,6 +67,8 @@ def create_admin_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/api/diffs/{id}", get_diff)
     app.router.add_get("/api/report", get_report)
     app.router.add_get("/api/history", get_history)
+    app.router.add_routes(TraceAPI(gateway).routes())
+    app.router.add_get("/metrics", gateway.metrics.handle)
     app.router.add_get("/", console.index)
     app.router.add_get("/console/{path}", console.asset)
     return app

@@ -14,8 +14,9 @@ HOP_BY_HOP = frozenset({
     "te", "trailer", "transfer-encoding", "upgrade",
 })
 
-# Headers only the gateway may set on an upstream request.
-CONTROL = frozenset({"x-shadow", "x-forwarded-proto", "x-forwarded-host"})
+# Headers only the gateway may set on an upstream request. ``traceparent`` is set per attempt, naming the
+# gateway's span as the parent (the client's, if valid, is continued by the gateway's server span).
+CONTROL = frozenset({"x-shadow", "x-forwarded-proto", "x-forwarded-host", "traceparent"})
 
 SHADOW_HEADER = "X-Shadow"
 VIA = "1.1 strangler"

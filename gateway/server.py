@@ -31,6 +31,8 @@ from gateway.errors import (
 )
 from gateway.headers import upstream_request_headers
 from gateway.paths import PathError, normalize_path, split_target
+from gateway.tracing import current as current_span
+from observability.tracing import TRACEPARENT
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
@@ -60,12 +62,13 @@ class PublicHandler:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         table = self.gw.table
+        span = self.gw.telemetry.start(request, table.config)
         raw = request.raw_path
         try:
             path, query = split_target(raw)
             norm = normalize_path(path)
         except PathError as exc:
-            return self._refuse(BadRequest(f"invalid request path: {exc}"), raw)
+            return self._refuse(request, BadRequest(f"invalid request path: {exc}"), raw, started)
         if norm != path:
             # The backend sees exactly the path the route decision was made on.
             raw = norm if query is None else f"{norm}?{query}"
@@ -75,19 +78,23 @@ class PublicHandler:
         outcome = proxy.Outcome(decision.backend.name)
         limit = table.config.limits.max_request_body
         if limit is not None and (request.content_length or 0) > limit:
-            return self._refuse(PayloadTooLarge(f"request body exceeds {limit} bytes"), raw)
+            return self._refuse(request, PayloadTooLarge(f"request body exceeds {limit} bytes"), raw, started)
 
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
                                            keep_upgrade=False)
         shadow = self.gw.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
         extra = _cookie_header(decision)
+        trace_header = self.gw.telemetry.trace_header(span, table.config)
+        if trace_header is not None:
+            extra.append(trace_header)
         try:
             resp = await self._forward(request, decision, raw, headers, outcome, shadow, limit, extra, route)
         except GatewayError as exc:
             proxy.mark_error(outcome, exc)
             if shadow is not None:
                 shadow.primary_failed()
-            resp = problem_response(exc, instance=path)
+            resp = problem_response(exc, instance=path, trace_id=trace_header[1] if trace_header else None,
+                                    headers=dict([trace_header]) if trace_header else None)
         finally:
             elapsed = time.perf_counter() - started
             self.gw.observe(route, decision, request, outcome, elapsed)
@@ -128,7 +135,10 @@ class PublicHandler:
         slot = protection.limits.get(backend.name)
         if slot is not None:
             await slot.acquire()
+        span = current_span()
         try:
+            if span is not None:  # a CLIENT span per attempt; the backend continues the trace under it
+                headers = [*headers, (TRACEPARENT, span.attempt(backend))]
             session = self.gw.upstreams.session(backend)
             if proxy.is_upgrade(request):
                 resp = await proxy.forward_websocket(request, backend, session, raw, headers, outcome)
@@ -137,12 +147,16 @@ class PublicHandler:
                                            body_limit=limit, extra_response_headers=extra,
                                            retry_statuses=retry_statuses)
         except GatewayError as exc:
+            if span is not None:
+                span.attempt_end(exc.status, exc)
             if circuit is not None and not isinstance(exc, ClientRequestError):
                 circuit.failure()
             raise
         finally:
             if slot is not None:
                 slot.release()
+        if span is not None:
+            span.attempt_end(outcome.status, outcome.error)
         if circuit is not None:
             if outcome.status >= 500 or outcome.aborted:
                 circuit.failure()
@@ -155,8 +169,13 @@ class PublicHandler:
         return (decision.side == "extracted" and route.spec is not None and route.spec.on_error == "fallback"
                 and request.method in IDEMPOTENT and not proxy.is_upgrade(request))
 
-    def _refuse(self, error: GatewayError, instance: str) -> web.Response:
-        return problem_response(error, instance=instance[:200])
+    def _refuse(self, request: web.BaseRequest, error: GatewayError, instance: str, started: float) -> web.Response:
+        span = current_span()
+        trace_header = self.gw.telemetry.trace_header(span, self.gw.table.config) if span else None
+        resp = problem_response(error, instance=instance[:200], trace_id=trace_header[1] if trace_header else None,
+                                headers=dict([trace_header]) if trace_header else None)
+        self.gw.telemetry.refused(request, error, time.perf_counter() - started)
+        return resp
 
 
 def _peer(request: web.BaseRequest) -> str | None:

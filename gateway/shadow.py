@@ -44,6 +44,8 @@ from gateway.config import SAFE_METHODS, Backend, ShadowSpec
 from gateway.diffstore import MAX_NOISE_FIELDS, DiffStore, Record, is_noise, noise_counts
 from gateway.errors import GatewayError
 from gateway.headers import SHADOW_HEADER, Headers
+from gateway.tracing import current as current_span
+from observability.tracing import TRACEPARENT
 
 if TYPE_CHECKING:
     from gateway.proxy import Outcome
@@ -78,7 +80,7 @@ class ShadowTap:
     __slots__ = ("route", "spec", "target_backend", "primary_backend", "method", "raw_target", "headers",
                  "reverse", "req_chunks", "req_size", "req_complete", "too_large", "status", "resp_headers",
                  "resp_chunks", "resp_size", "resp_truncated", "resp_complete", "failed", "started", "trace_id",
-                 "primary_ms", "__weakref__")
+                 "primary_ms", "trace", "__weakref__")
 
     def __init__(self, route: Route, spec: ShadowSpec, target: Backend, primary: Backend, method: str,
                  raw_target: str, headers: Headers, reverse: bool) -> None:
@@ -104,6 +106,7 @@ class ShadowTap:
         self.started = time.perf_counter()
         self.trace_id: str | None = None
         self.primary_ms: float | None = None
+        self.trace: Any = None   # the request's span (gateway.tracing.RequestSpan): the shadow span's parent
 
     # proxy.Tap
     def request_chunk(self, chunk: bytes) -> None:
@@ -217,6 +220,10 @@ class ShadowDispatcher:
             return None
         tap = ShadowTap(route, spec, decision.shadow_to, decision.backend, request.method, raw_target, headers,
                         reverse)
+        span = current_span()
+        if span is not None:
+            tap.trace = span
+            tap.trace_id = span.trace_hex if span.sampled else None  # links the comparison to a stored trace
         self._live.add(tap)
         return tap
 
@@ -306,11 +313,13 @@ class ShadowDispatcher:
     async def _exchange(self, tap: ShadowTap) -> None:
         spec = tap.spec
         body = tap.request_body() if tap.req_size else None
-        headers = [*tap.headers, (SHADOW_HEADER, "1")]
+        span = self.gw.tracing.shadow_span(tap)
+        headers = [*tap.headers, (SHADOW_HEADER, "1"), (TRACEPARENT, span.traceparent)]
         started = time.perf_counter()
         shadow, error = await self._fetch(tap.target_backend, tap.method, tap.raw_target, headers, body,
                                           spec.timeout)
         shadow_ms = (time.perf_counter() - started) * 1000
+        span.end()
         self._target_answered(tap.target_backend.name, error is None)
         primary = tap.captured_primary()
         route_stats = self.gw.stats.route(tap.route.name)
@@ -345,6 +354,8 @@ class ShadowDispatcher:
             record.ignored = [_difference(d) for d in result.ignored]
         route_stats.shadow.verdict(record.verdict in ("mismatch", "error"))
         self.gw.on_verdict(tap.route, record.verdict)
+        self.gw.telemetry.shadow_done(tap, span, record.shadow_status or 0, record.reason if record.verdict == "error"
+                                      else None, record.verdict, shadow_ms / 1000)
         self.store.put(record)
 
     async def _fetch(self, backend: Backend, method: str, target: str, headers: Headers, body: bytes | None,
@@ -379,9 +390,11 @@ class ShadowDispatcher:
         if seen >= LEARN_FIRST and not rollout.in_share(tap.route.name + "/noise", share, None):
             return
         self._learned[tap.route.name] = seen + 1
-        headers = [*tap.headers, (SHADOW_HEADER, "1")]
+        span = self.gw.tracing.noise_span(tap)
+        headers = [*tap.headers, (SHADOW_HEADER, "1"), (TRACEPARENT, span.traceparent)]
         second, error = await self._fetch(tap.primary_backend, tap.method, tap.raw_target, headers, None,
                                           tap.spec.timeout)
+        self.gw.tracing.exchange_done(span, second.status if second is not None else 0, error)
         if second is None or error is not None:
             return
         rules = tap.spec.compare.rules if tap.spec.compare.rules is not None else default_rules()

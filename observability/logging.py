@@ -2,45 +2,90 @@
 
 JSON lines when stderr is not a terminal (for machines), readable console lines on a terminal (for people). The
 stdlib's and aiohttp's own records go through the same processor chain, so every line has the same shape, and
-``extra={...}`` fields of stdlib calls become JSON fields.
+``extra={...}`` fields of stdlib calls become JSON fields. A record logged with ``extra={"event": NAME}`` (reloads,
+rollbacks, guard decisions) keeps ``NAME`` as its ``event`` and its text as ``message``, so machines can select
+events by name.
+
+Every line written while a request is being handled carries that request's ``trace_id`` and ``span_id``: the
+gateway's current span (``observability.tracing.CURRENT``) or, in the services, OpenTelemetry's current span.
+
+The access log (one line per request) is the only per-request logging and it is built to cost the request nothing
+it does not need: when INFO is filtered out, ``AccessLog.enabled`` is one level check and nothing else happens;
+otherwise the request appends one tuple to a queue and a background thread formats and writes the lines in
+batches (a single write per batch). In JSON mode it formats them itself, with the same keys the processor chain
+would produce; on a terminal it hands each line to the normal chain.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import os
 import sys
-from typing import Any
+import threading
+import time
+from typing import IO, Any
 
 import structlog
+from opentelemetry import trace as otel_trace
+
+from observability.tracing import CURRENT
 
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+ACCESS_LOGGER = "strangler.access"
+
+# Set by setup_logging in JSON mode: the handler the access log writes its pre-formatted lines to.
+_json_handler: logging.StreamHandler[Any] | None = None
+_service: str | None = None
 
 
 def _extra_fields(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Copy ``extra={...}`` of stdlib records into the event."""
+    """Copy ``extra={...}`` of stdlib records into the event; an ``event`` extra names the event."""
     record = event.get("_record")
     if record is not None:
-        for key, value in record.__dict__.items():
+        fields = record.__dict__
+        if isinstance(fields.get("event"), str):
+            event["message"] = event.get("event")
+            event["event"] = fields["event"]
+        for key, value in fields.items():
             if key not in _STD_ATTRS and not key.startswith("_") and key not in event:
                 event[key] = value
     return event
 
 
-def setup_logging(service: str, level: str | None = None, json_lines: bool | None = None) -> None:
+def add_trace_context(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``trace_id`` and ``span_id`` of the span this line was written in, if any."""
+    span = CURRENT.get()
+    if span is not None:
+        event.setdefault("trace_id", f"{span.trace_id:032x}")
+        event.setdefault("span_id", f"{span.span_id:016x}")
+        return event
+    ctx = otel_trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", f"{ctx.trace_id:032x}")
+        event.setdefault("span_id", f"{ctx.span_id:016x}")
+    return event
+
+
+def setup_logging(service: str, level: str | None = None, json_lines: bool | None = None,
+                  stream: IO[str] | None = None) -> None:
+    global _json_handler, _service
     level = (level or os.environ.get("STRANGLER_LOG_LEVEL") or "INFO").upper()
+    stream = stream or sys.stderr
     if json_lines is None:
         fmt = os.environ.get("STRANGLER_LOG_FORMAT")
-        json_lines = (fmt == "json") if fmt else not sys.stderr.isatty()
+        json_lines = (fmt == "json") if fmt else not stream.isatty()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _extra_fields,
+        add_trace_context,
     ]
-    renderer: Any = (structlog.processors.JSONRenderer() if json_lines
-                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    renderer: Any = (structlog.processors.JSONRenderer(default=str) if json_lines
+                     else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -52,13 +97,132 @@ def setup_logging(service: str, level: str | None = None, json_lines: bool | Non
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info if json_lines else _noop, renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     structlog.contextvars.bind_contextvars(service=service)
+    _json_handler = handler if json_lines else None
+    _service = service
 
 
 def _noop(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
+
+
+# -- the access log --------------------------------------------------------------------------------------------
+
+ACCESS_FIELDS = ("method", "path", "route", "stage", "backend", "status", "duration_ms", "bytes", "trace_id",
+                 "span_id")
+
+
+class AccessLog:
+    """One line per request, formatted and written by a background thread.
+
+    ``emit`` takes ``(unix_time, method, path, route, stage, backend, status, seconds, bytes, trace_id, span_id)``
+    with ids as integers (formatted later, like everything else)."""
+
+    QUEUE_LIMIT = 50_000
+    INTERVAL = 0.1
+
+    def __init__(self, name: str = ACCESS_LOGGER) -> None:
+        self.logger = logging.getLogger(name)
+        self.dropped = 0
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._queued = 0
+        self._done = 0
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._second = -1
+        self._prefix = ""
+
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def emit(self, entry: tuple[Any, ...]) -> None:
+        if len(self._pending) >= self.QUEUE_LIMIT:
+            self.dropped += 1
+            return
+        self._pending.append(entry)
+        self._queued += 1
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._writer, name="strangler-access-log", daemon=True)
+            self._thread.start()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        target = self._queued
+        deadline = time.monotonic() + timeout
+        while self._done < target:
+            if time.monotonic() > deadline or self._thread is None or not self._thread.is_alive():
+                return False
+            self._wake.set()
+            time.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        self.flush()
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    # -- the writer thread -----------------------------------------------------------------------------------------
+
+    def _writer(self) -> None:
+        while True:
+            self._wake.wait(self.INTERVAL)
+            self._wake.clear()
+            batch = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if batch:
+                try:
+                    self._write(batch)
+                except Exception:  # a broken stream must not kill the thread (and never the gateway)
+                    self.dropped += len(batch)
+                self._done += len(batch)
+            elif self._closing:
+                return
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+        handler = _json_handler
+        if handler is None or not self.logger.isEnabledFor(logging.INFO):
+            for entry in batch:
+                fields = self.fields(entry)
+                self.logger.info("%s %s %s", fields["method"], fields["path"], fields["status"],
+                                 extra={"event": "access", **fields})
+            return
+        # JSON mode: the same keys the processor chain would write, built directly.
+        base = {"event": "access", "level": "info", "logger": self.logger.name}
+        if _service is not None:
+            base["service"] = _service
+        lines = []
+        for entry in batch:
+            line = dict(base)
+            line["timestamp"] = self._timestamp(entry[0])
+            line.update(self.fields(entry))
+            lines.append(json.dumps(line, default=str))
+        handler.acquire()
+        try:
+            handler.stream.write("\n".join(lines) + "\n")
+            handler.flush()
+        finally:
+            handler.release()
+
+    @staticmethod
+    def fields(entry: tuple[Any, ...]) -> dict[str, Any]:
+        _at, method, path, route, stage, backend, status, seconds, size, trace_id, span_id = entry
+        return {"method": method, "path": path, "route": route, "stage": stage, "backend": backend,
+                "status": status, "duration_ms": round(seconds * 1000, 3), "bytes": size,
+                "trace_id": f"{trace_id:032x}" if trace_id else None,
+                "span_id": f"{span_id:016x}" if span_id else None}
+
+    def _timestamp(self, at: float) -> str:
+        # TimeStamper(fmt="iso", utc=True) style; the date part is formatted once per second.
+        second = int(at)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((at - second) * 1e6):06d}Z"
