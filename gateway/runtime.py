@@ -31,7 +31,6 @@ from gateway.state import StateStore
 from gateway.stats import StatsRegistry
 from gateway.table import Route, Table
 from gateway.telemetry import Telemetry
-from gateway.telemetry import Telemetry
 from gateway.upstream import Upstreams
 
 log = logging.getLogger("strangler.gateway")
@@ -88,10 +87,6 @@ class Gateway:
         self.telemetry = Telemetry(self, cfg)
         self.tracing = self.telemetry.tracing
         self.metrics = self.telemetry.metrics
-        # Traces, metrics and the access log; ``tracing`` and ``metrics`` are shortcuts for other components.
-        self.telemetry = Telemetry(self, cfg)
-        self.tracing = self.telemetry.tracing
-        self.metrics = self.telemetry.metrics
         self.reloader = Reloader(self, cfg.path)
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
@@ -117,7 +112,6 @@ class Gateway:
         stats.side(side).request(elapsed, error)
         if side == "extracted" or outcome.fell_back:
             self._judge(route)
-        self.telemetry.request_done(route, decision, request, outcome, elapsed)
         self.telemetry.request_done(route, decision, request, outcome, elapsed)
 
     def record_attempt(self, route: Route, side: str, error: Exception) -> None:
@@ -166,7 +160,6 @@ class Gateway:
     def on_verdict(self, route: Route, verdict: str) -> None:
         """A shadow comparison finished: the guard of a shadowed route judges the shadow's errors and mismatches."""
         self.metrics.verdict(route.name, verdict)
-        self.metrics.verdict(route.name, verdict)
         self._judge(route)
 
     # -- reloads ---------------------------------------------------------------------------------------------------
@@ -193,7 +186,6 @@ class Gateway:
         self._clear_stale_pins(new, actor)
 
     def on_reload_failed(self, status: ReloadStatus) -> None:
-        self.metrics.reloaded(False)
         self.metrics.reloaded(False)
         if self.primary:
             self.state.record("reload_failed", None, status.actor, status.error or "")
@@ -228,7 +220,6 @@ class Gateway:
             admin_site = web.TCPSite(admin, self.admin_listen[0], self.admin_listen[1])
             await admin_site.start()
             self.bound["admin"] = _bound_address(admin)
-        self.telemetry.start_export()
         self.telemetry.start_export()
 
         self._spawn(self.reloader.watch())
@@ -267,7 +258,6 @@ class Gateway:
             await runner.cleanup()
         await self.shadow.drain()
         await self.upstreams.close()
-        self.telemetry.close()
         self.telemetry.close()
         if self.fleet is not None:
             self.fleet.close()
