@@ -22,6 +22,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from observability.logging import setup_logging
+from observability.tracing import db_span, server_span_middleware, setup_service_tracing
+
 T = TypeVar("T")
 
 SHADOW_HEADER = "X-Shadow"
@@ -78,11 +81,12 @@ class Database:
         return await asyncio.to_thread(self._write, change, args, dry_run)
 
     def _read(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self._lock:
+        # The span includes the wait for the lock: that wait is part of what the request spent on the database.
+        with db_span(query.__name__, "read"), self._lock:
             return query(self._conn, *args)
 
     def _write(self, change: Callable[..., T], args: tuple[Any, ...], dry_run: bool) -> T:
-        with self._lock:
+        with db_span(change.__name__, "write", dry_run=dry_run), self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 result = change(self._conn, *args)
@@ -182,7 +186,8 @@ def create_service_app(
     middlewares: Iterable[Middleware] = (),
 ) -> web.Application:
     """The skeleton every extracted service shares; ``middlewares`` run inside the served-by one."""
-    app = web.Application(middlewares=[served_by_middleware(service), *middlewares])
+    # The span middleware is outermost so that it sees the final status of every answer, errors included.
+    app = web.Application(middlewares=[server_span_middleware(service), served_by_middleware(service), *middlewares])
     app.cleanup_ctx.append(database_context(db_path, prepare))
     app.router.add_routes([*routes, web.get("/healthz", _healthz(service))])
     return app
@@ -279,7 +284,7 @@ def service_main(
     """``python -m extracted.SERVICE [--host H] [--port P] [--db FILE] [--migrate-from LEGACY_DB]`` serves;
     ``python -m extracted.SERVICE migrate --from LEGACY_DB [--db FILE]`` copies the initial data and exits."""
     args = _parser(service, default_port, default_db).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(service)
     if args.command == "migrate":
         target = args.target_db or args.db
         copied = _run_migration(service, migrate, args.legacy_db, target)
@@ -288,6 +293,7 @@ def service_main(
     if args.migrate_from and is_empty(args.db):
         copied = _run_migration(service, migrate, args.migrate_from, args.db)
         log.info("%s: empty database, migrated from %s: %s", service, args.migrate_from, _describe(copied))
+    setup_service_tracing(service)
     web.run_app(create_app(args.db), host=args.host, port=args.port)
 
 

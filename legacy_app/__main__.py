@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
 from aiohttp import web
 
-from legacy_app.app import create_app
+from legacy_app.app import SERVICE_NAME, create_app
+from observability.logging import setup_logging
+from observability.tracing import setup_service_tracing
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -23,7 +24,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(SERVICE_NAME)
+    setup_service_tracing(SERVICE_NAME)
     web.run_app(create_app(args.db), host=args.host, port=args.port)
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from legacy_app.db import Database, format_timestamp
+from observability.tracing import server_span_middleware
 
 SERVICE_NAME = "legacy"
 SHADOW_HEADER = "X-Shadow"
@@ -467,7 +468,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_app(db_path: str, *, middlewares: Iterable[Middleware] = ()) -> web.Application:
     """Build the shop. ``middlewares`` run inside the served-by/problem middleware, in the order given."""
-    app = web.Application(middlewares=[served_by_middleware, *middlewares])
+    # The span middleware is outermost so that it sees the final status of every answer, errors included.
+    app = web.Application(middlewares=[server_span_middleware(SERVICE_NAME), served_by_middleware, *middlewares])
     app.cleanup_ctx.append(_database_context(db_path))
     app.router.add_routes(
         [

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from observability.tracing import db_span
+
 T = TypeVar("T")
 
 SEED = 20240305
@@ -283,11 +285,12 @@ class Database:
         return await asyncio.to_thread(self._write, change, args, dry_run)
 
     def _read(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self._lock:
+        # The span includes the wait for the lock: that wait is part of what the request spent on the database.
+        with db_span(query.__name__, "read"), self._lock:
             return query(self._conn, *args)
 
     def _write(self, change: Callable[..., T], args: tuple[Any, ...], dry_run: bool) -> T:
-        with self._lock:
+        with db_span(change.__name__, "write", dry_run=dry_run), self._lock:
             # IMMEDIATE takes the write lock up front, so a read-then-update (stock check) cannot interleave.
             self._conn.execute("BEGIN IMMEDIATE")
             try:
