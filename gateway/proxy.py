@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from typing import Protocol
 
 import aiohttp
@@ -25,6 +26,7 @@ from gateway import upstream
 from gateway.config import Backend
 from gateway.errors import GatewayError, PayloadTooLarge, UpstreamBodyError, UpstreamRetryableStatus
 from gateway.headers import Headers, downstream_response_headers
+from gateway.pool import Pool, UpstreamResponse
 
 CHUNK = 64 * 1024
 BODYLESS_STATUS = frozenset({204, 304})
@@ -74,7 +76,7 @@ async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | N
             tap.request_end(complete)
 
 
-async def forward(request: web.BaseRequest, backend: Backend, session: aiohttp.ClientSession, raw_target: str,
+async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_target: str,
                   headers: Headers, outcome: Outcome, *, tap: Tap | None = None, body_limit: int | None = None,
                   extra_response_headers: Headers = (), retry_statuses: frozenset[int] = frozenset()
                   ) -> web.StreamResponse:
@@ -84,7 +86,7 @@ async def forward(request: web.BaseRequest, backend: Backend, session: aiohttp.C
     if body is None and tap is not None:
         tap.request_end(True)
     started = time.perf_counter()
-    resp = await upstream.open_response(session, backend, request.method, raw_target, headers, body)
+    resp = await upstream.open_response(pool, request.method, raw_target, headers, body)
     if resp.status in retry_statuses:
         resp.close()
         raise UpstreamRetryableStatus(f"{backend.name} answered {resp.status}", backend=backend.name)
@@ -93,7 +95,7 @@ async def forward(request: web.BaseRequest, backend: Backend, session: aiohttp.C
         out_headers = downstream_response_headers(resp.raw_headers)
         if tap is not None:
             tap.response_start(resp.status, out_headers)
-        out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=CIMultiDict(out_headers))
+        out = web.StreamResponse(status=resp.status, reason=_reason(resp.status), headers=CIMultiDict(out_headers))
         for name, value in extra_response_headers:
             out.headers.add(name, value)
         await out.prepare(request)
@@ -110,22 +112,27 @@ async def forward(request: web.BaseRequest, backend: Backend, session: aiohttp.C
         resp.release()
 
 
-async def _stream_body(resp: aiohttp.ClientResponse, out: web.StreamResponse, backend: Backend, outcome: Outcome,
+async def _stream_body(resp: UpstreamResponse, out: web.StreamResponse, backend: Backend, outcome: Outcome,
                        tap: Tap | None) -> None:
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.chunks():
             if tap is not None:
                 tap.response_chunk(chunk)
             outcome.bytes_out += len(chunk)
             await out.write(chunk)
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        if isinstance(exc, ConnectionResetError | aiohttp.ClientConnectionResetError) and _client_gone(out):
-            raise  # the client left; nothing to tell it
-        outcome.error = upstream.translate(exc, backend, phase="body")  # type: ignore[assignment]
+    except UpstreamBodyError as exc:
+        outcome.error = exc
         outcome.aborted = True
         if tap is not None:
             tap.response_end(False)
         _abort_client(out)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _client_gone(out: web.StreamResponse) -> bool:

@@ -32,6 +32,7 @@ from gateway.stats import StatsRegistry
 from gateway.table import Route, Table
 from gateway.telemetry import Telemetry
 from gateway.upstream import Upstreams
+from gateway.wire import public_server
 
 log = logging.getLogger("strangler.gateway")
 
@@ -203,8 +204,7 @@ class Gateway:
     async def start(self) -> None:
         from gateway.admin import create_admin_app
 
-        public = web.Server(PublicHandler(self), handler_cancellation=True, access_log=None,
-                            max_line_size=16384, max_field_size=16384)
+        public = public_server(PublicHandler(self))
         runner = web.ServerRunner(public, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)

@@ -139,11 +139,12 @@ class PublicHandler:
         try:
             if span is not None:  # a CLIENT span per attempt; the backend continues the trace under it
                 headers = [*headers, (TRACEPARENT, span.attempt(backend))]
-            session = self.gw.upstreams.session(backend)
             if proxy.is_upgrade(request):
-                resp = await proxy.forward_websocket(request, backend, session, raw, headers, outcome)
+                resp = await proxy.forward_websocket(request, backend, self.gw.upstreams.ws_session(backend), raw,
+                                                     headers, outcome)
             else:
-                resp = await proxy.forward(request, backend, session, raw, headers, outcome, tap=shadow,
+                resp = await proxy.forward(request, backend, self.gw.upstreams.pool(backend), raw, headers, outcome,
+                                           tap=shadow,
                                            body_limit=limit, extra_response_headers=extra,
                                            retry_statuses=retry_statuses)
         except GatewayError as exc:

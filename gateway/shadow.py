@@ -36,7 +36,6 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 
 from gateway import compare, rollout, upstream
@@ -319,8 +318,8 @@ class ShadowDispatcher:
         shadow, error = await self._fetch(tap.target_backend, tap.method, tap.raw_target, headers, body,
                                           spec.timeout)
         shadow_ms = (time.perf_counter() - started) * 1000
-        span.end()
         self._target_answered(tap.target_backend.name, error is None)
+        span.end()
         primary = tap.captured_primary()
         route_stats = self.gw.stats.route(tap.route.name)
         failed = error is not None or (shadow is not None and shadow.status >= 500 > primary.status)
@@ -360,21 +359,18 @@ class ShadowDispatcher:
 
     async def _fetch(self, backend: Backend, method: str, target: str, headers: Headers, body: bytes | None,
                      timeout: float) -> tuple[compare.Captured | None, str | None]:
-        session = self.gw.upstreams.session(backend, "shadow")
+        pool = self.gw.upstreams.pool(backend, "shadow")
         try:
             async with asyncio.timeout(timeout):
-                resp = await upstream.open_response(session, backend, method, target, headers, body)
+                resp = await upstream.open_response(pool, method, target, headers, body)
                 try:
-                    data, truncated = await _read_capped(resp, RESPONSE_CAPTURE, method)
+                    data, truncated = await resp.read(RESPONSE_CAPTURE)
                 finally:
                     resp.close()
         except TimeoutError:
             return None, f"timeout after {timeout:g}s"
         except GatewayError as exc:
             return None, exc.code + ": " + exc.detail
-        except aiohttp.ClientError as exc:  # the answer broke off or was garbage after its headers
-            err = upstream.translate(exc, backend, phase="body")
-            return None, (err.code + ": " + err.detail) if isinstance(err, GatewayError) else str(err)
         except (OSError, ValueError, RuntimeError) as exc:  # garbage from the target must not escape
             return None, f"{type(exc).__name__}: {exc}"
         headers_out = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers)
@@ -456,21 +452,6 @@ class ShadowDispatcher:
         self._compare_pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.store.close()
-
-
-async def _read_capped(resp: Any, cap: int, method: str) -> tuple[bytes, bool]:
-    if method == "HEAD" or resp.status in (204, 304):
-        return b"", False
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        room = cap - size
-        if len(chunk) > room:
-            chunks.append(chunk[:room])
-            return b"".join(chunks), True
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks), False
 
 
 def _redact(headers: Any) -> list[tuple[str, str]]:

@@ -1,5 +1,8 @@
 """Connections to backends: one pool per backend and purpose, and the single translation of client errors.
 
+HTTP goes through ``gateway.pool`` (a lean keep-alive pool on httptools, which raises the gateway's own errors);
+WebSocket upgrades go through aiohttp's client, whose exceptions ``translate`` maps.
+
 A pool is an aiohttp ``ClientSession`` configured as a proxy needs it: no cookie jar, no redirects, no automatic
 decompression, none of the client's default headers, raw (already encoded) request targets. Pools survive reloads
 while the backend's address and settings are unchanged, so a reload never drops warm keep-alive connections.
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable
 
 import aiohttp
 from yarl import URL
@@ -23,6 +26,7 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from gateway.pool import Pool, UpstreamResponse
 
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
@@ -32,33 +36,64 @@ def _pool_key(backend: Backend, purpose: str) -> tuple[object, ...]:
 
 
 class Upstreams:
-    """All backend pools of a running gateway."""
+    """All backend pools of a running gateway: lean keep-alive pools (``gateway.pool``) for HTTP, and an aiohttp
+    session per backend only for WebSocket upgrades, which are rare and need a full client."""
 
     def __init__(self) -> None:
-        self._pools: dict[tuple[object, ...], aiohttp.ClientSession] = {}
+        self._pools: dict[tuple[object, ...], Pool] = {}
+        self._ws: dict[tuple[object, ...], aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
-    def session(self, backend: Backend, purpose: str = "primary") -> aiohttp.ClientSession:
+    def pool(self, backend: Backend, purpose: str = "primary") -> Pool:
         key = _pool_key(backend, purpose)
-        session = self._pools.get(key)
+        pool = self._pools.get(key)
+        if pool is None or pool.closed:
+            pool = self._pools[key] = Pool(backend)
+            self._schedule_sweep()
+        return pool
+
+    def ws_session(self, backend: Backend) -> aiohttp.ClientSession:
+        key = _pool_key(backend, "ws")
+        session = self._ws.get(key)
         if session is None or session.closed:
-            session = self._pools[key] = _new_session(backend)
+            session = self._ws[key] = _new_session(backend)
         return session
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(5.0, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close keep-alive connections idle past their backend's idle timeout, every few seconds."""
+        self._sweeper = None
+        for pool in self._pools.values():
+            pool.sweep()
+        if self._pools:
+            self._schedule_sweep()
 
     def retain(self, backends: Iterable[Backend], grace: float = 30.0) -> None:
         """After a reload: close the pools no backend uses any more, once in-flight requests had time to finish."""
-        wanted = {_pool_key(b, p) for b in backends for p in ("primary", "shadow")}
+        wanted = {_pool_key(b, p) for b in backends for p in ("primary", "shadow", "ws")}
         for key in [k for k in self._pools if k not in wanted]:
-            session = self._pools.pop(key)
+            pool = self._pools.pop(key)
+            asyncio.get_running_loop().call_later(grace, pool.close)
+        for key in [k for k in self._ws if k not in wanted]:
+            session = self._ws.pop(key)
             task = asyncio.get_running_loop().create_task(_close_later(session, grace))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for task in list(self._closing):
             task.cancel()
-        sessions = list(self._pools.values())
+        for pool in self._pools.values():
+            pool.close()
         self._pools.clear()
+        sessions = list(self._ws.values())
+        self._ws.clear()
         for session in sessions:
             await session.close()
 
@@ -99,21 +134,10 @@ def upstream_url(backend: Backend, raw_target: str) -> URL:
     return URL(f"{backend.scheme}://{backend.host}:{backend.port}{backend.base_path}{raw_target}", encoded=True)
 
 
-async def open_response(session: aiohttp.ClientSession, backend: Backend, method: str, raw_target: str,
-                        headers: Iterable[tuple[str, str]] | Mapping[str, str],
-                        body: AsyncIterable[bytes] | bytes | None) -> aiohttp.ClientResponse:
+async def open_response(pool: Pool, method: str, raw_target: str, headers: Iterable[tuple[str, str]],
+                        body: AsyncIterable[bytes] | bytes | None) -> UpstreamResponse:
     """Send the request and wait for the response headers; the body is left to stream."""
-    try:
-        resp = await session.request(
-            method, upstream_url(backend, raw_target), headers=list(headers) if not isinstance(headers, Mapping)
-            else headers, data=body, allow_redirects=False, compress=None)
-    except BaseException as exc:  # noqa: BLE001 - translated below; cancellation passes through
-        raise translate(exc, backend, phase="headers") from exc
-    # From here on, a silent backend is an idle body, not a slow response.
-    conn = resp.connection
-    if conn is not None and conn.protocol is not None:
-        conn.protocol.read_timeout = backend.timeouts.idle
-    return resp
+    return await pool.request(method, raw_target, headers, body)
 
 
 def translate(exc: BaseException, backend: Backend, phase: str) -> BaseException:
