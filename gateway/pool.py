@@ -252,6 +252,16 @@ class UpstreamResponse:
             finally:
                 self._waiter = None
 
+    def take_complete(self, limit: int) -> bytes | None:
+        """The whole body, if it has already arrived complete and is at most ``limit`` bytes (else None: stream
+        it). Responses without a body (HEAD, 204, 304) are left to the streaming path, which knows their rules."""
+        if self.no_body or not self._done or self._error is not None or self._buffered > limit:
+            return None
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return body
+
     async def read(self, limit: int) -> tuple[bytes, bool]:
         """Up to ``limit`` body bytes and whether there were more (for captures)."""
         parts: list[bytes] = []

@@ -29,6 +29,7 @@ from gateway.headers import Headers, downstream_response_headers
 from gateway.pool import Pool, UpstreamResponse
 
 CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024   # a complete body up to this size is sent with the headers in one write
 BODYLESS_STATUS = frozenset({204, 304})
 
 
@@ -95,6 +96,12 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
         out_headers = downstream_response_headers(resp.raw_headers)
         if tap is not None:
             tap.response_start(resp.status, out_headers)
+        whole = resp.take_complete(SMALL_BODY)
+        if whole is not None:
+            # The whole (small) body came with the headers, as most API answers do: send it in one write
+            # instead of streaming headers and body separately.
+            return _complete_response(resp.status, out_headers, extra_response_headers, whole, outcome, tap,
+                                      started)
         out = web.StreamResponse(status=resp.status, reason=_reason(resp.status), headers=CIMultiDict(out_headers))
         for name, value in extra_response_headers:
             out.headers.add(name, value)
@@ -126,6 +133,20 @@ async def _stream_body(resp: UpstreamResponse, out: web.StreamResponse, backend:
         if tap is not None:
             tap.response_end(False)
         _abort_client(out)
+
+
+def _complete_response(status: int, headers: Headers, extra: Headers, body: bytes, outcome: Outcome,
+                       tap: Tap | None, started: float) -> web.Response:
+    out = web.Response(status=status, reason=_reason(status), headers=CIMultiDict(headers))
+    for name, value in extra:
+        out.headers.add(name, value)
+    out.body = body   # keeps the backend's Content-Length header when it had one; aiohttp sets it otherwise
+    if tap is not None:
+        tap.response_chunk(body)
+        tap.response_end(True)
+    outcome.bytes_out = len(body)
+    outcome.upstream_seconds = time.perf_counter() - started
+    return out
 
 
 def _reason(status: int) -> str:
