@@ -434,6 +434,10 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
     if issues.errors:
         return None
     _check_reachability(routes, issues)
+    admin_host = parse_listen(v["admin"]["listen"])[0]
+    if admin_host not in ("127.0.0.1", "::1", "localhost") and not admin_host.startswith("127."):
+        issues.warn(("admin", "listen"), f"the admin listener on {admin_host} is reachable from other machines: "
+                                         "reads (routes, diffs with captured bodies, traces) need no token")
     store = v["store"] or {"dir": ".strangler", "max_samples": 200, "max_age": 7 * 86400.0, "max_traces": 2000}
     store_dir = Path(store["dir"])
     if not store_dir.is_absolute():
