@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM ends the run like Ctrl-C does, so the `finally` below stops every process we started.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-run-"))
     bench = Bench(opts, workdir)
     if bench.procs.cpus[1]:
         os.sched_setaffinity(0, bench.procs.cpus[1])   # the harness is load, not proxy
