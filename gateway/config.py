@@ -1,7 +1,8 @@
 """routes.yaml version 1: parse, validate, and build the immutable configuration.
 
-Flow: ``yaml.safe_load`` gives the values; ``yaml.compose`` (the safe loader's node tree, no object construction)
-gives the line of every key. The declarative schema in ``ROUTES_SCHEMA`` validates and converts units; the builder
+Flow: one pass of PyYAML's *safe* loader (its C implementation when installed) composes the node tree, which gives
+the line of every key, and constructs the plain values from that same tree (exactly what ``yaml.safe_load`` does,
+without parsing the file twice). The declarative schema in ``ROUTES_SCHEMA`` validates and converts units; the builder
 then resolves cross-references (backend names, stages needing a target) and compiles what can be compiled once
 (path matchers, compare rules). Any problem is reported as ``FILE:LINE: route 'NAME': key 'a.b': message``.
 
@@ -332,8 +333,8 @@ def parse(raw: bytes, path: Path) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
     try:
-        data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+        data, node = _safe_load_with_nodes(text)
+        lines = _key_lines(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -356,6 +357,21 @@ def _with_warnings(config: Config, warnings: list[str]) -> Config:
     from dataclasses import replace
 
     return replace(config, warnings=tuple(warnings))
+
+
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _safe_load_with_nodes(text: str) -> tuple[Any, yaml.Node | None]:
+    """``yaml.safe_load`` that also returns the node tree it built (for line numbers). Safe loader only: plain
+    scalars, lists and mappings, never arbitrary objects."""
+    loader = _SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, node
 
 
 def _key_lines(node: yaml.Node | None) -> dict[KeyPath, int]:

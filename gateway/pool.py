@@ -329,12 +329,14 @@ class Pool:
             else:
                 transport.write(head)
                 await _send_body(conn, body, head.endswith(b"Transfer-Encoding: chunked\r\n\r\n"), response)
-            async with asyncio.timeout(self.backend.timeouts.response):
-                await response.headers_ready
-        except TimeoutError:
-            response.release()
-            raise UpstreamTimeout(f"{self.backend.name}: no response within {self.backend.timeouts.response:g}s",
-                                  backend=self.backend.name) from None
+            if not response.headers_ready.done():
+                # A plain timer handle rather than asyncio.timeout(): this runs on every request.
+                timer = asyncio.get_running_loop().call_later(self.backend.timeouts.response, _expire, response,
+                                                              self.backend)
+                try:
+                    await response.headers_ready
+                finally:
+                    timer.cancel()
         except (ConnectionError, OSError) as exc:
             response.release()
             raise UpstreamProtocolError(f"{self.backend.name}: connection failed while sending: {exc}",
@@ -431,6 +433,11 @@ class Pool:
         for conn in list(self._idle):
             conn.close()
             self._forget(conn)
+
+
+def _expire(response: UpstreamResponse, backend: Backend) -> None:
+    response._fail(UpstreamTimeout(f"{backend.name}: no response within {backend.timeouts.response:g}s",
+                                   backend=backend.name))
 
 
 def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]], backend: Backend,

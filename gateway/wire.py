@@ -13,7 +13,7 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
@@ -40,6 +40,11 @@ def _status_for(status: int, exc: BaseException | None) -> tuple[int, str]:
 class ProblemRequestHandler(RequestHandler):
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
+        if isinstance(exc, ConnectionResetError | ClientConnectionResetError):
+            # The client went away mid-exchange: nobody to answer and nothing wrong with the gateway, so no
+            # error-level traceback per disconnecting client.
+            self.force_close()
+            raise ConnectionError("client disconnected")
         # The base class logs and refuses when a response already started; keep that behaviour.
         super().handle_error(request, status, exc, message)
         status, detail = _status_for(status, exc)
