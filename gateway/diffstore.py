@@ -12,6 +12,11 @@ Two kinds of data, with different lifetimes:
   verdict and kind (live or replay), plus the latest example of each counted field (so the report's
   ``strangler diff ID`` links keep working), and nothing older than ``max_age``.
 
+Samples are also rate-limited as they are written: at most ``SAMPLES_PER_SECOND`` per route and verdict (but
+always one for a field seen for the first time), since only the newest ``max_samples`` are kept anyway and 100%
+shadow on a busy route would otherwise write and delete thousands of rows a second. Counters count everything;
+they are added up per batch (skips in memory, pushed every ``SKIP_FLUSH`` seconds) and written once per key.
+
 So the file is bounded by ``routes x (verdicts x 2 x max_samples + MAX_FIELDS_PER_ROUTE) x (3 x STORED_BODY +
 headers)`` whatever the traffic; in practice samples are a few KiB and the file stays at a few MiB.
 
@@ -72,6 +77,8 @@ CREATE TABLE IF NOT EXISTS latency (
 );
 """
 
+SAMPLES_PER_SECOND = 10     # stored samples per route and verdict per second; counters count everything
+SKIP_FLUSH = 0.5            # seconds between two writes of the skip counters
 MAX_FIELDS_PER_ROUTE = 500
 MAX_NOISE_FIELDS = 500
 STORED_BODY = 256 * 1024
@@ -139,10 +146,58 @@ def _capped(body: bytes | None) -> tuple[bytes | None, bool]:
     return body[:STORED_BODY], True
 
 
+class _BatchCounts:
+    """Counter deltas of one batch, written with one upsert per key."""
+
+    def __init__(self) -> None:
+        self.verdicts: dict[tuple[str, str], int] = {}
+        self.fields: dict[tuple[str, str, str, str], int] = {}
+        self.last_ids: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str, int], int] = {}
+        self.skips: dict[tuple[str, str], int] = {}
+        self.examples: set[tuple[str, str, str]] = set()
+
+    def add_record(self, r: Record, sample_id: int | None) -> None:
+        key = (r.route, r.verdict)
+        self.verdicts[key] = self.verdicts.get(key, 0) + 1
+        for diffs, column in ((r.differences, "counted"), (r.ignored, "ignored")):
+            for name, kind in {(d.get("field", d.get("path", "?")), d.get("kind", "changed")) for d in diffs}:
+                fkey = (r.route, name, kind, column)
+                self.fields[fkey] = self.fields.get(fkey, 0) + 1
+                if sample_id is not None:
+                    self.last_ids[(r.route, name, kind)] = sample_id
+                    if column == "counted":
+                        self.examples.add((r.route, name, kind))
+        sides = (("extracted", r.primary_ms), ("legacy", r.shadow_ms)) if r.reverse else \
+            (("legacy", r.primary_ms), ("extracted", r.shadow_ms))
+        for side, ms in sides:
+            if ms is not None and r.verdict != "error":
+                lkey = (r.route, side, latency_bucket(ms))
+                self.latency[lkey] = self.latency.get(lkey, 0) + 1
+
+    def write(self, db: sqlite3.Connection) -> None:
+        for (route, verdict), n in self.verdicts.items():
+            db.execute("INSERT INTO verdicts VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                       (route, verdict, n))
+        for (route, name, kind, column), n in self.fields.items():
+            last_id = self.last_ids.get((route, name, kind))
+            db.execute(f"INSERT INTO fields (route, field, kind, {column}, last_id) VALUES (?, ?, ?, ?, ?) "
+                       f"ON CONFLICT DO UPDATE SET {column} = {column} + excluded.{column}, "
+                       f"last_id = COALESCE(excluded.last_id, last_id)", (route, name, kind, n, last_id))
+        for (route, side, bucket), n in self.latency.items():
+            db.execute("INSERT INTO latency VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                       (route, side, bucket, n))
+        for (route, reason), n in self.skips.items():
+            db.execute("INSERT INTO skips VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                       (route, reason, n))
+
+
 class DiffStore:
-    def __init__(self, path: Path, *, max_samples: int = 200, max_age: float = 7 * 86400.0) -> None:
+    def __init__(self, path: Path, *, max_samples: int = 200, max_age: float = 7 * 86400.0,
+                 samples_per_second: int = SAMPLES_PER_SECOND) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.samples_per_second = samples_per_second
         self.max_samples = max_samples
         self.max_age = max_age
         self.dropped = 0
@@ -155,6 +210,13 @@ class DiffStore:
         # so that a put racing with the end of a batch can never make flush() return early.
         self._pending = 0
         self._done = threading.Condition()
+        self._skips: dict[tuple[str, str], int] = {}
+        self._skip_lock = threading.Lock()
+        self._skips_pushed = 0.0
+        # Writer-thread state: samples written this second per route and verdict, fields that have an example.
+        self._sampled: dict[tuple[str, str], int] = {}
+        self._sampled_second = 0
+        self._has_example: set[tuple[str, str, str]] = set()
         self._thread = threading.Thread(target=self._writer, name="strangler-diffstore", daemon=True)
         self._thread.start()
 
@@ -178,7 +240,21 @@ class DiffStore:
             return False
 
     def skip(self, route: str, reason: str) -> None:
-        self.put(("skip", route, reason))
+        """Count a skipped copy. Skips can come thousands per second (a dead target, a full queue), so they are
+        added up in memory and written as one delta per route and reason every ``SKIP_FLUSH`` seconds."""
+        key = (route, reason)
+        with self._skip_lock:
+            self._skips[key] = self._skips.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._skips_pushed >= SKIP_FLUSH:
+            self.push_skips(now)
+
+    def push_skips(self, now: float | None = None) -> None:
+        with self._skip_lock:
+            skips, self._skips = self._skips, {}
+        self._skips_pushed = time.monotonic() if now is None else now
+        if skips:
+            self.put(("skips", skips))
 
     def noise_sample(self, route: str, fields: frozenset[str]) -> None:
         self.put(("noise", route, json.dumps(sorted(fields))))
@@ -189,6 +265,7 @@ class DiffStore:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything put so far is committed (and the bounds enforced); False on timeout."""
+        self.push_skips()
         with self._done:
             return self._done.wait_for(lambda: self._pending == 0, timeout=timeout)
 
@@ -214,6 +291,8 @@ class DiffStore:
 
     def _writer(self) -> None:
         db = self._connect()
+        self._has_example = {(r, f, k) for r, f, k in db.execute(
+            "SELECT route, field, kind FROM fields WHERE counted > 0 AND last_id IS NOT NULL")}
         while True:
             item = self._queue.get()
             if item is None:
@@ -240,25 +319,52 @@ class DiffStore:
         db.close()
 
     def _write(self, db: sqlite3.Connection, batch: list[Any]) -> None:
+        """One transaction per batch. Counters are added up over the batch first and written once per key, so
+        a busy route costs a handful of statements per batch, not several per comparison."""
         touched: set[tuple[str, str, int]] = set()
+        counts = _BatchCounts()
         db.execute("BEGIN")
         try:
             for item in batch:
                 if isinstance(item, Record):
-                    self._insert(db, item)
-                    touched.add((item.route, item.verdict, int(item.replay)))
-                elif item[0] == "skip":
-                    db.execute("INSERT INTO skips VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1",
-                               (item[1], item[2]))
+                    sample_id = self._insert(db, item, counts) if self._keep_sample(item) else None
+                    if sample_id is not None:
+                        touched.add((item.route, item.verdict, int(item.replay)))
+                    if not item.replay:
+                        counts.add_record(item, sample_id)
+                elif item[0] == "skips":
+                    for key, n in item[1].items():
+                        counts.skips[key] = counts.skips.get(key, 0) + n
                 elif item[0] == "noise":
                     self._noise(db, item[1], json.loads(item[2]))
+            counts.write(db)
+            self._has_example.update(counts.examples)
             self._retain(db, touched)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
-    def _insert(self, db: sqlite3.Connection, r: Record) -> None:
+    def _keep_sample(self, r: Record) -> bool:
+        """Whether to store this comparison as a sample (counters always count it). At most
+        ``SAMPLES_PER_SECOND`` per route and verdict, so 100% shadow on a busy route does not churn the file,
+        except that a field seen for the first time always gets its example."""
+        if r.replay:
+            return True
+        second = int(time.monotonic())
+        if second != self._sampled_second:
+            self._sampled_second = second
+            self._sampled.clear()
+        key = (r.route, r.verdict)
+        taken = self._sampled.get(key, 0)
+        new_field = any((r.route, d.get("field", "?"), d.get("kind", "changed")) not in self._has_example
+                        for d in r.differences)
+        if taken >= self.samples_per_second and not new_field:
+            return False
+        self._sampled[key] = taken + 1
+        return True
+
+    def _insert(self, db: sqlite3.Connection, r: Record, counts: _BatchCounts) -> int | None:
         request_body, request_cut = _capped(r.request_body)
         primary_body, primary_cut = _capped(r.primary_body)
         shadow_body, shadow_cut = _capped(r.shadow_body)
@@ -274,21 +380,7 @@ class DiffStore:
              json.dumps(r.request_headers), request_body, json.dumps(r.primary_headers), primary_body,
              int(r.primary_truncated or primary_cut), json.dumps(r.shadow_headers), shadow_body,
              int(r.shadow_truncated or shadow_cut), int(r.replay), int(r.request_truncated or request_cut)))
-        sample_id = cur.lastrowid
-        if r.replay:
-            return
-        db.execute("INSERT INTO verdicts VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1", (r.route, r.verdict))
-        for diffs, column in ((r.differences, "counted"), (r.ignored, "ignored")):
-            for d in {(d.get("field", d.get("path", "?")), d.get("kind", "changed")) for d in diffs}:
-                db.execute(f"INSERT INTO fields (route, field, kind, {column}, last_id) VALUES (?, ?, ?, 1, ?) "
-                           f"ON CONFLICT DO UPDATE SET {column} = {column} + 1, last_id = excluded.last_id",
-                           (r.route, d[0], d[1], sample_id))
-        sides = (("extracted", r.primary_ms), ("legacy", r.shadow_ms)) if r.reverse else \
-            (("legacy", r.primary_ms), ("extracted", r.shadow_ms))
-        for side, ms in sides:
-            if ms is not None and r.verdict != "error":
-                db.execute("INSERT INTO latency VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET n = n + 1",
-                           (r.route, side, latency_bucket(ms)))
+        return cur.lastrowid
 
     def _noise(self, db: sqlite3.Connection, route: str, fields: list[str]) -> None:
         db.execute("INSERT INTO noise_samples VALUES (?, 1) ON CONFLICT DO UPDATE SET n = n + 1", (route,))

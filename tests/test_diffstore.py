@@ -26,7 +26,7 @@ def _count(db: sqlite3.Connection, sql: str, *args: object) -> int:
 
 
 def test_samples_stay_within_max_samples_per_route_and_verdict(tmp_path: Path) -> None:
-    store = DiffStore(tmp_path / "diffs.db", max_samples=30)
+    store = DiffStore(tmp_path / "diffs.db", max_samples=30, samples_per_second=10**6)
     verdicts = ("match", "mismatch", "ignored", "error")
     for i in range(4000):
         store.put(_record(f"r{i % 2}", verdicts[i % 4], i))
@@ -47,7 +47,7 @@ def test_samples_stay_within_max_samples_per_route_and_verdict(tmp_path: Path) -
 
 
 def test_field_and_noise_tables_are_bounded_and_keep_the_frequent_fields(tmp_path: Path) -> None:
-    store = DiffStore(tmp_path / "diffs.db", max_samples=5)
+    store = DiffStore(tmp_path / "diffs.db", max_samples=5, samples_per_second=10**6)
     for i in range(MAX_FIELDS_PER_ROUTE + 300):
         # $.average differs every time; every record also brings one field never seen before.
         store.put(_record("r", "mismatch", i, fields=("$.average", f"$.dynamic_{i}")))
@@ -71,7 +71,7 @@ def test_field_and_noise_tables_are_bounded_and_keep_the_frequent_fields(tmp_pat
 
 
 def test_an_old_fields_example_survives_newer_mismatches_of_other_fields(tmp_path: Path) -> None:
-    store = DiffStore(tmp_path / "diffs.db", max_samples=3)
+    store = DiffStore(tmp_path / "diffs.db", max_samples=3, samples_per_second=10**6)
     store.put(_record("r", "mismatch", 0, fields=("$.rare",)))
     for i in range(1, 50):
         store.put(_record("r", "mismatch", i, fields=("$.common",)))
@@ -161,3 +161,22 @@ def test_a_store_written_before_request_truncated_existed_is_migrated(tmp_path: 
     finally:
         db.close()
         store.close()
+
+
+def test_samples_are_rate_limited_but_every_comparison_is_counted(tmp_path: Path) -> None:
+    store = DiffStore(tmp_path / "diffs.db", samples_per_second=5)
+    for i in range(500):
+        store.put(_record("busy", "match", i))
+    for _ in range(100):
+        store.skip("busy", "queue_full")
+    assert store.flush(30)
+    db = store.reader()
+    try:
+        (samples,) = db.execute("SELECT COUNT(*) FROM samples WHERE route = 'busy'").fetchone()
+        (matches,) = db.execute("SELECT n FROM verdicts WHERE route = 'busy' AND verdict = 'match'").fetchone()
+        (skipped,) = db.execute("SELECT n FROM skips WHERE route = 'busy' AND reason = 'queue_full'").fetchone()
+    finally:
+        db.close()
+        store.close()
+    assert 5 <= samples <= 15          # a few seconds' worth at most, however fast records arrive
+    assert matches == 500 and skipped == 100
