@@ -386,6 +386,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_traces(args: argparse.Namespace) -> int:
+    client = _admin_client(args)
+    rows = client.call("GET", "/api/traces", query={"route": args.route, "limit": args.limit,
+                                                   "status": args.status, "min_ms": args.min_ms})
+    if args.json:
+        _print_json(rows)
+        return 0
+    from gateway.waterfall import print_traces
+
+    print_traces(_console(), rows)
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    client = _admin_client(args)
+    trace = client.call("GET", f"/api/traces/{urllib.parse.quote(args.trace_id.strip().lower())}")
+    if args.json:
+        _print_json(trace)
+        return 0
+    from gateway.waterfall import print_trace
+
+    print_trace(_console(), trace)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from gateway.launch import run_gateway, worker_index_from_env
 
@@ -468,6 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("history", cmd_history, "reloads, rollbacks, resumes, guard decisions", admin=True)
     sp.add_argument("route", nargs="?")
     sp.add_argument("--limit", type=int, default=100)
+
+    sp = command("traces", cmd_traces, "recent traces (newest first)", admin=True)
+    sp.add_argument("--route")
+    sp.add_argument("--status", choices=["ok", "error"])
+    sp.add_argument("--min-ms", type=float, help="only traces that took at least this long")
+    sp.add_argument("--limit", type=int, default=30)
+
+    sp = command("trace", cmd_trace, "one trace as a waterfall: spans, services, durations to scale", admin=True)
+    sp.add_argument("trace_id", help="the X-Trace-Id of a response (32 hex digits)")
     return p
 
 

@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from gateway.tracestore import Row, TraceStore
+from gateway.tracestore import MASK63, Row, TraceStore, clean, decode_record, encode_attempt, gateway_rows
 from observability.tracing import (
     CURRENT,
     TRACEPARENT,
@@ -83,7 +83,6 @@ class RequestSpan:
 
     __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "start_ns", "end_ns", "method", "target",
                  "scheme", "route", "decision", "outcome", "attempts", "service", "_hex")
-    export = True
 
     def __init__(self, trace_id: int, parent_id: int, sampled: bool, method: str, target: str, scheme: str,
                  service: str) -> None:
@@ -126,63 +125,37 @@ class RequestSpan:
             a.status = status
             a.error = error
 
-    # -- off the hot path: the stored form ---------------------------------------------------------------------
+    # -- off the hot path: the stored form (called in the trace store's writer thread) -------------------------
+
+    def record(self) -> tuple[int, str, str | None, str]:
+        """This request's ``traces`` row: ``(tkey, trace_id, route, packed)``; the packed fields are those of
+        ``gateway.tracestore.GatewayRecord``, in order."""
+        route, decision, outcome = self.route, self.decision, self.outcome
+        attempts = "\x1e".join([encode_attempt(a.span_id, a.backend, a.start_ns, a.end_ns, a.status, a.error)
+                                 for a in self.attempts])
+        if decision is not None:
+            shadow_to = decision.shadow_to
+            where = (f"{decision.effective_stage}\x1f{decision.backend.name}\x1f{decision.side}\x1f"
+                     f"{shadow_to.name if shadow_to is not None else ''}")
+        else:
+            where = "\x1f\x1f\x1f"
+        if outcome is not None:
+            error = outcome.error
+            result = (f"{outcome.status}\x1f{outcome.bytes_out}\x1f"
+                      + (f"{error.code}\x1f{clean(str(error.detail))}\x1f{error.status}" if error else "\x1f\x1f")
+                      + ("\x1f1" if outcome.aborted else "\x1f0"))
+        else:
+            result = "0\x1f0\x1f\x1f\x1f\x1f0"
+        name = route.name if route is not None else None
+        packed = (f"{self.span_id:016x}\x1f{f'{self.parent_id:016x}' if self.parent_id else ''}\x1f{self.start_ns}"
+                  f"\x1f{self.end_ns or time.time_ns()}\x1f{self.service}\x1f{self.method}\x1f{clean(self.target)}"
+                  f"\x1f{self.scheme}\x1f{name or ''}\x1f{(_http_route(route) or '') if route is not None else ''}"
+                  f"\x1f{where}\x1f{result}\x1d{attempts}")
+        return self.trace_id & MASK63, self.trace_hex, name, packed
 
     def rows(self) -> list[Row]:
-        tid = self.trace_hex
-        sid = f"{self.span_id:016x}"
-        route, decision, outcome = self.route, self.decision, self.outcome
-        path, _, query = self.target.partition("?")
-        status = outcome.status if outcome is not None else 0
-        error = outcome.error if outcome is not None else None
-        attrs: dict[str, Any] = {"http.request.method": self.method, "url.path": path, "url.scheme": self.scheme,
-                                 "http.response.status_code": status}
-        if query:
-            attrs["url.query"] = query
-        if route is not None:
-            attrs["strangler.route"] = route.name
-            template = _http_route(route)
-            if template:
-                attrs["http.route"] = template
-        if decision is not None:
-            attrs["strangler.stage"] = decision.effective_stage
-            attrs["strangler.backend"] = decision.backend.name
-            attrs["strangler.side"] = decision.side
-            if decision.shadow_to is not None:
-                attrs["strangler.shadow_to"] = decision.shadow_to.name
-        if outcome is not None:
-            attrs["http.response.body.size"] = outcome.bytes_out
-            if outcome.aborted:
-                attrs["strangler.aborted"] = True
-        if error is not None:
-            attrs["error.type"] = error.code
-            attrs["otel.status_description"] = error.detail
-        # A server span is an error on 5xx only (a 4xx is the client's fault: OTel HTTP semantic conventions).
-        failed = status >= 500 or (error is not None and error.status >= 500) or (outcome is not None
-                                                                                  and outcome.aborted)
-        name = f"{self.method} {route.name}" if route is not None else self.method
-        end = self.end_ns or time.time_ns()
-        parent = f"{self.parent_id:016x}" if self.parent_id else ""
-        rows = [Row(tid, sid, parent, name, self.service, "server", self.start_ns, end, attrs,
-                    "error" if failed else "unset")]
-        for a in self.attempts:
-            rows.append(_attempt_row(self, a, tid, sid, end))
-        return rows
-
-
-def _attempt_row(span: RequestSpan, a: Attempt, tid: str, parent: str, end: int) -> Row:
-    b = a.backend
-    attrs: dict[str, Any] = {"http.request.method": span.method, "server.address": b.host, "server.port": b.port,
-                             "url.full": f"{b.origin}{b.base_path}{span.target}", "strangler.backend": b.name}
-    if a.status:
-        attrs["http.response.status_code"] = a.status
-    if a.error is not None:
-        attrs["error.type"] = a.error.code
-        attrs["otel.status_description"] = a.error.detail
-    # A client span is an error on 4xx and 5xx alike, and when no answer came at all.
-    failed = a.error is not None or a.status >= 400 or not a.end_ns
-    return Row(tid, f"{a.span_id:016x}", parent, f"{span.method} {b.name}", span.service, "client", a.start_ns,
-               a.end_ns or end, attrs, "error" if failed else "unset")
+        tkey, trace_id, _route, packed = self.record()
+        return gateway_rows(decode_record(tkey, trace_id, packed))
 
 
 def _http_route(route: Route) -> str | None:
@@ -240,7 +213,6 @@ class GatewayTracer:
         self._spec: TracingSpec | None = None
         self._bound = 0
         self._resources: dict[str, Any] = {}
-        store.add_listener(self._export)
 
     # -- per request -----------------------------------------------------------------------------------------------
 
@@ -305,6 +277,8 @@ class GatewayTracer:
 
     def add_processor(self, processor: SpanProcessor) -> None:
         """Send every stored span (the gateway's and those the services sent here) to ``processor`` too."""
+        if not self.processors:
+            self.store.add_listener(self._export)  # only then are the gateway's spans expanded in the writer
         self.processors.append(processor)
 
     def export_to_collector(self) -> bool:

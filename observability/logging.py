@@ -19,12 +19,12 @@ would produce; on a terminal it hands each line to the normal chain.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import sys
 import threading
 import time
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import IO, Any
 
 import structlog
@@ -111,6 +111,18 @@ def _noop(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _str(value: str) -> str:
+    return encode_basestring_ascii(value)
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def _hex(value: int, width: int) -> str:
+    return f'"{value:0{width}x}"' if value else "null"
+
+
 # -- the access log --------------------------------------------------------------------------------------------
 
 ACCESS_FIELDS = ("method", "path", "route", "stage", "backend", "status", "duration_ms", "bytes", "trace_id",
@@ -124,7 +136,7 @@ class AccessLog:
     with ids as integers (formatted later, like everything else)."""
 
     QUEUE_LIMIT = 50_000
-    INTERVAL = 0.1
+    INTERVAL = 0.25
 
     def __init__(self, name: str = ACCESS_LOGGER) -> None:
         self.logger = logging.getLogger(name)
@@ -137,6 +149,7 @@ class AccessLog:
         self._thread: threading.Thread | None = None
         self._second = -1
         self._prefix = ""
+        self._where: dict[tuple[Any, ...], str] = {}
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
@@ -194,20 +207,35 @@ class AccessLog:
                 self.logger.info("%s %s %s", fields["method"], fields["path"], fields["status"],
                                  extra={"event": "access", **fields})
             return
-        # JSON mode: the same keys the processor chain would write, built directly.
-        base = {"event": "access", "level": "info", "logger": self.logger.name}
-        if _service is not None:
-            base["service"] = _service
+        # JSON mode: the keys the processor chain would write, formatted directly (a few microseconds a line).
+        head = '{"event":"access",' + (f'"service":{_str(_service)},' if _service else "") + \
+            f'"level":"info","logger":{_str(self.logger.name)},"timestamp":"'
         lines = []
-        for entry in batch:
-            line = dict(base)
-            line["timestamp"] = self._timestamp(entry[0])
-            line.update(self.fields(entry))
-            lines.append(json.dumps(line, default=str))
+        where = self._where
+        for at, method, path, route, stage, backend, status, seconds, size, trace_id, span_id in batch:
+            # route, stage and backend repeat across requests: their JSON is made once per combination.
+            key = (route, stage, backend)
+            part = where.get(key)
+            if part is None:
+                part = where[key] = f'"route":{_opt(route)},"stage":{_opt(stage)},"backend":{_opt(backend)},'
+            lines.append(f'{head}{self._timestamp(at)}","method":{_str(method)},"path":{_str(path)},{part}'
+                         f'"status":{int(status)},"duration_ms":{round(seconds * 1000, 3)},"bytes":{int(size)},'
+                         f'"trace_id":{_hex(trace_id, 32)},"span_id":{_hex(span_id, 16)}}}')
+        if len(where) > 10_000:
+            where.clear()
+        text = "\n".join(lines) + "\n"
         handler.acquire()
         try:
-            handler.stream.write("\n".join(lines) + "\n")
-            handler.flush()
+            stream = handler.stream
+            raw = getattr(stream, "buffer", None)
+            if raw is not None:
+                # stderr is line-buffered: through the text layer, every line would be a write(2) of its own.
+                stream.flush()
+                raw.write(text.encode("utf-8"))
+                raw.flush()
+            else:
+                stream.write(text)
+                handler.flush()
         finally:
             handler.release()
 
