@@ -1,0 +1,95 @@
+"""``GET /metrics``: Prometheus text format, parsed with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fixtures_observability import TOKEN, Recorder, admin, gateway, public, serve, write_routes
+
+
+async def _scrape(s: aiohttp.ClientSession, url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    async with s.get(url + "/metrics") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = await r.text()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    return samples[name][tuple(sorted(labels.items()))]
+
+
+async def test_requests_latency_shadow_reloads_and_states_are_exposed(tmp_path: Path) -> None:
+    legacy, new = Recorder("legacy"), Recorder("reviews")
+    async with serve(legacy.app) as lu, serve(new.app) as nu:
+        body = f"""\
+            backends:
+              legacy: {{url: "{lu}"}}
+              reviews: {{url: "{nu}"}}
+            fallback: legacy
+            routes:
+              - name: reviews
+                match: {{path: {{prefix: /reviews}}}}
+                to: reviews
+                stage: shadow
+                shadow: {{methods: [GET], compare: {{noise: 0}}}}
+            """
+        path = write_routes(tmp_path, body)
+        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+            for i in range(4):
+                async with s.get(f"{public(gw)}/reviews/{i}") as r:
+                    assert r.status == 200
+            async with s.post(f"{public(gw)}/reviews/9", data=b"{}") as r:   # POST is not shadowed
+                assert r.status == 200
+            async with s.get(f"{public(gw)}/elsewhere") as r:
+                assert r.status == 200
+            async with s.get(f"{public(gw)}/bad%2Fpath") as r:
+                assert r.status == 400
+            await gw.shadow.settle()
+            gw.metrics.set_guard_state("reviews", "inconclusive")
+            gw.metrics.set_circuit_state("reviews", "open")
+            # A reload that works, then one that does not.
+            path.write_text(path.read_text().replace("/reviews}", "/reviews/}"))
+            async with s.post(f"{admin(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                assert r.status == 200
+            good = path.read_text()
+            path.write_text(good + "bogus: 1\n")
+            async with s.post(f"{admin(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                assert r.status == 422
+            path.write_text(good)
+            m = await _scrape(s, admin(gw))
+            (tmp_path / "other").mkdir()
+            async with gateway(write_routes(tmp_path / "other", body)) as other:
+                fresh = await _scrape(s, admin(other))
+
+    requests = "strangler_requests_total"
+    assert _value(m, requests, route="reviews", stage="shadow", backend="legacy", status_class="2xx") == 5
+    assert _value(m, requests, route="fallback", stage="legacy", backend="legacy", status_class="2xx") == 1
+    assert _value(m, requests, route="none", stage="none", backend="none", status_class="4xx") == 1
+    assert _value(m, "strangler_request_duration_seconds_count", route="reviews") == 5
+    assert _value(m, "strangler_request_duration_seconds_bucket", route="reviews", le="+Inf") == 5
+    assert 0 < _value(m, "strangler_request_duration_seconds_sum", route="reviews") < 5
+    assert _value(m, "strangler_upstream_duration_seconds_count", backend="legacy", purpose="primary") == 6
+    assert _value(m, "strangler_upstream_duration_seconds_count", backend="reviews", purpose="shadow") == 4
+    # The two services answer differently (served_by), so every comparison is a mismatch.
+    assert _value(m, "strangler_shadow_verdicts_total", route="reviews", verdict="mismatch") == 4
+    assert _value(m, "strangler_shadow_skipped_total", route="reviews", reason="method") == 1
+    assert _value(m, "strangler_shadow_queue_depth") == 0
+    assert _value(m, "strangler_dropped_total", store="comparisons") == 0
+    assert _value(m, "strangler_dropped_total", store="traces") == 0
+    assert _value(m, "strangler_guard_state", route="reviews") == 1
+    assert _value(m, "strangler_circuit_state", backend="reviews") == 2
+    assert _value(m, "strangler_route_rolled_back", route="reviews") == 0
+    assert _value(m, "strangler_config_generation") == 2
+    assert _value(m, "strangler_reloads_total", result="ok") == 1
+    assert _value(m, "strangler_reloads_total", result="failed") == 1
+    # Every gateway has its own registry: a second one starts from zero.
+    assert requests not in fresh or not fresh[requests]
+    assert _value(fresh, "strangler_config_generation") == 1
