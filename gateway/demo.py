@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from gateway import config as config_mod
 
@@ -103,24 +104,37 @@ async def _traffic(base: str, stop: asyncio.Event, rate: float = 4.0) -> None:
                 await asyncio.wait_for(stop.wait(), timeout=1.0 / rate)
 
 
+def _log_to_file(path: Path, setup_logging: Any) -> None:
+    """The demo's traffic would flood the terminal with access lines: the gateway's log goes to a file (JSON
+    lines), and only warnings and errors (a failed reload, a rollback) also show in the terminal."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    setup_logging("gateway", json_lines=True, stream=open(path, "a", buffering=1))  # noqa: SIM115
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setLevel(logging.WARNING)
+    terminal.setFormatter(logging.Formatter("strangler: %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(terminal)
+
+
 def run_demo(config_path: str, traffic: bool = True) -> int:
     from gateway.launch import _use_uvloop
     from observability.logging import setup_logging
 
-    setup_logging("gateway")
     try:
         cfg = config_mod.load(config_path)
     except config_mod.ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
     data_dir = cfg.store.dir / "demo"
+    _log_to_file(data_dir / "gateway.log", setup_logging)
     print(f"strangler demo: preparing databases in {data_dir} ...", file=sys.stderr, flush=True)
     dbs = _prepare_databases(cfg, data_dir)
     procs = _start_services(cfg, dbs, cfg.admin_listen)
     try:
         _wait_healthy(cfg, list(dbs))
         print("strangler demo: services up: " + ", ".join(f"{n} on {cfg.backends[n].origin}" for n in dbs)
-              + f" (logs in {data_dir})", file=sys.stderr, flush=True)
+              + f" (their logs and the gateway's are in {data_dir})", file=sys.stderr, flush=True)
         _use_uvloop()
         asyncio.run(_run(cfg, traffic))
     except KeyboardInterrupt:
@@ -149,14 +163,17 @@ async def _run(cfg: config_mod.Config, traffic: bool) -> None:
     def started() -> None:
         print(gw.banner(), file=sys.stderr, flush=True)
         host, port = gw.bound["public"]
+        ahost, aport = gw.bound["admin"]
         base = f"http://{host}:{port}"
         print(f"""
 Try:
-  curl -i {base}/api/products/3/reviews      # served by legacy, shadowed to reviews
-  strangler report                            # the shadow comparison, per route
-  strangler diffs reviews --mismatches        # then: strangler diff ID
-  strangler routes                            # stages, weights, rollbacks
-  strangler rollback likes --reason "try it"  # and: strangler resume likes
+  http://{ahost}:{aport}/  (in a browser: the web console with routes, differences, traces)
+  curl -i {base}/api/products/3/reviews   # legacy answers, reviews gets a copy
+  strangler report                          # what the shadow comparison found, per route
+  strangler diffs reviews --mismatches      # then: strangler diff ID
+  strangler trace TRACE_ID                  # X-Trace-Id of a response: gateway, legacy and the shadow call
+  strangler routes                          # stages, weights, rollbacks, latencies
+  strangler rollback likes --reason "try"   # and: strangler resume likes
 """ + ("(a little demo traffic is flowing so there is something to see)\n" if traffic else ""),
               file=sys.stderr, flush=True)
         if traffic:
