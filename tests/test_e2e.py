@@ -132,6 +132,7 @@ async def test_edit_under_load_moves_traffic_without_failures(stack: dict) -> No
     assert before and set(before) == {"legacy"}
     legacy_after = [t - edited for t, who, _ in log if t >= edited and who == "legacy"]
     moved_within = max(legacy_after, default=0.0)
+    print(f"traffic moved {moved_within:.2f}s after the edit; {len(log)} requests, {len(errors)} failed")
     assert moved_within < 2.0, f"legacy still answered {moved_within:.2f}s after the edit"
     assert [who for t, who, _ in log if t > edited + 2.0] and \
         {who for t, who, _ in log if t > edited + 2.0} == {"reviews"}
