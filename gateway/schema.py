@@ -186,7 +186,7 @@ class Unit(Node):
 
 
 def Duration(description: str = "") -> Unit:  # noqa: N802 - reads like a type in the schema tables
-    return Unit(units.parse_duration, r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$", "5s", description)
+    return Unit(units.parse_duration, r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$", "5s", description)
 
 
 def Size(description: str = "") -> Unit:  # noqa: N802

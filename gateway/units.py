@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_SCALE = {
@@ -27,7 +27,7 @@ _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from ``250ms``, ``5s``, ``1m``, ``1h`` or a bare number of seconds."""
+    """Seconds from ``250ms``, ``5s``, ``1m``, ``1h``, ``7d`` or a bare number of seconds."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 250ms, 5s or 1m, got {value!r}")
     if isinstance(value, int | float):

@@ -128,7 +128,7 @@ def test_fingerprint_changes_only_for_the_edited_route(tmp_path: Path) -> None:
     assert a.route("other").fingerprint != b.route("other").fingerprint
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [("250ms", 0.25), ("5s", 5.0), ("1m", 60.0), (3, 3.0), ("1.5s", 1.5)])
+@pytest.mark.parametrize(("raw", "seconds"), [("250ms", 0.25), ("5s", 5.0), ("1m", 60.0), (3, 3.0), ("1.5s", 1.5), ("7d", 604800.0)])
 def test_durations(raw: object, seconds: float) -> None:
     assert units.parse_duration(raw) == seconds
 
