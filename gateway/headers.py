@@ -16,7 +16,8 @@ HOP_BY_HOP = frozenset({
 
 # Headers only the gateway may set on an upstream request. ``traceparent`` is set per attempt, naming the
 # gateway's span as the parent (the client's, if valid, is continued by the gateway's server span).
-CONTROL = frozenset({"x-shadow", "x-forwarded-proto", "x-forwarded-host", "traceparent"})
+# ``Expect: 100-continue`` is answered by the gateway itself (it streams the body), so it is not forwarded.
+CONTROL = frozenset({"expect", "x-shadow", "x-forwarded-proto", "x-forwarded-host", "traceparent"})
 
 SHADOW_HEADER = "X-Shadow"
 VIA = "1.1 strangler"

@@ -64,6 +64,10 @@ async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | N
     seen = 0
     complete = False
     try:
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            # The gateway streams the body itself, so it answers the client's Expect (RFC 9110 §10.1.1) as soon
+            # as it is ready to read, instead of making the client wait out its own timeout.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         async for chunk in request.content.iter_chunked(CHUNK):
             seen += len(chunk)
             if limit is not None and seen > limit:

@@ -431,3 +431,22 @@ async def test_unparseable_requests_get_problem_json(tmp_path: Path, request_byt
     assert b"application/problem+json" in head
     assert json.loads(body)["status"] == status
     assert seen == []
+
+
+async def test_expect_100_continue_is_answered_by_the_gateway(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    async with serve_app(echo_app(seen)) as up, gateway_for(tmp_path, up) as gw:
+        host, port = gw.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\n\r\n")
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)   # before any body byte is sent
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(b"hello")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert seen[0]["body"] == b"hello"
+    assert header_values(seen[0]["headers"], "Expect") == []
