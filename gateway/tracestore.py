@@ -16,8 +16,9 @@ Layout, shaped by what is written most (one gateway request per client request, 
   trace and service and batch, with the spans as JSON and a summary (time span, error, shadow, count, root) in
   columns so listing traces needs no JSON.
 
-Items queued have either ``record()`` returning the values of a ``traces`` row (the gateway's request span,
-built in the writer thread, never on the request path) or ``rows()`` (shadow spans, a ``Received`` OTLP batch). Listeners registered with ``add_listener`` get the rows of every batch whose items have
+Items queued are either a ``RequestSpan.snapshot()`` tuple (the gateway's request, packed into its ``traces``
+row by ``pack_request`` here, never on the request path) or objects with ``rows()`` and ``export`` (shadow spans,
+a ``Received`` OTLP batch). Listeners registered with ``add_listener`` get the rows of every batch whose items have
 ``export`` set, in the writer thread (the gateway uses that to send spans on to an external collector).
 """
 
@@ -54,7 +55,7 @@ CREATE INDEX IF NOT EXISTS span_sets_tkey ON span_sets(tkey);
 
 SCHEMA_VERSION = 2
 QUEUE_LIMIT = 50_000
-INTERVAL = 0.25
+INTERVAL = 1.0
 ORPHAN_WAIT = 5.0
 KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 MASK63 = (1 << 63) - 1
@@ -120,13 +121,21 @@ def clean(text: str) -> str:
     return text.translate(_SEPARATORS) if (_FIELD in text or _RECORD in text or _GROUP in text) else text
 
 
-def encode_attempt(span_id: int, backend: Any, start_ns: int, end_ns: int, status: int, error: Any) -> str:
-    """One upstream attempt as packed text."""
-    if error is None:
-        return (f"{span_id:016x}\x1f{backend.name}\x1f{backend.host}\x1f{backend.port}\x1f{backend.origin}"
-                f"{backend.base_path}\x1f{start_ns}\x1f{end_ns}\x1f{status}\x1f\x1f")
-    return (f"{span_id:016x}\x1f{backend.name}\x1f{backend.host}\x1f{backend.port}\x1f{backend.origin}"
-            f"{backend.base_path}\x1f{start_ns}\x1f{end_ns}\x1f{status}\x1f{error.code}\x1f{clean(str(error.detail))}")
+def pack_request(snap: tuple[Any, ...]) -> tuple[int, str, str | None, str]:
+    """A ``traces`` row ``(tkey, trace_id, route, packed)`` from ``RequestSpan.snapshot()``: the fields of
+    ``GatewayRecord`` as text, attempts last."""
+    (trace_id, span_id, parent_id, start, end, service, method, target, scheme, route, http_route, stage,
+     backend, side, shadow_to, status, size, code, detail, error_status, aborted, attempts) = snap
+    trace_hex = f"{trace_id:032x}"
+    head = (f"{span_id:016x}\x1f{f'{parent_id:016x}' if parent_id else ''}\x1f{start}\x1f{end}\x1f{service}"
+            f"\x1f{method}\x1f{clean(target)}\x1f{scheme}\x1f{route or ''}\x1f{http_route or ''}\x1f{stage or ''}"
+            f"\x1f{backend or ''}\x1f{side or ''}\x1f{shadow_to or ''}\x1f{status}\x1f{size}\x1f{code or ''}"
+            f"\x1f{clean(detail) if detail else ''}\x1f{error_status or ''}\x1f{1 if aborted else 0}")
+    tail = _RECORD.join([
+        f"{a_span:016x}\x1f{a_backend}\x1f{host}\x1f{port}\x1f{a_scheme}://{host}:{port}{base}\x1f{a_start}"
+        f"\x1f{a_end}\x1f{a_status}\x1f{a_code or ''}\x1f{clean(a_detail) if a_detail else ''}"
+        for a_span, a_backend, a_scheme, host, port, base, a_start, a_end, a_status, a_code, a_detail in attempts])
+    return trace_id & MASK63, trace_hex, route, f"{head}{_GROUP}{tail}"
 
 
 def _attempts(text: str) -> list[tuple[Any, ...]]:
@@ -319,17 +328,16 @@ class TraceStore:
         exported: list[Row] = []
         # Above max_traces requests per flush, the older ones would be evicted by this very transaction: they are
         # not even built (the store still ends up holding exactly the newest max_traces).
-        skip = sum(1 for item in batch if hasattr(item, "record")) - self.max_traces
+        skip = sum(1 for item in batch if type(item) is tuple) - self.max_traces
         if skip > 0:
             self.coalesced += skip
         for item in batch:
             try:
-                make_record = getattr(item, "record", None)
-                if make_record is not None:  # the gateway's request: its values are only built here
+                if type(item) is tuple:  # the gateway's request: its row is only built here
                     if skip > 0:
                         skip -= 1
                         continue
-                    values = make_record()
+                    values = pack_request(item)
                     records.append(values)
                     if self._listeners:
                         exported.extend(gateway_rows(decode_record(*values[:2], values[3])))

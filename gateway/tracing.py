@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from gateway.tracestore import MASK63, Row, TraceStore, clean, decode_record, encode_attempt, gateway_rows
+from gateway.tracestore import Row, TraceStore, decode_record, gateway_rows, pack_request
 from observability.tracing import (
     CURRENT,
     TRACEPARENT,
@@ -125,36 +125,32 @@ class RequestSpan:
             a.status = status
             a.error = error
 
-    # -- off the hot path: the stored form (called in the trace store's writer thread) -------------------------
-
-    def record(self) -> tuple[int, str, str | None, str]:
-        """This request's ``traces`` row: ``(tkey, trace_id, route, packed)``; the packed fields are those of
-        ``gateway.tracestore.GatewayRecord``, in order."""
+    def snapshot(self) -> tuple[Any, ...]:
+        """The finished span as plain values (``gateway.tracestore.pack_request`` says which). This, not the span,
+        is what waits in the store's queue: nothing the request allocated outlives it, because objects kept for a
+        second would reach the collector's oldest generation and make every full collection slower."""
         route, decision, outcome = self.route, self.decision, self.outcome
-        attempts = "\x1e".join([encode_attempt(a.span_id, a.backend, a.start_ns, a.end_ns, a.status, a.error)
-                                 for a in self.attempts])
+        error = outcome.error if outcome is not None else None
+        attempts = tuple([(a.span_id, a.backend.name, a.backend.scheme, a.backend.host, a.backend.port,
+                           a.backend.base_path, a.start_ns, a.end_ns, a.status,
+                           a.error.code if a.error is not None else None,
+                           str(a.error.detail) if a.error is not None else None) for a in self.attempts])
         if decision is not None:
-            shadow_to = decision.shadow_to
-            where = (f"{decision.effective_stage}\x1f{decision.backend.name}\x1f{decision.side}\x1f"
-                     f"{shadow_to.name if shadow_to is not None else ''}")
+            stage, backend, side = decision.effective_stage, decision.backend.name, decision.side
+            shadow_to = decision.shadow_to.name if decision.shadow_to is not None else None
         else:
-            where = "\x1f\x1f\x1f"
-        if outcome is not None:
-            error = outcome.error
-            result = (f"{outcome.status}\x1f{outcome.bytes_out}\x1f"
-                      + (f"{error.code}\x1f{clean(str(error.detail))}\x1f{error.status}" if error else "\x1f\x1f")
-                      + ("\x1f1" if outcome.aborted else "\x1f0"))
-        else:
-            result = "0\x1f0\x1f\x1f\x1f\x1f0"
-        name = route.name if route is not None else None
-        packed = (f"{self.span_id:016x}\x1f{f'{self.parent_id:016x}' if self.parent_id else ''}\x1f{self.start_ns}"
-                  f"\x1f{self.end_ns or time.time_ns()}\x1f{self.service}\x1f{self.method}\x1f{clean(self.target)}"
-                  f"\x1f{self.scheme}\x1f{name or ''}\x1f{(_http_route(route) or '') if route is not None else ''}"
-                  f"\x1f{where}\x1f{result}\x1d{attempts}")
-        return self.trace_id & MASK63, self.trace_hex, name, packed
+            stage = backend = side = shadow_to = None
+        return (self.trace_id, self.span_id, self.parent_id, self.start_ns, self.end_ns or time.time_ns(),
+                self.service, self.method, self.target, self.scheme,
+                route.name if route is not None else None, _http_route(route) if route is not None else None,
+                stage, backend, side, shadow_to,
+                outcome.status if outcome is not None else 0, outcome.bytes_out if outcome is not None else 0,
+                error.code if error is not None else None, str(error.detail) if error is not None else None,
+                error.status if error is not None else None, bool(outcome is not None and outcome.aborted),
+                attempts)
 
     def rows(self) -> list[Row]:
-        tkey, trace_id, _route, packed = self.record()
+        tkey, trace_id, _route, packed = pack_request(self.snapshot())
         return gateway_rows(decode_record(tkey, trace_id, packed))
 
 
@@ -237,7 +233,7 @@ class GatewayTracer:
         span.end_ns = time.time_ns()
         span.route, span.decision, span.outcome = route, decision, outcome
         if span.sampled:
-            self.store.put(span)
+            self.store.put(span.snapshot())
 
     def child(self, parent: RequestSpan | None, name: str, attributes: dict[str, Any]) -> ChildSpan:
         return ChildSpan(parent, name, self.service, attributes)
