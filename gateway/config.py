@@ -149,6 +149,7 @@ class RouteSpec:
 class TracingSpec:
     sample: float = 100.0     # percent of root traces kept
     response_header: bool = True
+    max_per_second: int = 100  # at most this many new traces kept per second (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +299,8 @@ ROUTES_SCHEMA = Obj({
     "fallback": Field(Str(pattern=NAME_PATTERN, expected="a backend name"), required=True),
     "routes": Field(ListOf(ROUTE), default=[]),
     "tracing": Field(Obj({"sample": Field(Percent("share of traces kept"), default=100.0),
+                          "max_per_second": Field(Int(minimum=0, description="at most this many new traces kept "
+                                                      "per second; 0: no limit"), default=100),
                           "response_header": Field(Bool("send X-Trace-Id"), default=True)})),
     "store": Field(Obj({"dir": Field(Str(min_length=1), default=".strangler"),
                         "max_samples": Field(Int(minimum=1), default=200),
@@ -458,7 +461,7 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
     store_dir = Path(store["dir"])
     if not store_dir.is_absolute():
         store_dir = path.resolve().parent / store_dir
-    tracing = v["tracing"] or {"sample": 100.0, "response_header": True}
+    tracing = v["tracing"] or {"sample": 100.0, "response_header": True, "max_per_second": 100}
     limits = v["limits"] or {"max_request_body": None}
     return Config(
         path=path,
@@ -467,7 +470,7 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         backends=MappingProxyType(backends),
         fallback=v["fallback"],
         routes=tuple(routes),
-        tracing=TracingSpec(tracing["sample"], tracing["response_header"]),
+        tracing=TracingSpec(tracing["sample"], tracing["response_header"], tracing["max_per_second"]),
         store=StoreSpec(store_dir, store["max_samples"], store["max_age"], store["max_traces"]),
         limits=Limits(limits["max_request_body"]),
         digest=hashlib.sha256(raw).hexdigest(),

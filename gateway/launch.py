@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -57,12 +58,23 @@ async def _serve(cfg: config_mod.Config, listen: tuple[str, int], admin: tuple[s
 
     gw = Gateway(cfg, listen=listen, admin_listen=admin if index == 0 else None, reuse_port=workers > 1,
                  primary=index == 0, serve_admin=index == 0, worker=index if workers > 1 else None)
+    _tune_gc()
     try:
         await gw.run_with_banner() if index == 0 else await gw.run()
     except OSError as exc:
         print(f"strangler up: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _tune_gc() -> None:
+    """A gateway allocates a few short-lived objects per request, almost all freed by reference counting, and
+    keeps a large, long-lived heap (modules, the route table). Freezing that heap after start-up keeps the cyclic
+    collector from re-scanning it, and a larger first-generation threshold makes young collections rarer; together
+    they take several percent of the CPU per request off the hot path."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def _supervise(config_path: str, listen: tuple[str, int], admin: tuple[str, int], workers: int) -> int:

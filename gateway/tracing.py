@@ -209,6 +209,8 @@ class GatewayTracer:
         self._spec: TracingSpec | None = None
         self._bound = 0
         self._resources: dict[str, Any] = {}
+        self._rate_second = -1
+        self._rate_count = 0
 
     # -- per request -----------------------------------------------------------------------------------------------
 
@@ -222,11 +224,26 @@ class GatewayTracer:
             trace_id, parent_id, sampled = parent
         else:
             trace_id, parent_id = new_trace_id(), 0
-            sampled = (trace_id & _LOW_64) < self._bound
+            sampled = (trace_id & _LOW_64) < self._bound and self._within_rate(spec.max_per_second)
         span = RequestSpan(trace_id, parent_id, sampled, request.method, request.raw_path, request.scheme,
                            self.service)
         CURRENT.set(span)
         return span
+
+    def _within_rate(self, limit: int) -> bool:
+        """A rate-limiting root sampler on top of the ratio (as Jaeger's and X-Ray's): every trace is kept at
+        ordinary rates, and under heavy load at most ``limit`` new traces a second, so tracing costs a bounded
+        amount whatever the traffic (the trace store keeps only the latest ``max_traces`` anyway). A caller's
+        sampled ``traceparent`` is always honoured."""
+        if not limit:
+            return True
+        second = int(time.monotonic())
+        if second != self._rate_second:
+            self._rate_second, self._rate_count = second, 0
+        if self._rate_count >= limit:
+            return False
+        self._rate_count += 1
+        return True
 
     def finish(self, span: RequestSpan, route: Route | None, decision: Decision | None,
                outcome: Outcome | None) -> None:

@@ -193,3 +193,23 @@ async def test_errors_carry_the_trace_id_and_mark_the_spans_as_failed(tmp_path: 
     bad = spans[(refused, "GET")]
     assert bad.attributes["http.response.status_code"] == 400
     assert bad.status.status_code == StatusCode.UNSET  # a client error is not the server's failure
+
+
+async def test_new_traces_are_rate_limited_per_second(tmp_path: Path) -> None:
+    legacy = Recorder("legacy")
+    routes = """\
+        backends: {legacy: {url: "%s"}}
+        fallback: legacy
+        """
+    async with serve(legacy.app) as lu:
+        path = write_routes(tmp_path, routes % lu, tracing="sample: 100, max_per_second: 5")
+        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+            for i in range(40):
+                async with s.get(f"{public(gw)}/anything/{i}") as r:
+                    assert r.status == 200 and len(r.headers["X-Trace-Id"]) == 32
+            gw.tracing.store.flush()
+            kept = await get_json(s, f"{admin(gw)}/api/traces?limit=100")
+    # 40 requests within a second or two: at most 5 new traces per second were kept.
+    assert 5 <= len(kept) <= 15
+    sampled = [h["traceparent"] for h in legacy.seen if h["traceparent"].endswith("-01")]
+    assert len(sampled) == len(kept)
