@@ -56,6 +56,7 @@ log = logging.getLogger("strangler.shadow")
 CONCURRENCY = 64
 QUEUE = 256
 PENDING = CONCURRENCY + QUEUE
+INLINE_COMPARE = 8 * 1024   # bytes of both bodies up to which a comparison runs on the event loop
 TRIP_AFTER = 5          # consecutive failed exchanges before a shadow target is considered down
 COOLDOWN = 1.0          # seconds a down target is left alone before the next probe
 RESPONSE_CAPTURE = 512 * 1024
@@ -245,6 +246,14 @@ class ShadowDispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _off_loop(self, fn: Any, first: compare.Captured, second: compare.Captured, *args: Any) -> Any:
+        """Run a comparison: in the worker thread when the bodies are large enough that it could hold up the event
+        loop, inline when they are small (most API answers), where a thread hand-off would cost more than the
+        comparison itself."""
+        if len(first.body) + len(second.body) <= INLINE_COMPARE:
+            return fn(first, second, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._compare_pool, fn, first, second, *args)
+
     def _skip(self, route: str, reason: str) -> None:
         stats = self.gw.stats.route(route)
         stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
@@ -345,9 +354,7 @@ class ShadowDispatcher:
             rules = (spec.compare.rules if spec.compare.rules is not None else default_rules())
             legacy_side, new_side = (shadow, primary) if tap.reverse else (primary, shadow)
             noise = self.noise.get(tap.route.name, frozenset())
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._compare_pool, compare.compare, legacy_side, new_side, rules,
-                                                noise)
+            result = await self._off_loop(compare.compare, legacy_side, new_side, rules, noise)
             record.verdict = result.verdict
             record.differences = [_difference(d) for d in result.differences]
             record.ignored = [_difference(d) for d in result.ignored]
@@ -394,8 +401,7 @@ class ShadowDispatcher:
         if second is None or error is not None:
             return
         rules = tap.spec.compare.rules if tap.spec.compare.rules is not None else default_rules()
-        loop = asyncio.get_running_loop()
-        fields = await loop.run_in_executor(self._compare_pool, compare.noisy_fields, primary, second, rules)
+        fields = await self._off_loop(compare.noisy_fields, primary, second, rules)
         self._count_noise(tap.route.name, fields)
         self.store.noise_sample(tap.route.name, fields)
 
@@ -430,8 +436,7 @@ class ShadowDispatcher:
                                        record.primary_body or b"", legacy["truncated"])
             rules = spec.compare.rules if spec.compare.rules is not None else default_rules()
             noise = self.noise.get(route.name, frozenset())
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._compare_pool, compare.compare, primary, shadow, rules, noise)
+            result = await self._off_loop(compare.compare, primary, shadow, rules, noise)
             record.verdict = result.verdict
             record.differences = [_difference(d) for d in result.differences]
             record.ignored = [_difference(d) for d in result.ignored]
