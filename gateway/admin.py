@@ -181,6 +181,13 @@ async def post_rollback(request: web.Request) -> web.Response:
     actor = str(body.get("actor") or "admin")
     if actor not in ("cli", "admin", "console"):
         actor = "admin"
+    if route.to is None or route.stage == "legacy":
+        raise web.HTTPConflict(text=f"route {route.name!r} is in stage legacy: the monolith already answers it, "
+                                    "so there is nothing to roll back")
+    if route.name in gw.state.pins:
+        view = route_view(gw, route)
+        view["already_rolled_back"] = True     # idempotent: the first pin (and its reason) stands
+        return web.json_response(view)
     gw.rollback(route, actor, reason)
     return web.json_response(route_view(gw, route))
 

@@ -257,13 +257,16 @@ def cmd_routes(args: argparse.Namespace) -> int:
     for r in routes:
         st = r["stats"]
         rb = r["rolled_back"]
+        # In shadow stage the new side is the shadow copies; the weight only means something in a canary.
+        new = st["shadow"] if r["effective_stage"] == "shadow" else st["extracted"]
+        weight = f"{r['weight']:g}%" if r["effective_stage"] == "canary" and r["weight"] is not None else "-"
         t.add_row(
             r["name"], r["match"], r["stage"],
             r["effective_stage"] if r["effective_stage"] == r["stage"] else f"[red]{r['effective_stage']}[/red]",
-            r["to"] or "-", "-" if r["weight"] is None else f"{r['weight']:g}%",
+            r["to"] or "-", weight,
             "-" if r["shadow_match_rate"] is None else f"{r['shadow_match_rate']:.1f}%",
             f"{_fmt_ms(st['legacy']['p50_ms'])}/{_fmt_ms(st['legacy']['p99_ms'])}",
-            f"{_fmt_ms(st['extracted']['p50_ms'])}/{_fmt_ms(st['extracted']['p99_ms'])}",
+            f"{_fmt_ms(new['p50_ms'])}/{_fmt_ms(new['p99_ms'])}",
             f"[red]{rb['actor']}: {rb['reason']}[/red]" if rb else "",
         )
     con.print(t)
@@ -277,7 +280,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(view)
     else:
-        print(f"route {view['name']} pinned to legacy ({view['legacy']}); `strangler resume {view['name']}` undoes it")
+        rb = view.get("rolled_back") or {}
+        if view.get("already_rolled_back"):
+            print(f"route {view['name']} was already rolled back by {rb.get('actor')} {_ago(rb.get('at'))}: "
+                  f"{rb.get('reason')}")
+        else:
+            print(f"route {view['name']} now served by {view['legacy']} (rolled back); "
+                  f"`strangler resume {view['name']}` undoes it")
     return 0
 
 

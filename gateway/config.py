@@ -38,6 +38,7 @@ from gateway.schema import (
     Problem,
     Size,
     Str,
+    suggest,
 )
 
 STAGES = ("legacy", "shadow", "canary", "extracted")
@@ -526,7 +527,8 @@ def _route(r: dict[str, Any], order: int, fallback: str, backends: Mapping[str, 
 
     for key in ("to", "legacy"):
         if r[key] is not None and r[key] not in backends:
-            issues.error(where + (key,), f"unknown backend {r[key]!r}; defined: {', '.join(backends)}")
+            issues.error(where + (key,), f"unknown backend {r[key]!r}; defined: {', '.join(backends)}"
+                         + suggest(r[key], backends))
     stage = r["stage"]
     if stage != "legacy" and r["to"] is None:
         issues.error(where + ("stage",), f"stage {stage} needs `to:` naming the extracted backend")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,22 @@ def _start_services(cfg: config_mod.Config, dbs: dict[str, Path], admin: tuple[s
             [sys.executable, "-m", module, "--host", backend.host, "--port", str(backend.port), "--db", str(db)],
             stdout=log_file, stderr=subprocess.STDOUT, env={**env, "OTEL_SERVICE_NAME": name}))
     return procs
+
+
+def _busy_ports(cfg: config_mod.Config) -> list[str]:
+    """Addresses the demo needs (the gateway's two listeners and every service it starts) that something else
+    already holds: checked first, so the demo never talks to another one's services by mistake."""
+    wanted = [cfg.listen, cfg.admin_listen] + [(cfg.backends[n].host, cfg.backends[n].port)
+                                                for n in SERVICES if n in cfg.backends]
+    busy = []
+    for host, port in wanted:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(f"{host}:{port}")
+    return busy
 
 
 def _wait_healthy(cfg: config_mod.Config, names: list[str], timeout: float = 20.0) -> None:
@@ -121,10 +138,19 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
     from gateway.launch import _use_uvloop
     from observability.logging import setup_logging
 
+    if not Path(config_path).exists():
+        print(f"strangler demo: no {config_path} here. Run it from the Strangler checkout (which ships the demo "
+              f"routes.yaml), or point at one with -c FILE.", file=sys.stderr)
+        return 1
     try:
         cfg = config_mod.load(config_path)
     except config_mod.ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    busy = _busy_ports(cfg)
+    if busy:
+        print("strangler demo: these ports are already in use (another demo still running?): "
+              + ", ".join(busy) + ". Stop what holds them, or change the ports in routes.yaml.", file=sys.stderr)
         return 1
     data_dir = cfg.store.dir / "demo"
     _log_to_file(data_dir / "gateway.log", setup_logging)
@@ -139,6 +165,9 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
         asyncio.run(_run(cfg, traffic))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        print(f"strangler demo: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except RuntimeError as exc:
         print(f"strangler demo: {exc}", file=sys.stderr)
         return 1

@@ -41,6 +41,9 @@ def explain(table: Table, method: str, target: str, headers: Mapping[str, str],
     out["effective_stage"] = "legacy" if pin else route.stage
     out["rolled_back"] = pin.as_dict() if pin is not None and hasattr(pin, "as_dict") else None
     out["backend"] = _backend_text(route, pin is not None)
+    side = _canary_side(route, lowered, pin is not None)
+    if side is not None:
+        out["backend"] += f"; this request: {side}"
     if chosen is None:
         out["why"] = f"no route matches, so the fallback backend {route.legacy.name!r} answers"
     else:
@@ -50,6 +53,26 @@ def explain(table: Table, method: str, target: str, headers: Mapping[str, str],
             why += f"; it outranks {', '.join(repr(n) for n in outranked)}"
         out["why"] = why
     return out
+
+
+def _canary_side(route: Any, headers: Mapping[str, str], pinned: bool) -> str | None:
+    """For a sticky canary and a request that carries the sticky key: the side that user lands on."""
+    from gateway.rollout import in_share
+
+    spec = route.spec
+    if pinned or route.stage != "canary" or spec is None or spec.canary is None or spec.canary.sticky is None:
+        return None
+    sticky = spec.canary.sticky
+    if sticky.kind == "header":
+        value = headers.get(sticky.name)
+    else:
+        cookies = dict(part.strip().partition("=")[::2] for part in (headers.get("cookie") or "").split(";")
+                       if "=" in part)
+        value = cookies.get(sticky.name)
+    if not value:
+        return None
+    side = route.to.name if in_share(route.name, spec.canary.weight, value) else route.legacy.name
+    return f"{side} (sticky by {sticky.kind} {sticky.name}={value})"
 
 
 def _backend_text(route: Any, pinned: bool) -> str:

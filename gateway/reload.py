@@ -98,6 +98,11 @@ class Reloader:
             if self._failed_digest is None and (self.last is None or not self.last.ok):
                 self.last = ReloadStatus(True, time.time(), old.generation, changed=False, actor=actor)
             assert self.last is not None
+            if actor != "file":
+                # Asked for explicitly (SIGHUP, the admin API): answer with this attempt, not the last change.
+                log.info("reload requested by %s: %s", actor, "file unchanged" if self.last.ok else
+                         "file still invalid", extra={"event": "reload_unchanged", "actor": actor})
+                return ReloadStatus(self.last.ok, time.time(), old.generation, self.last.error, False, actor)
             return self.last
         new_config, table = built
         self._failed_digest = None

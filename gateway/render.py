@@ -148,11 +148,15 @@ def print_report(con: Console, rep: dict[str, Any]) -> None:
     for r in routes:
         rates = r.get("rates", {})
         legacy, new = _latency(r)
-        t.add_row(r["route"], r["stage"], str(r.get("compared", 0)),
-                  *[f"{rates.get(v, 0.0):.1f}%" for v in ("match", "mismatch", "ignored", "error")],
+        compared = r.get("compared", 0)
+        t.add_row(r["route"], r["stage"], str(compared),
+                  *[f"{rates.get(v, 0.0):.1f}%" if compared else "-" for v in ("match", "mismatch", "ignored",
+                                                                                  "error")],
                   _skipped(r), f"{_ms(legacy.get('p50_ms'))}/{_ms(legacy.get('p99_ms'))}",
                   f"{_ms(new.get('p50_ms'))}/{_ms(new.get('p99_ms'))}")
     con.print(t)
+    con.print(Text("match: identical answers; ignored: differed only in ignored or learned-noise fields (equal for "
+                   "the migration); mismatch: a field that counts differs; error: the shadow failed", style="dim"))
     for r in routes:
         if r.get("fields"):
             ft = Table(title=f"{r['route']}: top differing fields", title_justify="left", show_edge=False)

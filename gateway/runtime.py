@@ -273,6 +273,9 @@ class Gateway:
             lines.append(f"  console:  http://{ahost}:{aport}/   (admin API under /api/)")
             if not os.environ.get(TOKEN_ENV):
                 lines.append(f"  admin token: {token_path(self.table.config)}")
+        for name, pin in sorted(self.state.pins.items()):
+            lines.append(f"  route {name} is rolled back (by {pin.actor}: {pin.reason}); "
+                         f"`strangler resume {name}` undoes it")
         return "\n".join(lines)
 
     async def run_with_banner(self) -> None:

@@ -282,7 +282,7 @@ class Obj(Node):
             spec = self.fields.get(k) if isinstance(k, str) else None
             if spec is None:
                 issues.error(path + (str(k),), f"unknown key {k!r}; expected one of: {', '.join(self.fields)}"
-                             + _suggest(str(k), self.fields))
+                             + suggest(str(k), self.fields))
                 ok = False
                 continue
             out[k] = spec.node.check(v, path + (k,), issues)
@@ -325,7 +325,7 @@ class Obj(Node):
         return self._doc(schema)
 
 
-def _suggest(key: str, known: Mapping[str, Any]) -> str:
+def suggest(key: str, known: Mapping[str, Any]) -> str:
     import difflib
 
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)

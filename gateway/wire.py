@@ -45,8 +45,15 @@ class ProblemRequestHandler(RequestHandler):
             # error-level traceback per disconnecting client.
             self.force_close()
             raise ConnectionError("client disconnected")
-        # The base class logs and refuses when a response already started; keep that behaviour.
-        super().handle_error(request, status, exc, message)
+        if isinstance(exc, BadHttpMessage):
+            # A client's malformed request is the client's problem: one line, not an error-level traceback that
+            # any client could use to fill the operator's log.
+            if request.writer.output_size > 0:
+                raise ConnectionError("response already started")
+            self.logger.info("refused a malformed request from %s: %s", request.remote, str(exc)[:200])
+        else:
+            # The base class logs and refuses when a response already started; keep that behaviour.
+            super().handle_error(request, status, exc, message)
         status, detail = _status_for(status, exc)
         title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         body = {"type": f"urn:strangler:problem:{'bad-request' if status == 400 else str(status)}",
