@@ -187,3 +187,20 @@ def test_strangler_explain_offline(tmp_path: Path) -> None:
     assert data["normalized_path"] == "/api/products/3/reviews"
     assert data["route"] == "reviews"
     assert data["backend"] == "legacy (shadowed to reviews)"
+
+
+def test_strangler_explain_tells_a_sticky_users_side(tmp_path: Path) -> None:
+    text = BASE + "  - name: likes\n    match: {path: {prefix: /l}}\n    to: reviews\n    stage: canary\n" \
+        "    canary: {weight: 50, sticky: {header: X-User-Id}}\n"
+    (tmp_path / "routes.yaml").write_text(text)
+    from gateway.rollout import in_share
+
+    sides = set()
+    for user in ("alice", "bob", "carol", "dave", "erin", "frank"):
+        out = run_cli("explain", "GET", "/l/1", "-H", f"X-User-Id: {user}", "--offline", "--json", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        backend = json.loads(out.stdout)["backend"]
+        expected = "reviews" if in_share("likes", 50, user) else "legacy"
+        assert f"this request: {expected} (sticky by header x-user-id={user})" in backend
+        sides.add(expected)
+    assert sides == {"reviews", "legacy"}

@@ -335,3 +335,29 @@ async def test_reverse_shadow_in_extracted_stage(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.02)
             assert legacy.hits == 1                     # the monolith got the copy in the background
+
+
+async def test_rollback_of_a_legacy_route_is_refused_and_a_second_rollback_keeps_the_first(tmp_path: Path) -> None:
+    legacy, new = Backend("legacy"), Backend("new")
+    route = """\
+        - name: feature
+          match: {path: {prefix: /f}}
+          to: new
+          stage: extracted
+        - name: old
+          match: {path: {prefix: /o}}
+          stage: legacy
+        """
+    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
+        path = write_routes(tmp_path, config(lu, nu, route))
+        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
+            auth = {"Authorization": f"Bearer {gw.token}"}
+            async with s.post(admin_url(gw) + "/api/routes/old/rollback", headers=auth, json={}) as resp:
+                assert resp.status == 409
+                assert "stage legacy" in (await resp.json())["detail"]
+            for reason in ("first", "second"):
+                async with s.post(admin_url(gw) + "/api/routes/feature/rollback", headers=auth,
+                                  json={"reason": reason}) as resp:
+                    assert resp.status == 200
+            assert gw.state.pins["feature"].reason == "first"
+            assert [h["reason"] for h in gw.state.history("feature") if h["kind"] == "rollback"] == ["first"]
