@@ -3,7 +3,9 @@
     GatewayError                      -> a problem+json response (RFC 9457) with ``status``
     +-- ClientRequestError            4xx: the client's request is at fault
     |   +-- BadRequest                400 (unparseable path, encoded slash, bad header)
+    |   +-- RequestTimeout            408 the client stopped sending its body
     |   +-- PayloadTooLarge           413
+    |   +-- VersionNotSupported       505 (the client's HTTP version, so a client error despite the 5xx)
     +-- UpstreamError                 the backend is at fault
     |   +-- UpstreamConnectError      502 refused / unreachable / reset before any response byte
     |   +-- UpstreamProtocolError     502 answered garbage or closed before the response headers
@@ -71,6 +73,18 @@ class PayloadTooLarge(ClientRequestError):
     title = "Request body too large"
 
 
+class RequestTimeout(ClientRequestError):
+    status = 408
+    code = "request-timeout"
+    title = "Request body timed out"
+
+
+class VersionNotSupported(ClientRequestError):
+    status = 505
+    code = "http-version-not-supported"
+    title = "HTTP version not supported"
+
+
 class UpstreamError(GatewayError):
     status = 502
     code = "bad-gateway"
@@ -130,6 +144,8 @@ def problem_response(error: GatewayError, *, instance: str | None = None, trace_
     resp = web.Response(status=error.status, body=body, content_type=PROBLEM_JSON, headers=headers)
     if error.status == 503:
         resp.headers["Retry-After"] = "1"
+    if error.status == 408:
+        resp.force_close()   # the rest of a stalled body may never come: do not wait for it on this connection
     return resp
 
 

@@ -17,7 +17,8 @@ HOP_BY_HOP = frozenset({
 # Headers only the gateway may set on an upstream request. ``traceparent`` is set per attempt, naming the
 # gateway's span as the parent (the client's, if valid, is continued by the gateway's server span).
 # ``Expect: 100-continue`` is answered by the gateway itself (it streams the body), so it is not forwarded.
-CONTROL = frozenset({"expect", "x-shadow", "x-forwarded-proto", "x-forwarded-host", "traceparent"})
+# ``Forwarded`` (RFC 7239) from a client would contradict the X-Forwarded-* the gateway sets: dropped as well.
+CONTROL = frozenset({"expect", "forwarded", "x-shadow", "x-forwarded-proto", "x-forwarded-host", "traceparent"})
 
 SHADOW_HEADER = "X-Shadow"
 VIA = "1.1 strangler"
@@ -53,6 +54,8 @@ def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | 
         if lname == "via":
             via.append(value)
             continue
+        if "_" in lname and lname.replace("_", "-") in CONTROL:
+            continue   # CGI-style servers read X_Shadow as X-Shadow: the same control header, spelled otherwise
         if lname in HOP_BY_HOP or lname in named or lname in CONTROL:
             if keep_upgrade and lname in ("upgrade", "connection"):
                 out.append((name, value))

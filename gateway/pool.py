@@ -34,6 +34,9 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 
+MAX_HEADER_BYTES = 64 * 1024   # a backend's response head beyond this is an error, not memory to fill
+MAX_HEADER_FIELDS = 200
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 HIGH_WATER = 256 * 1024     # buffered response bytes before we stop reading from the backend
 LOW_WATER = 64 * 1024
 NO_BODY_STATUS = frozenset({204, 304})
@@ -41,11 +44,15 @@ NO_BODY_STATUS = frozenset({204, 304})
 Body = AsyncIterable[bytes] | bytes | None
 
 
+class _Overrun(Exception):
+    """Raised inside a parser callback to stop parsing what the backend should not have sent."""
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection to the backend and the response currently being read on it."""
 
     __slots__ = ("pool", "transport", "parser", "response", "closed", "reusable", "idle_since", "write_paused",
-                 "drain_waiter", "requests", "dirty", "counted_out")
+                 "drain_waiter", "requests", "dirty", "counted_out", "overrun")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -60,6 +67,7 @@ class _Connection(asyncio.Protocol):
         self.requests = 0
         self.dirty = False        # the request body was not fully sent: the connection must never be reused
         self.counted_out = False  # the pool has stopped counting this connection
+        self.overrun = False      # the backend sent more than its response: never reuse, never forward the rest
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------------------
 
@@ -73,6 +81,15 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+        except _Overrun:
+            self._overrun(response)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Overrun) or self.overrun:
+                self._overrun(response)
+                return
+            response._fail(UpstreamProtocolError(f"{self.pool.backend.name}: invalid response: {exc}",
+                                                 backend=self.pool.backend.name))
+            self.close()
         except httptools.HttpParserUpgrade:
             response._fail(UpstreamProtocolError(f"{self.pool.backend.name}: unexpected protocol upgrade",
                                                  backend=self.pool.backend.name))
@@ -99,10 +116,40 @@ class _Connection(asyncio.Protocol):
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
 
+    def _overrun(self, response: UpstreamResponse) -> None:
+        """The backend sent bytes past the end of its response (a wrong Content-Length, an answer to a request
+        body it did not read, ...). They must never reach the client as part of this response, nor be read as
+        the next response on this connection: the connection is closed, and a response whose head has not been
+        handed over yet fails with 502."""
+        self.dirty = True
+        if not response._done:
+            response._fail(UpstreamProtocolError(f"{self.pool.backend.name}: sent more than one response",
+                                                 backend=self.pool.backend.name))
+        self.close()
+
     # -- httptools callbacks ---------------------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        response = self.response
+        if response is not None and response.status:
+            # A second message after the final response of this request: see _overrun.
+            self.overrun = True
+            raise _Overrun
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.response.raw_headers.append((name, value))  # type: ignore[union-attr]
+        response = self.response
+        assert response is not None
+        if response.status:
+            return   # a trailer field (after a chunked body): not a header of the response already sent
+        response.header_bytes += len(name) + len(value)
+        if response.header_bytes > MAX_HEADER_BYTES or len(response.raw_headers) >= MAX_HEADER_FIELDS:
+            self.overrun = True
+            response._fail(UpstreamProtocolError(
+                f"{self.pool.backend.name}: response header over {MAX_HEADER_BYTES} bytes or "
+                f"{MAX_HEADER_FIELDS} fields", backend=self.pool.backend.name))
+            self.close()
+            raise _Overrun
+        response.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         response = self.response
@@ -130,8 +177,16 @@ class _Connection(asyncio.Protocol):
             raise ConnectionResetError("connection closed")
         if self.write_paused:
             self.drain_waiter = asyncio.get_running_loop().create_future()
+            idle = self.pool.backend.timeouts.idle
             try:
-                await self.drain_waiter
+                async with asyncio.timeout(idle):
+                    await self.drain_waiter
+            except TimeoutError:
+                # A backend that stops reading an upload must not hold the request (and the client) for ever.
+                self.dirty = True
+                self.close()
+                raise UpstreamTimeout(f"{self.pool.backend.name}: stopped reading the request body for {idle:g}s",
+                                      backend=self.pool.backend.name) from None
             finally:
                 self.drain_waiter = None
 
@@ -146,12 +201,14 @@ class UpstreamResponse:
     """A backend's answer: status and raw headers now, the body as it arrives."""
 
     __slots__ = ("conn", "status", "raw_headers", "keep_alive", "close_delimited", "no_body", "head_request",
-                 "_chunks", "_buffered", "_waiter", "_done", "_error", "headers_ready", "_released", "_idle")
+                 "_chunks", "_buffered", "_waiter", "_done", "_error", "headers_ready", "_released", "_idle",
+                 "header_bytes")
 
     def __init__(self, conn: _Connection, head_request: bool, idle_timeout: float) -> None:
         self.conn = conn
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
         self.keep_alive = False
         self.close_delimited = False
         self.no_body = head_request
@@ -168,13 +225,17 @@ class UpstreamResponse:
     # -- called by the connection ----------------------------------------------------------------------------------
 
     def _headers_done(self, status: int, keep_alive: bool) -> None:
+        if not 200 <= status <= 599:
+            name = self.conn.pool.backend.name
+            self._fail(UpstreamProtocolError(f"{name}: invalid status code {status}", backend=name))
+            self.conn.close()
+            return
         self.status = status
         self.keep_alive = keep_alive
         if self.head_request or status in NO_BODY_STATUS:
             self.no_body = True
         else:
-            framed = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.raw_headers)
-            self.close_delimited = not framed
+            self.close_delimited = not _framed(self.raw_headers)
         if not self.headers_ready.done():
             self.headers_ready.set_result(None)
         if self.head_request:
@@ -308,8 +369,9 @@ class Pool:
         try:
             return await self._exchange(conn, method, head, body)
         except UpstreamProtocolError:
-            replayable = body is None or isinstance(body, bytes)
-            if not (reused and replayable and conn.closed):
+            # Only an idempotent request may go again (RFC 9110 §9.2.2): the backend may have acted on it.
+            replayable = method in IDEMPOTENT and (body is None or isinstance(body, bytes))
+            if not (reused and replayable and conn.closed and not conn.overrun):
                 raise
         # A stale keep-alive connection: the backend closed it just before our request arrived. Nothing reached
         # its application, so the request goes once more, on a new connection.
@@ -433,6 +495,19 @@ class Pool:
         for conn in list(self._idle):
             conn.close()
             self._forget(conn)
+
+
+def _framed(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the body has a length of its own (RFC 9112 §6.3): Content-Length, or a Transfer-Encoding whose last
+    coding is chunked. Otherwise it runs until the connection closes."""
+    coding = b""
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            return True
+        if lname == b"transfer-encoding":
+            coding = value.rsplit(b",", 1)[-1].strip().lower()
+    return coding == b"chunked"
 
 
 def _expire(response: UpstreamResponse, backend: Backend) -> None:

@@ -24,7 +24,13 @@ from multidict import CIMultiDict
 
 from gateway import upstream
 from gateway.config import Backend
-from gateway.errors import GatewayError, PayloadTooLarge, UpstreamBodyError, UpstreamRetryableStatus
+from gateway.errors import (
+    GatewayError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UpstreamBodyError,
+    UpstreamRetryableStatus,
+)
 from gateway.headers import Headers, downstream_response_headers
 from gateway.pool import Pool, UpstreamResponse
 
@@ -58,17 +64,27 @@ class Outcome:
         self.fell_back = False   # the new side failed and legacy answered instead (on_error: fallback)
 
 
-async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | None) -> AsyncIterator[bytes]:
+async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | None,
+                       idle: float = 60.0) -> AsyncIterator[bytes]:
     """The client's body as a stream, watched by ``tap`` and cut at ``limit`` bytes (413 before it starts, or an
-    aborted upload when a chunked body grows past it)."""
+    aborted upload when a chunked body grows past it). A client that sends nothing for ``idle`` seconds mid-body
+    loses the request (408): it must not hold an upstream connection for ever."""
     seen = 0
     complete = False
     try:
-        if request.headers.get("Expect", "").lower() == "100-continue":
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             # The gateway streams the body itself, so it answers the client's Expect (RFC 9110 §10.1.1) as soon
             # as it is ready to read, instead of making the client wait out its own timeout.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        async for chunk in request.content.iter_chunked(CHUNK):
+        reader = request.content
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await reader.read(CHUNK)
+            except TimeoutError:
+                raise RequestTimeout(f"the request body stalled for {idle:g}s") from None
+            if not chunk:
+                break
             seen += len(chunk)
             if limit is not None and seen > limit:
                 raise PayloadTooLarge(f"request body exceeds {limit} bytes")
@@ -87,7 +103,7 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
                   ) -> web.StreamResponse:
     """Proxy ``request`` to ``backend`` and stream the answer back; raises ``GatewayError`` before the response
     started (the caller turns it into a problem+json response)."""
-    body = request_body(request, tap, body_limit) if request.can_read_body else None
+    body = request_body(request, tap, body_limit, backend.timeouts.idle) if request.can_read_body else None
     if body is None and tap is not None:
         tap.request_end(True)
     started = time.perf_counter()
@@ -125,12 +141,20 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
 
 async def _stream_body(resp: UpstreamResponse, out: web.StreamResponse, backend: Backend, outcome: Outcome,
                        tap: Tap | None) -> None:
+    idle = backend.timeouts.idle
     try:
         async for chunk in resp.chunks():
             if tap is not None:
                 tap.response_chunk(chunk)
             outcome.bytes_out += len(chunk)
-            await out.write(chunk)
+            try:
+                async with asyncio.timeout(idle):
+                    await out.write(chunk)
+            except TimeoutError:
+                # A client that stops reading must not hold the upstream connection for ever.
+                outcome.aborted = True
+                _abort_client(out)
+                return
     except UpstreamBodyError as exc:
         outcome.error = exc
         outcome.aborted = True

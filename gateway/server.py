@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamRetryableStatus,
+    VersionNotSupported,
     problem_response,
 )
 from gateway.headers import upstream_request_headers
@@ -42,6 +43,7 @@ log = logging.getLogger("strangler.gateway")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRY_STATUSES = frozenset({502, 503})
+HTTP_VERSIONS = frozenset({(1, 1), (1, 0)})
 
 
 def _retryable(exc: GatewayError, request: web.BaseRequest) -> bool:
@@ -64,6 +66,9 @@ class PublicHandler:
         table = self.gw.table
         span = self.gw.telemetry.start(request, table.config)
         raw = request.raw_path
+        if request.version not in HTTP_VERSIONS:
+            return self._refuse(request, VersionNotSupported(f"HTTP/{request.version[0]}.{request.version[1]} is "
+                                                             "not spoken here; use HTTP/1.1"), raw, started)
         try:
             path, query = split_target(raw)
             norm = normalize_path(path)

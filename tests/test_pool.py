@@ -234,3 +234,107 @@ async def test_backpressure_pauses_reading_a_large_body() -> None:
         assert total == size
         resp.release()
         pool.close()
+
+
+async def test_bytes_after_the_response_never_reach_the_client_nor_the_next_request() -> None:
+    async def over_sends(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+                     b"HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 6\r\n\r\nsmugd!")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(over_sends) as (port, accepted):
+        pool = Pool(backend(port))
+        resp = await pool.request("GET", "/", [("Host", "h")], None)
+        assert resp.status == 200
+        assert resp.raw_headers == [(b"Content-Length", b"5")]
+        assert await resp.read(100) == (b"hello", False)
+        resp.release()
+        assert await body_of(pool) == (200, b"hello")   # a fresh connection: the rest was never read as a reply
+        assert len(accepted) == 2
+        pool.close()
+
+
+async def test_non_idempotent_requests_are_never_replayed_on_a_fresh_connection() -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(reader)
+        seen.append(head.split(b" ", 2)[1])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            head, _ = await read_request(reader)       # reads the next request, then hangs up without an answer
+            seen.append(head.split(b" ", 2)[1])
+
+    async with raw_server(handler) as (port, _):
+        pool = Pool(backend(port))
+        assert await body_of(pool, "GET", "/warm") == (200, b"ok")
+        with pytest.raises(UpstreamProtocolError):
+            await body_of(pool, "POST", "/orders", b"")
+        assert seen.count(b"/orders") == 1
+        pool.close()
+
+
+async def test_a_backend_that_stops_reading_an_upload_times_out() -> None:
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(10)
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(10_000):
+            yield b"x" * 65536
+
+    async with raw_server(never_reads) as (port, _):
+        pool = Pool(backend(port, idle=0.5))
+        with pytest.raises(UpstreamTimeout):
+            await asyncio.wait_for(pool.request("POST", "/up", [("Host", "h")], endless()), 5)
+        pool.close()
+
+
+async def test_endless_response_headers_are_an_error_not_memory() -> None:
+    async def endless_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(5000):
+            writer.write(b"X-Pad: " + b"a" * 1000 + b"\r\n")
+            await writer.drain()
+
+    async with raw_server(endless_headers) as (port, _):
+        pool = Pool(backend(port))
+        with pytest.raises(UpstreamProtocolError):
+            await pool.request("GET", "/", [("Host", "h")], None)
+        pool.close()
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+                                    b"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n"])
+async def test_invalid_status_codes_are_refused(answer: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(handler) as (port, _):
+        pool = Pool(backend(port))
+        with pytest.raises(UpstreamProtocolError):
+            await pool.request("GET", "/", [("Host", "h")], None)
+        pool.close()
+
+
+async def test_trailers_are_not_merged_into_the_headers() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(handler) as (port, _):
+        pool = Pool(backend(port))
+        resp = await pool.request("GET", "/", [("Host", "h")], None)
+        assert await resp.read(100) == (b"hello", False)
+        assert (b"X-T", b"1") not in resp.raw_headers
+        resp.release()
+        pool.close()

@@ -450,3 +450,27 @@ async def test_expect_100_continue_is_answered_by_the_gateway(tmp_path: Path) ->
     assert answer.startswith(b"HTTP/1.1 200")
     assert seen[0]["body"] == b"hello"
     assert header_values(seen[0]["headers"], "Expect") == []
+
+
+async def test_forwarded_and_underscore_spellings_of_control_headers_are_dropped(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    async with serve_app(echo_app(seen)) as up, gateway_for(tmp_path, up) as gw:
+        answer = await raw_request(gw, b"GET /x HTTP/1.1\r\nHost: h\r\nForwarded: for=1.2.3.4;proto=https\r\n"
+                                       b"X_Shadow: 1\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
+    names = {k.lower() for k, _ in seen[0]["headers"]}
+    assert "forwarded" not in names and "x_shadow" not in names and "x-shadow" not in names
+
+
+async def test_a_client_that_stalls_its_upload_releases_the_backend(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    async with serve_app(echo_app(seen)) as up, gateway_for(tmp_path, up) as gw:   # idle timeout 1s
+        host, port = gw.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)     # the gateway gives up on the client
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408")
+    assert b"Connection: close" in head
+    assert seen == []
