@@ -20,6 +20,7 @@ from aiohttp.web_protocol import RequestHandler
 from gateway.errors import PROBLEM_JSON
 
 MAX_TARGET = 16384        # bytes in the request line (method, target, version)
+KEEPALIVE = 75.0
 MAX_FIELD = 16383         # bytes in one header field; differs from MAX_TARGET so the two limits can be told apart
 
 
@@ -69,5 +70,6 @@ class PublicServer(web.Server):
 
 
 def public_server(handler: Any) -> web.Server:
+    # An idle keep-alive client connection is closed after KEEPALIVE seconds (aiohttp's default is an hour).
     return PublicServer(handler, handler_cancellation=True, access_log=None, max_line_size=MAX_TARGET,
-                        max_field_size=MAX_FIELD)
+                        max_field_size=MAX_FIELD, keepalive_timeout=KEEPALIVE)
