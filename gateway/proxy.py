@@ -20,7 +20,6 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from gateway import upstream
 from gateway.config import Backend
@@ -122,7 +121,7 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
             # instead of streaming headers and body separately.
             return _complete_response(resp.status, out_headers, extra_response_headers, whole, outcome, tap,
                                       started)
-        out = web.StreamResponse(status=resp.status, reason=_reason(resp.status), headers=CIMultiDict(out_headers))
+        out = web.StreamResponse(status=resp.status, reason=_reason(resp.status), headers=out_headers)
         for name, value in extra_response_headers:
             out.headers.add(name, value)
         await out.prepare(request)
@@ -165,7 +164,7 @@ async def _stream_body(resp: UpstreamResponse, out: web.StreamResponse, backend:
 
 def _complete_response(status: int, headers: Headers, extra: Headers, body: bytes, outcome: Outcome,
                        tap: Tap | None, started: float) -> web.Response:
-    out = web.Response(status=status, reason=_reason(status), headers=CIMultiDict(headers))
+    out = web.Response(status=status, reason=_reason(status), headers=headers)
     for name, value in extra:
         out.headers.add(name, value)
     out.body = body   # keeps the backend's Content-Length header when it had one; aiohttp sets it otherwise

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -20,13 +19,19 @@ from gateway.table import Route
 BUCKETS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    backend: Backend          # who answers the client
-    side: str                 # "legacy" | "extracted"
-    effective_stage: str      # the stage after pins
-    shadow_to: Backend | None = None   # who gets a background copy, if anyone
-    new_cookie: tuple[str, str] | None = None  # a sticky cookie to set on the response
+    """Where one request goes. A plain slotted class rather than a frozen dataclass: one is made per request, and
+    treated as immutable by convention."""
+
+    __slots__ = ("backend", "side", "effective_stage", "shadow_to", "new_cookie")
+
+    def __init__(self, backend: Backend, side: str, effective_stage: str, shadow_to: Backend | None = None,
+                 new_cookie: tuple[str, str] | None = None) -> None:
+        self.backend = backend                  # who answers the client
+        self.side = side                        # "legacy" | "extracted"
+        self.effective_stage = effective_stage  # the stage after pins
+        self.shadow_to = shadow_to              # who gets a background copy, if anyone
+        self.new_cookie = new_cookie            # a sticky cookie to set on the response
 
 
 def bucket(route: str, key: str) -> int:
