@@ -34,6 +34,10 @@ def _connection_tokens(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
     return frozenset(tokens)
 
 
+# Every name the request loop must look at twice; anything else is copied as it came (one set lookup).
+_SPECIAL = HOP_BY_HOP | CONTROL | {"x-forwarded-for", "via", "host"}
+
+
 def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | None, scheme: str,
                              keep_upgrade: bool = False) -> Headers:
     """Headers for the upstream request: original order and case, hop-by-hop and control headers removed,
@@ -47,6 +51,9 @@ def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | 
     for bname, bvalue in raw:
         name = bname.decode("latin-1")
         lname = name.lower()
+        if lname not in _SPECIAL and lname not in named and "_" not in lname:
+            out.append((name, bvalue.decode("latin-1")))
+            continue
         value = bvalue.decode("latin-1")
         if lname == "x-forwarded-for":
             forwarded_for.append(value)
@@ -70,8 +77,7 @@ def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | 
     out.append(("X-Forwarded-Proto", scheme))
     if host:
         out.append(("X-Forwarded-Host", host))
-    via.append(VIA)
-    out.append(("Via", ", ".join(via)))
+    out.append(("Via", ", ".join(via) + ", " + VIA if via else VIA))
     return out
 
 
