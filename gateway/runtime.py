@@ -204,7 +204,7 @@ class Gateway:
     async def start(self) -> None:
         from gateway.admin import create_admin_app
 
-        public = public_server(PublicHandler(self))
+        public = public_server(PublicHandler(self), self.table.config.limits.client_idle)
         runner = web.ServerRunner(public, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)

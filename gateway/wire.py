@@ -20,7 +20,6 @@ from aiohttp.web_protocol import RequestHandler
 from gateway.errors import PROBLEM_JSON
 
 MAX_TARGET = 16384        # bytes in the request line (method, target, version)
-KEEPALIVE = 75.0
 MAX_FIELD = 16383         # bytes in one header field; differs from MAX_TARGET so the two limits can be told apart
 
 
@@ -69,7 +68,9 @@ class PublicServer(web.Server):
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
-def public_server(handler: Any) -> web.Server:
-    # An idle keep-alive client connection is closed after KEEPALIVE seconds (aiohttp's default is an hour).
+def public_server(handler: Any, client_idle: float = 60.0) -> web.Server:
+    # aiohttp's keep-alive timer closes a connection that has not delivered a complete request for this long, so
+    # it bounds both an idle keep-alive client and one dripping its request head (slowloris); aiohttp's default
+    # is an hour. routes.yaml `limits.client_idle` (default 60 s, as nginx's client_header_timeout).
     return PublicServer(handler, handler_cancellation=True, access_log=None, max_line_size=MAX_TARGET,
-                        max_field_size=MAX_FIELD, keepalive_timeout=KEEPALIVE)
+                        max_field_size=MAX_FIELD, keepalive_timeout=client_idle)

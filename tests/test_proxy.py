@@ -474,3 +474,33 @@ async def test_a_client_that_stalls_its_upload_releases_the_backend(tmp_path: Pa
     assert head.startswith(b"HTTP/1.1 408")
     assert b"Connection: close" in head
     assert seen == []
+
+
+async def test_a_request_head_dripping_in_is_cut_off_after_client_idle(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    async with serve_app(echo_app(seen)) as up:
+        path = write_routes(tmp_path, f"""\
+            backends: {{legacy: {{url: "{up}"}}}}
+            fallback: legacy
+            limits: {{client_idle: 1s}}
+            """)
+        async with run_gateway(path) as gw:
+            host, port = gw.bound["public"]
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n")
+            started = time.monotonic()
+            closed_after = None
+            for i in range(40):                        # one header line every 0.1 s, never the blank line
+                await asyncio.sleep(0.1)
+                try:
+                    writer.write(b"X-Drip: %d\r\n" % i)
+                    await writer.drain()
+                except ConnectionError:
+                    closed_after = time.monotonic() - started
+                    break
+                if reader.at_eof():
+                    closed_after = time.monotonic() - started
+                    break
+            writer.close()
+    assert closed_after is not None and closed_after < 3.0
+    assert seen == []
