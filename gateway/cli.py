@@ -386,6 +386,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(res)
         return 0
+    if not res["replayed"]:
+        print(f"no recorded comparisons for route {res['route']} to replay: requests are recorded while the route is "
+              "in stage shadow (or extracted with reverse_shadow)")
+        return 0
     print(f"replayed {res['replayed']} recorded request(s) of route {res['route']} against the extracted backend")
     for r in res["results"]:
         fields = sorted({d["field"] for d in r["differences"]})
@@ -442,8 +446,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("strangler")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="strangler", description="Strangler: a strangler-fig API gateway.")
+    p.add_argument("--version", action="version", version=f"strangler {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, fn: Any, help_text: str, *, admin: bool = False, json_flag: bool = True
@@ -523,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except CLIError as exc:
+        if getattr(args, "json", False):
+            # Scripts reading --json get JSON on stdout for failures too.
+            _print_json({"ok": False, "error": str(exc)})
         print(f"strangler {args.command}: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
