@@ -466,6 +466,7 @@ def _summary(db: sqlite3.Connection, row: Sequence[Any]) -> dict[str, Any] | Non
     ends: list[int] = []
     services: set[str] = set()
     error = shadow = False
+    verdicts: list[str] = []
     spans = 0
     # Root candidates: (0 for a parentless span else 1, start, name, service); the smallest wins.
     candidates: list[tuple[int, int, str, str]] = []
@@ -477,14 +478,18 @@ def _summary(db: sqlite3.Connection, row: Sequence[Any]) -> dict[str, Any] | Non
         error = any(r.status == "error" for r in grows)
         spans += len(grows)
         candidates.append((1 if rec.parent_id else 0, rec.start_ns, grows[0].name, rec.service))
-    for service, start, end, err, shd, count, has_root, root_name, root_start in db.execute(
-            "SELECT service, start_ns, end_ns, error, shadow, span_count, has_root, root_name, root_start "
-            "FROM span_sets WHERE tkey = ?", (tkey,)):
+    # The spans' JSON is read only for sets holding a shadow span: the shadow exchange carries its verdict.
+    for service, start, end, err, shd, count, has_root, root_name, root_start, shadow_spans in db.execute(
+            "SELECT service, start_ns, end_ns, error, shadow, span_count, has_root, root_name, root_start, "
+            "CASE WHEN shadow THEN spans END FROM span_sets WHERE tkey = ?", (tkey,)):
         starts.append(start)
         ends.append(end)
         services.add(service)
         error = error or bool(err)
         shadow = shadow or bool(shd)
+        if shadow_spans:
+            verdicts.extend(v for *_, attrs, _status in json.loads(shadow_spans)
+                            if isinstance(attrs, dict) and isinstance(v := attrs.get("strangler.verdict"), str))
         spans += count
         candidates.append((0 if has_root else 1, root_start, root_name, service))
     if not starts:
@@ -494,7 +499,17 @@ def _summary(db: sqlite3.Connection, row: Sequence[Any]) -> dict[str, Any] | Non
     return {"trace_id": trace_id, "root": root[2], "root_service": root[3], "route": rec.route if rec else None,
             "services": sorted(services), "service_count": len(services), "span_count": spans,
             "duration_ms": round((end - start) / 1e6, 3), "status": "error" if error else "ok",
-            "has_shadow": shadow, "start_ns": start, "at": start / 1e9}
+            "has_shadow": shadow, "shadow_verdict": _worst(verdicts), "start_ns": start, "at": start / 1e9}
+
+
+_VERDICT_RANK = ("error", "mismatch", "ignored", "match")
+
+
+def _worst(verdicts: list[str]) -> str | None:
+    """The trace's shadow verdict: the worst of its shadow exchanges' (None when no comparison was recorded)."""
+    if not verdicts:
+        return None
+    return min(verdicts, key=lambda v: _VERDICT_RANK.index(v) if v in _VERDICT_RANK else len(_VERDICT_RANK))
 
 
 def get_trace(db: sqlite3.Connection, trace_id: str) -> dict[str, Any] | None:

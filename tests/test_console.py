@@ -340,6 +340,18 @@ def test_traces_page_lists_traces_and_draws_a_waterfall(page: Any, stack: Stack)
     page.wait_for_selector("#traces tr[data-trace]")
     shot(page, "traces")
 
+    # Every id in full (selectable text, the whole id in its title too), and the shadow call's verdict.
+    row = page.locator(f"#traces tr[data-trace='{traces[0]['trace_id']}']")
+    assert row.locator(".trace-id").inner_text() == traces[0]["trace_id"]
+    assert row.locator(".trace-id").get_attribute("title") == traces[0]["trace_id"]
+    judged = [t for t in traces if t.get("shadow_verdict")]
+    assert judged, "no shadowed reviews trace carries its verdict"
+    for t in judged[:5]:
+        verdict = t["shadow_verdict"]
+        badge = page.locator(f"#traces tr[data-trace='{t['trace_id']}'] .shadow-verdict")
+        assert badge.inner_text() == f"shadow {verdict}"
+        assert f"shadow-{verdict}" in (badge.get_attribute("class") or "")
+
     # A reviews request is shadowed: its trace holds the primary call and the shadow call, which ends later.
     trace_id = traces[0]["trace_id"]
     page.goto(f"{stack.admin}/#/traces/{trace_id}")
@@ -355,6 +367,39 @@ def test_traces_page_lists_traces_and_draws_a_waterfall(page: Any, stack: Stack)
     detail.wait_for()
     assert "strangler.shadow" in detail.inner_text()
     shot(page, "trace")
+
+
+def test_a_pasted_trace_id_opens_its_trace(page: Any, stack: Stack) -> None:
+    status, headers, _ = http(stack.public + "/api/products/4/reviews")
+    assert status == 200
+    trace_id = headers["X-Trace-Id"]
+    stack.settle()
+    page.goto(stack.admin + "/#/traces")
+    field = page.locator("#trace-open-id")
+    field.wait_for()
+
+    # Not a trace id: said at once, and nothing is opened.
+    field.fill(trace_id[:16])
+    field.press("Enter")
+    assert "32 hex digits" in page.locator("#trace-open-error").inner_text()
+    assert page.url.endswith("#/traces")
+
+    # Pasted with the whitespace and case of a copied header value.
+    field.fill(f"  {trace_id.upper()} ")
+    page.click("#trace-open button[type='submit']")
+    page.wait_for_url(f"**/#/traces/{trace_id}")
+    page.locator("#waterfall .wf-row[data-span]").first.wait_for()
+    assert page.locator(".trace-id-full").inner_text() == trace_id
+
+    # An id the gateway never saw: the API answers 404 and the page says the trace is not found.
+    unknown = "f" * 32
+    assert http(f"{stack.admin}/api/traces/{unknown}")[0] == 404
+    page.goto(f"{stack.admin}/#/traces/{unknown}")
+    missing = page.locator("#trace-missing")
+    missing.wait_for()
+    assert f"Trace {unknown} not found" in missing.inner_text()
+    assert page.locator("#trace-missing #trace-open-id").input_value() == unknown
+    shot(page, "trace-not-found")
 
 
 def test_rollback_asks_for_the_token_and_moves_traffic_then_resume_moves_it_back(page: Any, stack: Stack) -> None:

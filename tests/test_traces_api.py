@@ -123,6 +123,7 @@ async def test_one_request_in_shadow_gives_one_trace_across_gateway_monolith_and
     assert summary["root"] == "GET reviews" and summary["route"] == "reviews"
     assert summary["services"] == ["gateway", "legacy", "reviews"] and summary["service_count"] == 3
     assert summary["span_count"] == len(spans) and summary["has_shadow"] is True
+    assert summary["shadow_verdict"] == shadow["attributes"]["strangler.verdict"]
     assert trace_id in {t["trace_id"] for t in json.loads(listing)}
     # The waterfall names every service and marks the shadow call beside the primary.
     for text in ("GET reviews", "GET legacy", "shadow reviews", "[shadow", "legacy", "reviews", "sqlite"):
@@ -194,7 +195,7 @@ async def test_otlp_json_and_protobuf_exports_are_stored_without_a_token(routes:
     assert child["status"] == "error" and child["attributes"]["otel.status_description"] == "disk on fire"
     assert listed == [{"trace_id": T1, "root": "GET /x", "root_service": "alpha", "route": None,
                        "services": ["alpha", "beta"], "service_count": 2, "span_count": 2, "duration_ms": 0.011,
-                       "status": "error", "has_shadow": False, "start_ns": 1_000, "at": 1e-06}]
+                       "status": "error", "has_shadow": False, "shadow_verdict": None, "start_ns": 1_000, "at": 1e-06}]
 
 
 async def test_the_store_keeps_the_newest_traces_up_to_its_bound(routes: Path) -> None:

@@ -3,7 +3,9 @@
 // differing paths highlighted in headers and bodies.
 
 import { getJSON, getOptional } from "./api.js";
-import { badge, empty, fmtAgo, fmtDateTime, fmtInt, fmtMs, fmtPct, h, hashUrl, link, widthPct } from "./dom.js";
+import {
+  badge, empty, fmtAgo, fmtDateTime, fmtInt, fmtMs, fmtPct, h, hashUrl, link, segment, widthPct,
+} from "./dom.js";
 import { renderJSON, renderText } from "./json.js";
 
 const VERDICTS = ["mismatch", "error", "ignored", "match", "skipped"];
@@ -12,9 +14,8 @@ function verdictBar(entry) {
   const total = entry.compared || 0;
   if (!total) return h("div", { class: "stackbar" }, h("div", { class: "seg seg-none" }, "nothing compared yet"));
   return h("div", { class: "stackbar", title: "verdicts of every comparison stored" },
-    VERDICTS.filter((v) => entry.verdicts[v]).map((v) => widthPct(
-      h("div", { class: `seg verdict-${v}`, title: `${v}: ${entry.verdicts[v]}` },
-        `${v} ${fmtPct(entry.rates[v])}`), (100 * entry.verdicts[v]) / total)));
+    VERDICTS.filter((v) => entry.verdicts[v]).map((v) => segment(`verdict-${v}`, `${v} ${fmtPct(entry.rates[v])}`,
+      (100 * entry.verdicts[v]) / total, `${v} ${fmtPct(entry.rates[v])} (${fmtInt(entry.verdicts[v])})`)));
 }
 
 function fieldsTable(entry) {

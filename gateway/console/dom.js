@@ -54,6 +54,15 @@ export function widthPct(el, pct) {
   return el;
 }
 
+/**
+ * One segment of a stacked bar, `pct` wide. The full label is its title; when the segment is too narrow for it,
+ * the label is hidden whole (CSS wraps it out of sight) rather than cut to a fragment.
+ */
+export function segment(kind, label, pct, title) {
+  return widthPct(h("div", { class: `seg ${kind}`, title: title || label || null },
+    h("span", { class: "seg-label" }, label)), pct);
+}
+
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
   if (ms >= 1000) return `${(ms / 1000).toFixed(2)} s`;

@@ -3,7 +3,7 @@
 
 import { post, getJSON, getOptional } from "./api.js";
 import { confirmAction, toast } from "./dialogs.js";
-import { badge, empty, fmtAgo, fmtDateTime, fmtInt, fmtMs, fmtPct, h, link, s, widthPct } from "./dom.js";
+import { badge, empty, fmtAgo, fmtDateTime, fmtInt, fmtMs, fmtPct, h, link, s, segment, widthPct } from "./dom.js";
 
 const STAGES = ["legacy", "shadow", "canary", "extracted"];
 const WINDOW_S = 60;
@@ -33,11 +33,14 @@ function progress(routes) {
 
   const stageBar = h("div", { class: "stackbar", title: "routes by effective stage" },
     STAGES.filter((st) => byStage[st]).map((st) =>
-      widthPct(h("div", { class: `seg stage-${st}` }, `${st} ${byStage[st]}`), (100 * byStage[st]) / declared.length)));
+      segment(`stage-${st}`, `${st} ${byStage[st]}`, (100 * byStage[st]) / declared.length,
+        `${st}: ${byStage[st]} of ${declared.length} routes`)));
   const trafficBar = h("div", { class: "stackbar", title: `requests in the last ${WINDOW_S} s` },
     total ? [
-      widthPct(h("div", { class: "seg stage-extracted" }, newReq ? `extracted ${fmtPct(traffic)}` : ""), traffic),
-      widthPct(h("div", { class: "seg stage-legacy" }, `legacy ${fmtPct(100 - traffic)}`), 100 - traffic),
+      segment("stage-extracted", newReq ? `extracted ${fmtPct(traffic)}` : "", traffic,
+        `extracted ${fmtPct(traffic)} (${fmtInt(newReq)} requests)`),
+      segment("stage-legacy", `legacy ${fmtPct(100 - traffic)}`, 100 - traffic,
+        `legacy ${fmtPct(100 - traffic)} (${fmtInt(legacyReq)} requests)`),
     ] : h("div", { class: "seg seg-none" }, "no traffic in the last minute"));
 
   return h("section", { class: "progress", id: "progress" },

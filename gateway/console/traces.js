@@ -44,6 +44,45 @@ function statusOf(span) {
 
 const ns = (v) => Number(v || 0);
 
+const TRACE_ID = /^[0-9a-f]{32}$/;
+
+/** A trace id in full: monospace and selectable, cut with an ellipsis by CSS only, the whole id in the title. */
+function traceIdText(id) {
+  return h("code", { class: "trace-id", title: id }, id);
+}
+
+/** "Open trace by id": checks the pasted X-Trace-Id (32 hex digits) and opens #/traces/ID. */
+function openByIdForm(initial) {
+  const input = h("input", { id: "trace-open-id", type: "text", size: 34, maxlength: 64, spellcheck: "false",
+    autocomplete: "off", placeholder: "paste an X-Trace-Id", "aria-label": "trace id",
+    value: initial || "" });
+  const error = h("span", { id: "trace-open-error", class: "error small", role: "alert" });
+  const form = h("form", { id: "trace-open", class: "filter trace-open" }, "Open trace ", input,
+    h("button", { type: "submit", class: "small" }, "Open"), error);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = input.value.trim().toLowerCase();
+    if (!TRACE_ID.test(id)) {
+      error.textContent = "A trace id is 32 hex digits (the X-Trace-Id response header).";
+      input.focus();
+      return;
+    }
+    error.textContent = "";
+    location.hash = hashUrl(["traces", id]);
+  });
+  input.addEventListener("input", () => { error.textContent = ""; });
+  return form;
+}
+
+/** The shadow call's verdict as a badge (mismatch red, match green, ignored grey, error magenta). */
+function shadowBadge(t) {
+  if (!(t.shadow || t.has_shadow)) return null;
+  const verdict = t.shadow_verdict;
+  if (!verdict) return [" ", badge("shadow", "shadow")];
+  return [" ", h("span", { class: `badge badge-shadow shadow-verdict shadow-${verdict.replace(/[^a-z]/g, "")}`,
+    title: `the shadow call's comparison: ${verdict}` }, `shadow ${verdict}`)];
+}
+
 // ------------------------------------------------------------------------------------------------ list
 
 function traceDuration(t) {
@@ -63,17 +102,21 @@ function traceRow(t, maxMs) {
   const status = statusOf({ status: t.status });
   const services = t.services || [];
   const open = hashUrl(["traces", t.trace_id]);
-  return h("tr", { class: "clickable", dataset: { trace: t.trace_id },
-    onclick: (event) => { if (event.target.tagName !== "A") location.hash = open; } },
-  h("td", {}, h("a", { href: open }, h("code", {}, String(t.trace_id).slice(0, 16)))),
+  // A click opens the trace, unless it ends a text selection (copying the id).
+  return h("tr", { class: "clickable", dataset: { trace: t.trace_id, verdict: t.shadow_verdict || "" },
+    onclick: (event) => {
+      if (event.target.tagName !== "A" && !String(getSelection() || "")) location.hash = open;
+    } },
+  h("td", { class: "trace-id-cell" }, traceIdText(String(t.trace_id))),
   h("td", { class: "muted nowrap", title: fmtDateTime(traceStart(t)) }, fmtAgo(traceStart(t))),
   h("td", {}, t.route || ""),
-  h("td", { class: "target" }, h("code", {}, t.name || t.root || [t.method, t.path].filter(Boolean).join(" "))),
+  h("td", { class: "target" }, h("a", { href: open, title: "open this trace" },
+    h("code", {}, t.name || t.root || [t.method, t.path].filter(Boolean).join(" ")))),
   h("td", {}, services.map((svc) => h("span", { class: "svc" },
     h("span", { class: "swatch", dataset: { service: svc } }), svc))),
   h("td", { class: "num" }, fmtInt(t.span_count ?? t.spans ?? null)),
   h("td", {}, status.code === "ERROR" ? badge("error", "verdict-error") : badge(t.http_status || "ok", "ok"),
-    t.shadow || t.has_shadow ? [" ", badge("shadow", "shadow")] : null),
+    shadowBadge(t)),
   h("td", { class: "num duration" }, fmtMs(ms),
     h("div", { class: "minibar" }, h("div", { class: "minibar-fill" }))));
 }
@@ -106,7 +149,8 @@ function listPage(route) {
     h("div", { class: "card-head" }, h("h2", {}, "Recent traces"),
       h("label", { class: "filter" }, "Route ", routeSel),
       h("label", { class: "filter" }, "Status ", statusSel),
-      h("label", { class: "filter" }, "Slower than ", minInput, " ms")),
+      h("label", { class: "filter" }, "Slower than ", minInput, " ms"),
+      openByIdForm()),
     body));
 
   async function syncRoutes() {
@@ -254,7 +298,8 @@ function waterfall(trace, selected, onSelect) {
   const el = h("div", {},
     h("section", { class: "panel" },
       h("div", { class: "card-head" },
-        h("h2", {}, root.name || "trace"), h("code", { class: "muted" }, trace.trace_id),
+        h("h2", {}, root.name || "trace"),
+        h("code", { class: "muted trace-id-full", title: "trace id" }, trace.trace_id),
         h("span", {}, `${fmtInt(spans.length)} spans · ${fmtMs(totalMs)}`),
         h("span", { class: "legend-services" }, services.map((svc) => h("span", { class: "svc" },
           h("span", { class: "swatch", dataset: { service: svc } }), svc))),
@@ -268,11 +313,20 @@ function waterfall(trace, selected, onSelect) {
 }
 
 function tracePage(route) {
-  const id = route.parts[0];
+  const id = String(route.parts[0]).trim().toLowerCase();
   const el = h("div", { class: "page page-trace" });
   let selected = null;
   let last = null;
   let spanCount = -1;
+  let missing = "";   // the message shown while the trace is not there (kept so the id form is not redrawn)
+  const notFound = (title, text) => {
+    if (missing === title + text) return;
+    missing = title + text;
+    spanCount = -1;
+    el.replaceChildren(h("p", {}, link("← recent traces", ["traces"])),
+      h("section", { class: "panel", id: "trace-missing" }, empty(title, h("p", { class: "muted" }, text)),
+        h("div", { class: "card-head" }, openByIdForm(id))));
+  };
   const draw = () => {
     el.replaceChildren(h("p", {}, link("← recent traces", ["traces"])), waterfall(last, selected, (spanId) => {
       selected = spanId;
@@ -283,19 +337,28 @@ function tracePage(route) {
     el,
     live: true,
     async refresh() {
-      let trace;
-      try {
-        trace = await getOptional(`/api/traces/${encodeURIComponent(id)}`);
-      } catch (err) {
-        if (err instanceof ApiError) trace = null;
-        else throw err;
-      }
-      if (!trace || !(trace.spans || []).length) {
-        el.replaceChildren(h("p", {}, link("← recent traces", ["traces"])),
-          empty(`No trace ${id} yet.`, h("p", { class: "muted" }, "Its spans may still be on their way, or "
-            + "the trace store no longer keeps it (or does not record traces at all yet).")));
+      if (!TRACE_ID.test(id)) {
+        notFound(`"${id}" is not a trace id.`, "A trace id is 32 hex digits: the X-Trace-Id response header.");
         return;
       }
+      let trace;
+      try {
+        trace = await getJSON(`/api/traces/${encodeURIComponent(id)}`);
+      } catch (err) {
+        if (!(err instanceof ApiError)) throw err;
+        if (err.status !== 404) {
+          notFound(`Trace ${id} could not be read.`, err.message);
+          return;
+        }
+        trace = null;
+      }
+      if (!trace || !(trace.spans || []).length) {
+        notFound(`Trace ${id} not found.`, "The gateway has no trace with this id: the request was not sampled, "
+          + "its spans are still on their way (this page keeps looking), or the trace store no longer keeps it "
+          + "(it holds the latest traces only).");
+        return;
+      }
+      missing = "";
       // Late spans (the shadow call ends after the client got its answer) redraw the waterfall; else keep it.
       if (trace.spans.length === spanCount) return;
       spanCount = trace.spans.length;
