@@ -234,6 +234,24 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def probe_backends(self) -> None:
+        """Say at start-up which backends cannot be reached, rather than leaving it to the first 502."""
+        async def probe(backend: Any) -> str | None:
+            try:
+                async with asyncio.timeout(max(backend.timeouts.connect, 0.1)):
+                    _reader, writer = await asyncio.open_connection(backend.host, backend.port)
+                writer.close()
+                return None
+            except (OSError, TimeoutError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                return f"backend {backend.name} at {backend.host}:{backend.port} is not reachable ({reason})"
+
+        backends = list(self.table.config.backends.values())
+        for failure in await asyncio.gather(*(probe(b) for b in backends)):
+            if failure:
+                log.warning("%s; requests routed to it get 502 until it comes up", failure,
+                            extra={"event": "backend_unreachable"})
+
     async def _follow_state(self) -> None:
         """Pick up rollbacks made by other worker processes (or the CLI against another worker)."""
         while True:
@@ -279,7 +297,11 @@ class Gateway:
         return "\n".join(lines)
 
     async def run_with_banner(self) -> None:
-        await self.run(on_started=lambda: print(self.banner(), file=sys.stderr, flush=True))
+        def started() -> None:
+            print(self.banner(), file=sys.stderr, flush=True)
+            self._spawn(self.probe_backends())
+
+        await self.run(on_started=started)
 
     async def run(self, on_started: Any = None) -> None:
         """Serve until SIGINT/SIGTERM; SIGHUP reloads."""
