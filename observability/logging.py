@@ -125,6 +125,7 @@ def _hex(value: int, width: int) -> str:
 
 # -- the access log --------------------------------------------------------------------------------------------
 
+_METHODS = {m: f'"{m}"' for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 ACCESS_FIELDS = ("method", "path", "route", "stage", "backend", "status", "duration_ms", "bytes", "trace_id",
                  "span_id")
 
@@ -211,16 +212,25 @@ class AccessLog:
         head = '{"event":"access",' + (f'"service":{_str(_service)},' if _service else "") + \
             f'"level":"info","logger":{_str(self.logger.name)},"timestamp":"'
         lines = []
+        append = lines.append
         where = self._where
+        methods = _METHODS
+        second, prefix = self._second, self._prefix
         for at, method, path, route, stage, backend, status, seconds, size, trace_id, span_id in batch:
             # route, stage and backend repeat across requests: their JSON is made once per combination.
             key = (route, stage, backend)
             part = where.get(key)
             if part is None:
                 part = where[key] = f'"route":{_opt(route)},"stage":{_opt(stage)},"backend":{_opt(backend)},'
-            lines.append(f'{head}{self._timestamp(at)}","method":{_str(method)},"path":{_str(path)},{part}'
-                         f'"status":{int(status)},"duration_ms":{round(seconds * 1000, 3)},"bytes":{int(size)},'
-                         f'"trace_id":{_hex(trace_id, 32)},"span_id":{_hex(span_id, 16)}}}')
+            whole = int(at)
+            if whole != second:   # the date part is formatted once per second
+                second, prefix = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            ids = (f'"trace_id":"{trace_id:032x}","span_id":"{span_id:016x}"}}' if trace_id and span_id
+                   else f'"trace_id":{_hex(trace_id, 32)},"span_id":{_hex(span_id, 16)}}}')
+            append(f'{head}{prefix}.{int((at - whole) * 1e6):06d}Z","method":{methods.get(method) or _str(method)},'
+                   f'"path":{_str(path)},{part}"status":{status:d},"duration_ms":{seconds * 1000:.3f},'
+                   f'"bytes":{size:d},{ids}')
+        self._second, self._prefix = second, prefix
         if len(where) > 10_000:
             where.clear()
         text = "\n".join(lines) + "\n"
