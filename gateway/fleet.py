@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway import sqlite
 from gateway.stats import RouteStats, Window
 
 if TYPE_CHECKING:
@@ -41,8 +42,7 @@ CREATE TABLE IF NOT EXISTS fleet (
 class Fleet:
     def __init__(self, path: Path, worker: int) -> None:
         self.worker = worker
-        self._db = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite.connect(path)
         self._db.executescript(SCHEMA)
         self._published: dict[tuple[str, str], int] = {}
         self.peers: dict[str, RouteStats] = {}

@@ -37,6 +37,7 @@ from gateway.errors import (
 MAX_HEADER_BYTES = 64 * 1024   # a backend's response head beyond this is an error, not memory to fill
 MAX_HEADER_FIELDS = 200
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+TIMEOUT_TICK = 0.05          # seconds between two checks of the response deadlines
 HIGH_WATER = 256 * 1024     # buffered response bytes before we stop reading from the backend
 LOW_WATER = 64 * 1024
 NO_BODY_STATUS = frozenset({204, 304})
@@ -360,6 +361,8 @@ class Pool:
         self._idle: list[_Connection] = []
         self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self.closed = False
+        self._awaiting: dict[UpstreamResponse, float] = {}   # response -> when its headers are overdue
+        self._ticker: asyncio.TimerHandle | None = None
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: Body
                       ) -> UpstreamResponse:
@@ -392,13 +395,11 @@ class Pool:
                 transport.write(head)
                 await _send_body(conn, body, head.endswith(b"Transfer-Encoding: chunked\r\n\r\n"), response)
             if not response.headers_ready.done():
-                # A plain timer handle rather than asyncio.timeout(): this runs on every request.
-                timer = asyncio.get_running_loop().call_later(self.backend.timeouts.response, _expire, response,
-                                                              self.backend)
+                self._watch(response)
                 try:
                     await response.headers_ready
                 finally:
-                    timer.cancel()
+                    self._awaiting.pop(response, None)
         except (ConnectionError, OSError) as exc:
             response.release()
             raise UpstreamProtocolError(f"{self.backend.name}: connection failed while sending: {exc}",
@@ -407,6 +408,25 @@ class Pool:
             response.release()
             raise
         return response
+
+    def _watch(self, response: UpstreamResponse) -> None:
+        """Arm the response timeout. One timer per pool, ticking every ``TIMEOUT_TICK`` while responses are
+        awaited, instead of a timer per request (this runs on every request); a timeout fires up to one tick
+        late."""
+        loop = asyncio.get_running_loop()
+        self._awaiting[response] = loop.time() + self.backend.timeouts.response
+        if self._ticker is None:
+            self._ticker = loop.call_later(TIMEOUT_TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        now = asyncio.get_running_loop().time()
+        for response, deadline in list(self._awaiting.items()):
+            if now >= deadline:
+                del self._awaiting[response]
+                _expire(response, self.backend)
+        if self._awaiting:
+            self._ticker = asyncio.get_running_loop().call_later(TIMEOUT_TICK, self._tick)
 
     async def _acquire(self, fresh: bool = False) -> tuple[_Connection, bool]:
         now = time.monotonic()
@@ -492,6 +512,9 @@ class Pool:
 
     def close(self) -> None:
         self.closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         for conn in list(self._idle):
             conn.close()
             self._forget(conn)

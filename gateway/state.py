@@ -8,12 +8,13 @@ Writes are rare (a rollback, a reload) and small, so they run inline; reads of t
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gateway import sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pins (
@@ -61,9 +62,7 @@ class StateStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = sqlite.connect(path)
         self._db.executescript(SCHEMA)
         self._version = -1
         self._pins: dict[str, Pin] = {}

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from gateway import sqlite
+
 log = logging.getLogger("strangler.traces")
 
 SCHEMA = """
@@ -261,8 +263,7 @@ class TraceStore:
         self._thread.start()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
+        db = sqlite.connect(self.path)
         # Traces are diagnostics: after a power cut losing the last second of them is fine; an fsync per
         # checkpoint at full request rate is not.
         db.execute("PRAGMA synchronous=OFF")
