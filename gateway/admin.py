@@ -173,14 +173,18 @@ def _route_or_404(gw: Gateway, name: str) -> Route:
     return route
 
 
+def _actor(body: dict[str, Any]) -> str:
+    """Who asked, for history: the CLI and the console say so; anything else is the admin API."""
+    actor = str(body.get("actor") or "admin")
+    return actor if actor in ("cli", "admin", "console") else "admin"
+
+
 async def post_rollback(request: web.Request) -> web.Response:
     gw = _gw(request)
     route = _route_or_404(gw, request.match_info["name"])
     body = await _json_body(request)
     reason = str(body.get("reason") or "manual rollback")
-    actor = str(body.get("actor") or "admin")
-    if actor not in ("cli", "admin", "console"):
-        actor = "admin"
+    actor = _actor(body)
     if route.to is None or route.stage == "legacy":
         raise web.HTTPConflict(text=f"route {route.name!r} is in stage legacy: the monolith already answers it, "
                                     "so there is nothing to roll back")
@@ -196,9 +200,7 @@ async def post_resume(request: web.Request) -> web.Response:
     gw = _gw(request)
     route = _route_or_404(gw, request.match_info["name"])
     body = await _json_body(request)
-    actor = str(body.get("actor") or "admin")
-    if actor not in ("cli", "admin", "console"):
-        actor = "admin"
+    actor = _actor(body)
     was_pinned = gw.resume(route, actor, str(body.get("reason") or ""))
     view = route_view(gw, route)
     view["was_rolled_back"] = was_pinned

@@ -7,7 +7,6 @@ the token from ``STRANGLER_ADMIN_TOKEN`` or the token file the gateway wrote bes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -551,5 +550,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
-
-__all__ = ["main", "build_parser", "AdminClient", "asyncio"]

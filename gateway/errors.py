@@ -137,11 +137,14 @@ class CircuitOpen(Unavailable):
     title = "Backend circuit open"
 
 
-def problem_response(error: GatewayError, *, instance: str | None = None, trace_id: str | None = None,
-                     headers: dict[str, str] | None = None) -> web.Response:
-    """The one place a GatewayError becomes an HTTP response."""
+def problem_response(error: GatewayError, *, instance: str | None = None,
+                     trace_header: tuple[str, str] | None = None) -> web.Response:
+    """The one place a GatewayError becomes an HTTP response; ``trace_header`` is ``("X-Trace-Id", id)``, sent as a
+    header and named in the body so a user can look the request up."""
+    trace_id = trace_header[1] if trace_header else None
     body = json.dumps(error.problem(instance, trace_id)).encode()
-    resp = web.Response(status=error.status, body=body, content_type=PROBLEM_JSON, headers=headers)
+    resp = web.Response(status=error.status, body=body, content_type=PROBLEM_JSON,
+                        headers=[trace_header] if trace_header else None)
     if error.status == 503:
         resp.headers["Retry-After"] = "1"
     if error.status == 408:

@@ -50,12 +50,6 @@ class Fleet:
     def close(self) -> None:
         self._db.close()
 
-    def peer_windows(self, route: str, side: str) -> tuple[Window, ...]:
-        peer = self.peers.get(route)
-        if peer is None:
-            return ()
-        return (peer.extracted if side == "extracted" else peer.shadow if side == "shadow" else peer.legacy,)
-
     def publish(self, rows: list[tuple[object, ...]]) -> None:
         if not rows:
             return

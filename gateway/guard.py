@@ -26,7 +26,6 @@ from gateway.stats import RouteStats
 
 HEALTHY, FAILING, INCONCLUSIVE = "healthy", "failing", "inconclusive"
 P99_EVERY = 0.25
-STATE_CODES = {HEALTHY: 0, INCONCLUSIVE: 1, FAILING: 2}
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ from gateway.config import Backend, CircuitSpec
 from gateway.errors import ConcurrencyLimited
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
-CIRCUIT_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 
 class Circuit:

@@ -183,12 +183,6 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def _client_gone(out: web.StreamResponse) -> bool:
-    req = getattr(out, "_req", None)
-    transport = req.transport if req is not None else None
-    return transport is None or transport.is_closing()
-
-
 def _abort_client(out: web.StreamResponse) -> None:
     """Close the client connection without completing the response (no final chunk, fewer bytes than
     Content-Length): the client sees a broken transfer, never a short body that looks complete."""
@@ -267,6 +261,3 @@ def mark_error(outcome: Outcome, error: GatewayError) -> GatewayError:
     outcome.status = error.status
     return error
 
-
-__all__ = ["Outcome", "Tap", "forward", "forward_websocket", "is_upgrade", "request_body", "mark_error",
-           "UpstreamBodyError"]

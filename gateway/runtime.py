@@ -10,7 +10,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -326,8 +325,3 @@ def _bound_address(runner: web.BaseRunner) -> tuple[str, int]:
             return str(addr[0]), int(addr[1])
     return ("", 0)
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

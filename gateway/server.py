@@ -65,15 +65,18 @@ class PublicHandler:
         started = time.perf_counter()
         table = self.gw.table
         span = self.gw.telemetry.start(request, table.config)
+        trace_header = self.gw.telemetry.trace_header(span, table.config)
         raw = request.raw_path
-        if request.version not in HTTP_VERSIONS:
-            return self._refuse(request, VersionNotSupported(f"HTTP/{request.version[0]}.{request.version[1]} is "
-                                                             "not spoken here; use HTTP/1.1"), raw, started)
-        try:
-            path, query = split_target(raw)
-            norm = normalize_path(path)
-        except PathError as exc:
-            return self._refuse(request, BadRequest(f"invalid request path: {exc}"), raw, started)
+        refusal = self._check(request, table.config.limits.max_request_body)
+        if refusal is None:
+            try:
+                path, query = split_target(raw)
+                norm = normalize_path(path)
+            except PathError as exc:
+                refusal = BadRequest(f"invalid request path: {exc}")
+        if refusal is not None:
+            self.gw.telemetry.refused(request, refusal, time.perf_counter() - started)
+            return problem_response(refusal, instance=raw[:200], trace_header=trace_header)
         if norm != path:
             # The backend sees exactly the path the route decision was made on.
             raw = norm if query is None else f"{norm}?{query}"
@@ -81,25 +84,21 @@ class PublicHandler:
         pin = self.gw.state.pins.get(route.name) if not route.is_fallback else None
         decision = rollout.decide(route, request, pinned=pin is not None, weight=self.gw.weight_for(route))
         outcome = proxy.Outcome(decision.backend.name)
-        limit = table.config.limits.max_request_body
-        if limit is not None and (request.content_length or 0) > limit:
-            return self._refuse(request, PayloadTooLarge(f"request body exceeds {limit} bytes"), raw, started)
 
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
                                            keep_upgrade=False)
         shadow = self.gw.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
         extra = _cookie_header(decision)
-        trace_header = self.gw.telemetry.trace_header(span, table.config)
         if trace_header is not None:
             extra.append(trace_header)
         try:
-            resp = await self._forward(request, decision, raw, headers, outcome, shadow, limit, extra, route)
+            resp = await self._forward(request, decision, raw, headers, outcome, shadow,
+                                       table.config.limits.max_request_body, extra, route)
         except GatewayError as exc:
             proxy.mark_error(outcome, exc)
             if shadow is not None:
                 shadow.primary_failed()
-            resp = problem_response(exc, instance=path, trace_id=trace_header[1] if trace_header else None,
-                                    headers=dict([trace_header]) if trace_header else None)
+            resp = problem_response(exc, instance=path, trace_header=trace_header)
         finally:
             elapsed = time.perf_counter() - started
             self.gw.observe(route, decision, request, outcome, elapsed)
@@ -175,13 +174,15 @@ class PublicHandler:
         return (decision.side == "extracted" and route.spec is not None and route.spec.on_error == "fallback"
                 and request.method in IDEMPOTENT and not proxy.is_upgrade(request))
 
-    def _refuse(self, request: web.BaseRequest, error: GatewayError, instance: str, started: float) -> web.Response:
-        span = current_span()
-        trace_header = self.gw.telemetry.trace_header(span, self.gw.table.config) if span else None
-        resp = problem_response(error, instance=instance[:200], trace_id=trace_header[1] if trace_header else None,
-                                headers=dict([trace_header]) if trace_header else None)
-        self.gw.telemetry.refused(request, error, time.perf_counter() - started)
-        return resp
+    @staticmethod
+    def _check(request: web.BaseRequest, limit: int | None) -> GatewayError | None:
+        """What refuses a request before any route is chosen (the path is checked by the caller)."""
+        if request.version not in HTTP_VERSIONS:
+            return VersionNotSupported(f"HTTP/{request.version[0]}.{request.version[1]} is not spoken here; "
+                                       "use HTTP/1.1")
+        if limit is not None and (request.content_length or 0) > limit:
+            return PayloadTooLarge(f"request body exceeds {limit} bytes")
+        return None
 
 
 def _peer(request: web.BaseRequest) -> str | None:

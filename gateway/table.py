@@ -49,9 +49,6 @@ class Table:
     def explain(self, method: str, path: str, headers: Mapping[str, str]) -> list[object]:
         return self._matcher.explain(method, path, headers)
 
-    @property
-    def matcher(self) -> RouteTable:
-        return self._matcher
 
 
 def _route(spec: RouteSpec, backends: Mapping[str, Backend]) -> Route:

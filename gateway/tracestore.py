@@ -534,7 +534,3 @@ def get_trace(db: sqlite3.Connection, trace_id: str) -> dict[str, Any] | None:
         {"span_id": r.span_id, "parent_span_id": r.parent_span_id or None, "name": r.name, "service": r.service,
          "kind": r.kind, "start_ns": r.start_ns, "end_ns": r.end_ns, "attributes": r.attributes,
          "status": r.status} for r in ordered]}
-
-
-def count_traces(db: sqlite3.Connection) -> int:
-    return int(db.execute("SELECT count(*) FROM traces").fetchone()[0])

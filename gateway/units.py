@@ -74,17 +74,3 @@ def parse_percent(value: object) -> float:
         raise ValueError(f"expected a percentage between 0 and 100, got {value!r}")
     return pct
 
-
-def format_duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    if seconds < 60 or seconds % 60:
-        return f"{seconds:g}s"
-    return f"{seconds / 60:g}m"
-
-
-def format_size(size: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale}{unit}"
-    return f"{size}B"
