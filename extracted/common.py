@@ -100,6 +100,44 @@ class Database:
 DB = web.AppKey("db", Database)
 
 
+
+def is_empty(db: str | Path, schema: str) -> bool:
+    """True when ``db`` is missing or has no products yet (a first start)."""
+    if not Path(db).exists():
+        return True
+    conn = connect(db)
+    try:
+        conn.executescript(schema)
+        return conn.execute("SELECT COUNT(*) FROM known_products").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def legacy_product_ids(source: sqlite3.Connection) -> list[tuple[int]]:
+    return [(row[0],) for row in source.execute("SELECT id FROM products ORDER BY id")]
+
+
+def copy_into(db: str | Path, schema: str, inserts: Sequence[tuple[str, list[tuple[Any, ...]]]]) -> list[int]:
+    """Run ``INSERT OR IGNORE`` statements with their rows into ``db`` in one transaction (a migration); return
+    how many rows each one added, so a second run reports only what appeared since."""
+    target = connect(db)
+    try:
+        target.executescript(schema)
+        target.execute("BEGIN IMMEDIATE")
+        try:
+            added = []
+            for sql, rows in inserts:
+                before = target.total_changes
+                target.executemany(sql, rows)
+                added.append(target.total_changes - before)
+        except BaseException:
+            target.execute("ROLLBACK")
+            raise
+        target.execute("COMMIT")
+        return added
+    finally:
+        target.close()
+
 def database_context(
     db_path: str, prepare: Callable[[sqlite3.Connection], None]
 ) -> Callable[[web.Application], AsyncIterator[None]]:

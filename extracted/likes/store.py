@@ -10,7 +10,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from extracted.common import Problem, connect, connect_read_only, to_epoch
+from extracted.common import Problem, connect_read_only, copy_into, legacy_product_ids, to_epoch
+from extracted.common import is_empty as common_is_empty
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS known_products (
@@ -31,14 +32,7 @@ def prepare(conn: sqlite3.Connection) -> None:
 
 def is_empty(db: str | Path) -> bool:
     """True when ``db`` is missing or has no products yet (a first start)."""
-    if not Path(db).exists():
-        return True
-    conn = connect(db)
-    try:
-        prepare(conn)
-        return conn.execute("SELECT COUNT(*) FROM known_products").fetchone()[0] == 0
-    finally:
-        conn.close()
+    return common_is_empty(db, SCHEMA)
 
 
 def migrate(legacy_db: str | Path, db: str | Path) -> dict[str, int]:
@@ -48,7 +42,7 @@ def migrate(legacy_db: str | Path, db: str | Path) -> dict[str, int]:
     """
     source = connect_read_only(legacy_db)
     try:
-        product_ids = [(row[0],) for row in source.execute("SELECT id FROM products ORDER BY id")]
+        product_ids = legacy_product_ids(source)
         likes = [
             (row["product_id"], row["user"], to_epoch(row["created_at"]))
             for row in source.execute(
@@ -57,28 +51,11 @@ def migrate(legacy_db: str | Path, db: str | Path) -> dict[str, int]:
         ]
     finally:
         source.close()
-    target = connect(db)
-    try:
-        prepare(target)
-        target.execute("BEGIN IMMEDIATE")
-        try:
-            new_products = _insert_new(target, "INSERT OR IGNORE INTO known_products VALUES (?)", product_ids)
-            new_likes = _insert_new(
-                target, "INSERT OR IGNORE INTO likes (product_id, user_id, liked_at) VALUES (?, ?, ?)", likes
-            )
-        except BaseException:
-            target.execute("ROLLBACK")
-            raise
-        target.execute("COMMIT")
-    finally:
-        target.close()
+    new_products, new_likes = copy_into(db, SCHEMA, [
+        ("INSERT OR IGNORE INTO known_products VALUES (?)", product_ids),
+        ("INSERT OR IGNORE INTO likes (product_id, user_id, liked_at) VALUES (?, ?, ?)", likes),
+    ])
     return {"products": new_products, "likes": new_likes}
-
-
-def _insert_new(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
-    before = conn.total_changes
-    conn.executemany(sql, rows)
-    return conn.total_changes - before
 
 
 # --- queries and changes (run in a worker thread, given the connection) -----------------------------------
