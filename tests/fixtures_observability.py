@@ -23,8 +23,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from gateway import config as config_mod
 from gateway.runtime import Gateway
+from tests.support import admin_url as admin  # noqa: F401 - re-exported for the tests
+from tests.support import (
+    free_port,  # noqa: F401 - re-exported for the tests
+    run_gateway,
+)
+from tests.support import public_url as public  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "observability-test-token"
@@ -59,12 +64,6 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_routes(directory: Path, body: str, *, tracing: str = "", store: str = "") -> Path:
     path = directory / "routes.yaml"
     path.write_text(textwrap.dedent("""\
@@ -91,32 +90,8 @@ def shadow_routes(legacy: str, new: str) -> str:
         """
 
 
-@contextlib.asynccontextmanager
-async def gateway(path: Path) -> AsyncIterator[Gateway]:
-    previous = os.environ.get("STRANGLER_ADMIN_TOKEN")
-    os.environ["STRANGLER_ADMIN_TOKEN"] = TOKEN
-    try:
-        gw = Gateway(config_mod.load(path))
-    finally:
-        if previous is None:
-            os.environ.pop("STRANGLER_ADMIN_TOKEN", None)
-        else:
-            os.environ["STRANGLER_ADMIN_TOKEN"] = previous
-    await gw.start()
-    try:
-        yield gw
-    finally:
-        await gw.stop()
-
-
-def public(gw: Gateway) -> str:
-    host, port = gw.bound["public"]
-    return f"http://{host}:{port}"
-
-
-def admin(gw: Gateway) -> str:
-    host, port = gw.bound["admin"]
-    return f"http://{host}:{port}"
+def gateway(path: Path) -> contextlib.AbstractAsyncContextManager[Gateway]:
+    return run_gateway(path, token=TOKEN)
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:

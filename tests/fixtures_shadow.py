@@ -18,8 +18,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway import config as config_mod
 from gateway.runtime import Gateway
+from tests.support import admin_url as admin  # noqa: F401 - re-exported for the tests
+from tests.support import public_url as public  # noqa: F401 - re-exported for the tests
+from tests.support import run_gateway as gateway  # noqa: F401 - re-exported for the tests
 
 Respond = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
@@ -137,25 +139,6 @@ def routes_yaml(directory: Path, legacy: str, shadow: str, routes: str) -> Path:
     path.write_text(text)
     return path
 
-
-@contextlib.asynccontextmanager
-async def gateway(path: Path) -> AsyncIterator[Gateway]:
-    gw = Gateway(config_mod.load(path))
-    await gw.start()
-    try:
-        yield gw
-    finally:
-        await gw.stop()
-
-
-def public(gw: Gateway) -> str:
-    host, port = gw.bound["public"]
-    return f"http://{host}:{port}"
-
-
-def admin(gw: Gateway) -> str:
-    host, port = gw.bound["admin"]
-    return f"http://{host}:{port}"
 
 
 async def admin_json(gw: Gateway, method: str, path: str, **kwargs: Any) -> Any:

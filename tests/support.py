@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import textwrap
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import config as config_mod
-from gateway.runtime import Gateway
+from gateway.runtime import TOKEN_ENV, Gateway
 
 
 def free_port() -> int:
@@ -54,8 +55,20 @@ def write_routes(directory: Path, body: str, name: str = "routes.yaml") -> Path:
 
 
 @contextlib.asynccontextmanager
-async def run_gateway(path: Path) -> AsyncIterator[Gateway]:
-    gw = Gateway(config_mod.load(path))
+async def run_gateway(path: Path, token: str | None = None) -> AsyncIterator[Gateway]:
+    """A started gateway for ``path`` (stopped on exit); ``token`` fixes its admin token."""
+    if token is None:
+        gw = Gateway(config_mod.load(path))
+    else:
+        previous = os.environ.get(TOKEN_ENV)
+        os.environ[TOKEN_ENV] = token
+        try:
+            gw = Gateway(config_mod.load(path))
+        finally:
+            if previous is None:
+                os.environ.pop(TOKEN_ENV, None)
+            else:
+                os.environ[TOKEN_ENV] = previous
     await gw.start()
     try:
         yield gw
