@@ -120,6 +120,15 @@ def _term_width() -> int:
         return 140
 
 
+def _show(args: argparse.Namespace, data: Any, render: Any) -> int:
+    """``--json`` prints the API's answer as it is; otherwise ``render`` draws it for people."""
+    if args.json:
+        _print_json(data)
+    else:
+        render(_console(), data)
+    return 0
+
+
 def _fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
@@ -357,25 +366,17 @@ def cmd_diffs(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     client = _admin_client(args)
     d = client.call("GET", f"/api/diffs/{args.id}")
-    if args.json:
-        _print_json(d)
-        return 0
     from gateway.render import print_diff
 
-    print_diff(_console(), d)
-    return 0
+    return _show(args, d, print_diff)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     client = _admin_client(args)
     rep = client.call("GET", "/api/report")
-    if args.json:
-        _print_json(rep)
-        return 0
     from gateway.render import print_report
 
-    print_report(_console(), rep)
-    return 0
+    return _show(args, rep, print_report)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -402,25 +403,17 @@ def cmd_traces(args: argparse.Namespace) -> int:
     client = _admin_client(args)
     rows = client.call("GET", "/api/traces", query={"route": args.route, "limit": args.limit,
                                                    "status": args.status, "min_ms": args.min_ms})
-    if args.json:
-        _print_json(rows)
-        return 0
     from gateway.waterfall import print_traces
 
-    print_traces(_console(), rows)
-    return 0
+    return _show(args, rows, print_traces)
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
     client = _admin_client(args)
     trace = client.call("GET", f"/api/traces/{urllib.parse.quote(args.trace_id.strip().lower())}")
-    if args.json:
-        _print_json(trace)
-        return 0
     from gateway.waterfall import print_trace
 
-    print_trace(_console(), trace)
-    return 0
+    return _show(args, trace, print_trace)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
