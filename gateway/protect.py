@@ -25,7 +25,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 class Circuit:
-    __slots__ = ("spec", "state", "failures", "opened_at", "probing", "_clock")
+    __slots__ = ("spec", "state", "failures", "opened_at", "probing", "probe_at", "_clock")
 
     def __init__(self, spec: CircuitSpec, clock=time.monotonic) -> None:  # noqa: ANN001
         self.spec = spec
@@ -33,20 +33,25 @@ class Circuit:
         self.failures = 0
         self.opened_at = 0.0
         self.probing = False
+        self.probe_at = 0.0
         self._clock = clock
 
     def allow(self) -> bool:
-        """Whether a request may go to the backend now (a True in half-open state is the probe)."""
+        """Whether a request may go to the backend now (a True in half-open state is the probe). A probe that
+        never reports back (its request refused for its own reasons, or dropped) is replaced after a cooldown,
+        so the circuit cannot stay half-open for ever."""
         if self.state == CLOSED:
             return True
+        now = self._clock()
         if self.state == OPEN:
-            if self._clock() - self.opened_at < self.spec.cooldown:
+            if now - self.opened_at < self.spec.cooldown:
                 return False
             self.state = HALF_OPEN
             self.probing = False
-        if self.probing:
+        if self.probing and now - self.probe_at < self.spec.cooldown:
             return False
         self.probing = True
+        self.probe_at = now
         return True
 
     def success(self) -> None:

@@ -12,8 +12,8 @@ Guarantees, in order of importance:
    ``PENDING x (max_body + 2 x RESPONSE_CAPTURE)`` whatever the targets do. Every exchange has its own overall
    timeout and its own connection pool, so a hanging, slow or dead shadow target costs that memory and nothing
    else.
-   A target that keeps failing (refused, reset, timed out: ``TRIP_AFTER`` in a row) is left alone for
-   ``COOLDOWN`` seconds, one probe per cooldown: its copies are counted as ``skipped{target_down}`` instead of
+   A target that keeps failing (refused, reset, timed out: ``TRIP_AFTER`` in a row) is left alone
+   by a circuit (``gateway.protect.Circuit``), one probe per cooldown: its copies are counted as ``skipped{target_down}`` instead of
    spending connection attempts and records on a dead service (the figure the benchmark measures).
 3. Tracked: tasks are kept in a set and drained (or cancelled after a grace period) at shutdown.
 
@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway import compare, rollout, upstream
-from gateway.config import SAFE_METHODS, Backend, ShadowSpec
+from gateway.config import SAFE_METHODS, Backend, CircuitSpec, ShadowSpec
 from gateway.diffstore import MAX_NOISE_FIELDS, DiffStore, Record, is_noise, noise_counts
 from gateway.errors import GatewayError
 from gateway.headers import SHADOW_HEADER, Headers
+from gateway.protect import CLOSED, OPEN, Circuit
 from gateway.tracing import current as current_span
 from observability.tracing import TRACEPARENT
 
@@ -57,8 +58,8 @@ CONCURRENCY = 64
 QUEUE = 256
 PENDING = CONCURRENCY + QUEUE
 INLINE_COMPARE = 8 * 1024   # bytes of both bodies up to which a comparison runs on the event loop
-TRIP_AFTER = 5          # consecutive failed exchanges before a shadow target is considered down
-COOLDOWN = 1.0          # seconds a down target is left alone before the next probe
+TRIP_AFTER = 5          # consecutive failed exchanges before a shadow target's circuit opens (target_down)
+COOLDOWN = 1.0          # seconds an open target is left alone before the next probe
 RESPONSE_CAPTURE = 512 * 1024
 LEARN_FIRST = 20
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
@@ -163,8 +164,7 @@ class ShadowDispatcher:
         # was abandoned (client gone before ``submit``) leaves the count as soon as the request is dropped.
         self._live: weakref.WeakSet[ShadowTap] = weakref.WeakSet()
         self.concurrency, self.pending = CONCURRENCY, PENDING
-        self._failures: dict[str, int] = {}       # shadow target -> consecutive failed exchanges
-        self._down_until: dict[str, float] = {}   # shadow target -> monotonic time of the next probe
+        self._targets: dict[str, Circuit] = {}    # shadow target -> its circuit (target_down while open)
         self._slots = asyncio.Semaphore(CONCURRENCY)
         self._compare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strangler-compare")
         self.completed = 0
@@ -260,26 +260,25 @@ class ShadowDispatcher:
         if reason != "sampled_out" and reason != "method":
             self.store.skip(route, reason)
 
+    def _circuit(self, target: str) -> Circuit:
+        circuit = self._targets.get(target)
+        if circuit is None:
+            circuit = self._targets[target] = Circuit(CircuitSpec(TRIP_AFTER, COOLDOWN))
+        return circuit
+
     def _down(self, target: str) -> bool:
-        until = self._down_until.get(target)
-        if until is None:
-            return False
-        now = time.monotonic()
-        if now < until:
-            return True
-        self._down_until[target] = now + COOLDOWN  # let this one copy through as the probe
-        return False
+        return not self._circuit(target).allow()
 
     def _target_answered(self, target: str, ok: bool) -> None:
+        circuit = self._circuit(target)
+        was = circuit.state
         if ok:
-            self._failures.pop(target, None)
-            self._down_until.pop(target, None)
+            circuit.success()
             return
-        failures = self._failures[target] = self._failures.get(target, 0) + 1
-        if failures >= TRIP_AFTER and target not in self._down_until:
-            self._down_until[target] = time.monotonic() + COOLDOWN
+        circuit.failure()
+        if circuit.state == OPEN and was == CLOSED:
             log.warning("shadow target %s failed %d times in a row; copies skipped (target_down), probing every "
-                        "%gs", target, failures, COOLDOWN)
+                        "%gs", target, circuit.failures, circuit.spec.cooldown)
 
     @property
     def depth(self) -> int:
