@@ -1,5 +1,12 @@
-"""The benchmark's upstream: a raw asyncio protocol on uvloop with httptools (a C HTTP/1.1 parser), so that the
-backend costs a few microseconds per request and never becomes the bottleneck of the proxy under test.
+"""The benchmark's upstream, in two builds that answer the same way:
+
+``--server aiohttp`` (the default)
+    a minimal aiohttp application on uvloop: the backend the issue's reference figures were measured with, and
+    what most teams' services look like. It costs tens of microseconds per request, so on a 2-core machine it
+    is what caps a cheap proxy like nginx.
+``--server raw``
+    an asyncio protocol on uvloop with httptools (a C HTTP/1.1 parser), a few microseconds per request, so that
+    the backend never becomes the bottleneck and the proxy's own ceiling shows.
 
 What it answers (HTTP/1.1, keep-alive unless the client says ``Connection: close``)::
 
@@ -11,7 +18,7 @@ What it answers (HTTP/1.1, keep-alive unless the client says ``Connection: close
 
 ``--delay SECONDS`` holds every answer back that long (a slow shadow target).
 
-Run: ``python -m tests.bench.backend --port P [--delay 0.5]``; it prints ``ready`` once listening.
+Run: ``python -m tests.bench.backend --port P [--server raw] [--delay 0.5]``; it prints ``ready`` once listening.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import json
 import signal
 
 import httptools
+from aiohttp import web
 
 # 70 bytes exactly: the payload the issue's measurements were made with.
 PAYLOAD = b'{"id":42,"name":"bench item","price":19.99,"stock":7,"tags":["a","b"]}'
 assert len(PAYLOAD) == 70, len(PAYLOAD)
+SERVERS = ("aiohttp", "raw")
 CHUNK = memoryview(b"x" * (1024 * 1024))
 
 
@@ -158,14 +167,53 @@ class HttpServer(asyncio.Protocol):
             self.transport.close()
 
 
-async def serve(host: str, port: int, delay: float) -> None:
+def aiohttp_app(delay: float) -> web.Application:
+    """The same answers as ``HttpServer``, written as the plain aiohttp handler a service team would write."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if request.can_read_body:
+            received = 0
+            async for chunk in request.content.iter_any():
+                received += len(chunk)
+            return web.json_response({"received": received})
+        if request.path.startswith("/bytes/"):
+            return await _stream_bytes(request, int(request.path[7:] or 0))
+        return web.Response(body=PAYLOAD, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    return app
+
+
+async def _stream_bytes(request: web.Request, size: int) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    resp.content_length = size
+    await resp.prepare(request)
+    left = size
+    while left > 0:
+        n = min(left, len(CHUNK))
+        await resp.write(CHUNK[:n])
+        left -= n
+    await resp.write_eof()
+    return resp
+
+
+async def serve(host: str, port: int, delay: float, server: str = "aiohttp") -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: HttpServer(delay), host, port, backlog=4096, reuse_address=True)
+    if server == "raw":
+        listener = await loop.create_server(lambda: HttpServer(delay), host, port, backlog=4096,
+                                            reuse_address=True)
+    else:
+        runner = web.AppRunner(aiohttp_app(delay), access_log=None, handle_signals=False)
+        await runner.setup()
+        listener = await loop.create_server(runner.server, host, port, backlog=4096, reuse_address=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print("ready", flush=True)
-    async with server:
+    async with listener:
         await stop.wait()
 
 
@@ -174,10 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    parser.add_argument("--server", choices=SERVERS, default=SERVERS[0],
+                        help="aiohttp: a minimal aiohttp app (default); raw: httptools protocol, near-free")
     args = parser.parse_args(argv)
     import uvloop
 
-    uvloop.run(serve(args.host, args.port, args.delay))
+    uvloop.run(serve(args.host, args.port, args.delay, args.server))
 
 
 if __name__ == "__main__":

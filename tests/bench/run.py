@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +53,7 @@ class Options:
     proxies: tuple[str, ...] = ("nginx", "naive", "gateway")   # which of them the pass-through scenario runs
     out: Path | None = None
     keep: bool = False
+    backend: str = "aiohttp"   # which build of tests/bench/backend.py serves as upstream (see its docstring)
 
 
 @dataclass
@@ -110,7 +112,8 @@ class Bench:
 
     def start_backend(self, name: str = "backend", delay: float = 0.0) -> int:
         port = procs.free_port()
-        argv = [procs.python(), "-m", "tests.bench.backend", "--port", str(port), "--delay", str(delay)]
+        argv = [procs.python(), "-m", "tests.bench.backend", "--port", str(port), "--delay", str(delay),
+                "--server", self.opts.backend]
         proc = self.procs.start(name, argv, role="load")
         procs.wait_port(port, 15, proc.popen, name)
         return port
@@ -336,7 +339,7 @@ def results_json(bench: Bench, started: float) -> dict[str, Any]:
                     "connections": bench.opts.connections, "big_size": bench.opts.big_size,
                     "pinning": {"proxy_cpus": sorted(bench.procs.cpus[0] or []),
                                 "load_cpus": sorted(bench.procs.cpus[1] or [])},
-                    "scenarios": bench.opts.scenarios},
+                    "scenarios": bench.opts.scenarios, "backend": bench.opts.backend},
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
         "rows": [{"scenario": r.scenario, "proxy": r.proxy, "variant": r.variant, "rps": r.rps, "p50_ms": r.p50_ms,
                   "p99_ms": r.p99_ms, "cpu_us_per_request": r.cpu_us, "cpu_percent": r.cpu_share,
@@ -365,6 +368,21 @@ def missing_tools() -> list[str]:
     return missing
 
 
+def can_install() -> bool:
+    """Debian's packages can be installed here: root, with apt-get (as on CI and in containers)."""
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def install_tools() -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-q"],
+                 ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx-light", "wrk"]):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            progress(f"benchmark: {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+            return
+
+
 def parse_args(argv: list[str] | None) -> Options:
     from tests.bench.scenarios import SCENARIOS
 
@@ -380,13 +398,16 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--reload-duration", type=int, default=10, help="seconds of load while reloading (default 10)")
     p.add_argument("--proxy", action="append", choices=["nginx", "naive", "gateway"],
                    help="pass-through scenario: run only this proxy (repeatable), e.g. to profile the gateway")
+    p.add_argument("--backend", choices=["aiohttp", "raw"], default="aiohttp",
+                   help="upstream build: a minimal aiohttp app, as in the issue's rig (default), or a raw httptools "
+                        "protocol that never limits the proxy")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
     p.add_argument("--out", type=Path, help="JSON results file (default bench-results/bench-TIMESTAMP.json)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs) for inspection")
     a = p.parse_args(argv)
     return Options(duration=a.duration, warmup=a.warmup, connections=a.connections, big_size=a.big_size,
                    reload_duration=a.reload_duration, repeat=a.repeat, pin=a.pin, scenarios=a.scenario or list(SCENARIOS),
-                   out=a.out, keep=a.keep, proxies=tuple(a.proxy or ("nginx", "naive", "gateway")))
+                   out=a.out, keep=a.keep, backend=a.backend, proxies=tuple(a.proxy or ("nginx", "naive", "gateway")))
 
 
 def _size(text: str) -> int:
@@ -402,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = parse_args(argv)
     missing = missing_tools()
+    if missing and can_install():
+        progress(f"benchmark: {' and '.join(missing)} not found: installing them ({wrk.INSTALL_HINT})")
+        install_tools()
+        missing = missing_tools()
     if missing:
         print(f"benchmark: {' and '.join(missing)} not found. Install them with:\n    {wrk.INSTALL_HINT}",
               file=sys.stderr)
