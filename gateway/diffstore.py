@@ -29,6 +29,7 @@ connection; WAL mode lets them run beside the writer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import queue
@@ -86,6 +87,11 @@ MAX_NOISE_FIELDS = 500
 STORED_BODY = 256 * 1024
 QUEUE_LIMIT = 10_000
 BATCH = 200
+# After the first record of a batch the writer waits this long for more before committing: one transaction
+# costs about as much as a hundred inserts, so at a few hundred comparisons a second (a slow shadow target drains
+# its queue steadily) a commit per record would cost the gateway more CPU than the comparisons themselves.
+LINGER = 0.1
+_FLUSH = object()   # put by flush(): commit what is queued now instead of waiting out LINGER
 REDACTED = "[redacted]"
 
 # A field is noise once two answers of legacy to the same request disagreed on it at least NOISE_MIN_DIFFERED
@@ -265,6 +271,8 @@ class DiffStore:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything put so far is committed (and the bounds enforced); False on timeout."""
         self.push_skips()
+        with contextlib.suppress(queue.Full):   # a full queue makes full batches anyway
+            self._queue.put_nowait(_FLUSH)
         with self._done:
             return self._done.wait_for(lambda: self._pending == 0, timeout=timeout)
 
@@ -296,17 +304,9 @@ class DiffStore:
             item = self._queue.get()
             if item is None:
                 break
-            batch = [item]
-            stop = False
-            while len(batch) < BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+            if item is _FLUSH:
+                continue
+            batch, stop = self._gather(item)
             try:
                 self._write(db, batch)
             except sqlite3.Error:
@@ -316,6 +316,24 @@ class DiffStore:
             if stop:
                 break
         db.close()
+
+    def _gather(self, first: Any) -> tuple[list[Any], bool]:
+        """A batch: ``first`` and whatever arrives within ``LINGER`` (at most ``BATCH`` items); and whether the
+        store is closing."""
+        batch = [first]
+        deadline = time.monotonic() + LINGER
+        while len(batch) < BATCH:
+            left = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return batch, True
+            if nxt is _FLUSH:
+                break
+            batch.append(nxt)
+        return batch, False
 
     def _write(self, db: sqlite3.Connection, batch: list[Any]) -> None:
         """One transaction per batch. Counters are added up over the batch first and written once per key, so

@@ -204,6 +204,11 @@ class ShadowDispatcher:
         if not rollout.in_share(route.name + "/shadow", spec.percent, rollout.sticky_value(request, spec.key)):
             self._skip(route.name, "sampled_out")
             return None
+        # A full queue first: it is the common case when the target is slow, and every request then takes this
+        # exit, so it must be the cheapest one.
+        if len(self._live) >= self.pending:
+            self._skip(route.name, "queue_full")
+            return None
         assert decision.shadow_to is not None
         if self._down(decision.shadow_to.name):
             self._skip(route.name, "target_down")
@@ -214,9 +219,6 @@ class ShadowDispatcher:
             return None
         if request.headers.get("Upgrade"):
             self._skip(route.name, "upgrade")
-            return None
-        if len(self._live) >= self.pending:
-            self._skip(route.name, "queue_full")
             return None
         tap = ShadowTap(route, spec, decision.shadow_to, decision.backend, request.method, raw_target, headers,
                         reverse)

@@ -158,25 +158,26 @@ class Bench:
     # -- measuring ---------------------------------------------------------------------------------------------
 
     def measure(self, scenario: str, proxy: str, variant: str, proc: Proc, port: int, path: str,
-                duration: int | None = None, repeat: int | None = None) -> Row:
+                duration: int | None = None, repeat: int | None = None, pace_ms: int = 0) -> Row:
         """Warm up, then ``repeat`` measured wrk runs; the row keeps the run with the highest throughput (the one
-        least disturbed by other load on the machine), the JSON keeps them all. Failures count over every run."""
+        least disturbed by other load on the machine), the JSON keeps them all. Failures count over every run.
+        With ``pace_ms`` (a paced run, below saturation) the row keeps the run with the lowest p50 instead."""
         url = f"http://127.0.0.1:{port}{path}"
         self.check_get(scenario, f"{proxy}{': ' + variant if variant else ''}", port, path)
         if self.opts.warmup > 0:
-            self.wrk(url, self.opts.warmup)
+            self.wrk(url, self.opts.warmup, pace_ms)
         pids = procs.descendants(proc.pid)
         runs: list[tuple[wrk.WrkResult, float]] = []
         for _ in range(max(1, repeat or self.opts.repeat)):
             cpu0 = procs.cpu_seconds(pids)
-            result = self.wrk(url, duration or self.opts.duration)
+            result = self.wrk(url, duration or self.opts.duration, pace_ms)
             runs.append((result, procs.cpu_seconds(pids) - cpu0))
-        result, cpu = max(runs, key=lambda r: r[0].rps)
+        result, cpu = (min(runs, key=lambda r: r[0].p50_ms) if pace_ms else max(runs, key=lambda r: r[0].rps))
         failures = sum(r.failures for r, _ in runs)
         row = Row(scenario, proxy, variant, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
                   cpu_us=cpu / result.requests * 1e6 if result.requests else 0.0, requests=result.requests,
                   failures=failures, cpu_share=cpu / result.seconds * 100 if result.seconds else 0.0,
-                  extra={"wrk": result.as_dict(), "cpu_seconds": cpu,
+                  extra={"wrk": result.as_dict(), "cpu_seconds": cpu, "pace_ms": pace_ms,
                          "runs": [{**r.as_dict(), "cpu_seconds": c} for r, c in runs]})
         self.rows.append(row)
         self.check(scenario, f"{row.label}: no failed requests", failures == 0 and result.requests > 0,
@@ -184,17 +185,17 @@ class Bench:
                              for r, _ in runs))
         progress(f"  {row.label:<34} {row.rps:>9.0f} req/s  p50 {row.p50_ms:6.2f} ms  p99 {row.p99_ms:7.2f} ms  "
                  f"{row.cpu_us:6.0f} us CPU/req  CPU {row.cpu_share:3.0f}%  failures {row.failures}")
-        if proxy != "nginx" and row.cpu_share < 75:
+        if proxy != "nginx" and row.cpu_share < 75 and not pace_ms:
             # A Python proxy at full load is CPU-bound; well below that, it was waiting for a CPU someone else held.
             self.note(f"{scenario}: {row.label} used only {row.cpu_share:.0f}% of its CPU under full load: the "
                       f"machine was busy, so its req/s and latency are unreliable (CPU per request still holds)")
         return row
 
-    def wrk(self, url: str, duration: int) -> wrk.WrkResult:
+    def wrk(self, url: str, duration: int, pace_ms: int = 0) -> wrk.WrkResult:
         load = self.procs.cpus[1]
         threads = 1 if load is not None and len(load) == 1 else 2
         return wrk.run_wrk(url, duration=duration, connections=self.opts.connections, threads=threads,
-                           workdir=self.workdir, cpus=load)
+                           workdir=self.workdir, cpus=load, pace_ms=pace_ms)
 
     def check_get(self, scenario: str, who: str, port: int, path: str) -> None:
         """One request by hand before the load: the proxy must answer 200 with the backend's exact body."""

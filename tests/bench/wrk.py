@@ -56,10 +56,13 @@ def wrk_binary() -> str | None:
 
 
 def run_wrk(url: str, *, duration: float, connections: int, threads: int, workdir: Path,
-            cpus: set[int] | None = None, timeout_s: float = 10.0) -> WrkResult:
-    script = workdir / "bench_done.lua"
+            cpus: set[int] | None = None, timeout_s: float = 10.0, pace_ms: int = 0) -> WrkResult:
+    """``pace_ms``: each connection waits that long after every answer before its next request, so the offered
+    load stays below what the proxy can take (latency then measures the proxy, not its queue)."""
+    script = workdir / (f"bench_paced_{pace_ms}.lua" if pace_ms else "bench_done.lua")
     if not script.exists():
-        script.write_text(DONE_LUA)
+        # wrk's ``delay`` hook: milliseconds to wait before a connection's next request.
+        script.write_text(DONE_LUA + (f"delay = function() return {pace_ms:d} end\n" if pace_ms else ""))
     # wrk takes whole seconds only.
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
             "--timeout", f"{timeout_s:.0f}s", "-s", str(script), url]
