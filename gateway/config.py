@@ -165,6 +165,7 @@ class StoreSpec:
 class Limits:
     max_request_body: int | None = None   # None: unlimited (streamed)
     client_idle: float = 60.0             # an idle keep-alive connection, or a request head still arriving
+    drain: float = 0.0                    # on SIGTERM: keep serving this long with /readyz at 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +311,9 @@ ROUTES_SCHEMA = Obj({
                         "max_traces": Field(Int(minimum=10), default=2000)})),
     "limits": Field(Obj({"max_request_body": Field(Size("larger request bodies get 413")),
                          "client_idle": Field(Duration("a client connection idle (or still sending its request "
-                                                       "head) this long is closed"), default=60.0)})),
+                                                       "head) this long is closed"), default=60.0),
+                         "drain": Field(Duration("on SIGTERM, keep serving this long while /readyz answers 503, "
+                                                 "so a load balancer moves traffic away first"), default=0.0)})),
 }, description="Strangler gateway configuration (routes.yaml, version 1).")
 
 
@@ -466,7 +469,7 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
     if not store_dir.is_absolute():
         store_dir = path.resolve().parent / store_dir
     tracing = v["tracing"] or {"sample": 100.0, "response_header": True, "max_per_second": 100}
-    limits = v["limits"] or {"max_request_body": None, "client_idle": 60.0}
+    limits = v["limits"] or {"max_request_body": None, "client_idle": 60.0, "drain": 0.0}
     return Config(
         path=path,
         listen=parse_listen(v["listen"]),
@@ -476,7 +479,7 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         routes=tuple(routes),
         tracing=TracingSpec(tracing["sample"], tracing["response_header"], tracing["max_per_second"]),
         store=StoreSpec(store_dir, store["max_samples"], store["max_age"], store["max_traces"]),
-        limits=Limits(limits["max_request_body"], limits["client_idle"]),
+        limits=Limits(limits["max_request_body"], limits["client_idle"], limits["drain"]),
         digest=hashlib.sha256(raw).hexdigest(),
     )
 

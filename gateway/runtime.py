@@ -303,11 +303,17 @@ class Gateway:
         await self.run(on_started=started)
 
     async def run(self, on_started: Any = None) -> None:
-        """Serve until SIGINT/SIGTERM; SIGHUP reloads."""
+        """Serve until SIGINT/SIGTERM (after ``limits.drain``; a second signal cuts the drain short); SIGHUP
+        reloads."""
         loop = asyncio.get_running_loop()
+        hurry = asyncio.Event()
+
+        def on_stop() -> None:
+            (hurry if self.stopping.is_set() else self.stopping).set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, self.stopping.set)
+                loop.add_signal_handler(sig, on_stop)
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reloader.reload("signal")))
         await self.start()
@@ -315,8 +321,19 @@ class Gateway:
             on_started()
         try:
             await self.stopping.wait()
+            await self._drain(hurry)
         finally:
             await self.stop()
+
+    async def _drain(self, hurry: asyncio.Event) -> None:
+        """Keep serving for ``limits.drain`` seconds after the stop signal: /readyz already answers 503, so a load
+        balancer's health check takes this gateway out of rotation while it still answers whatever arrives."""
+        drain = self.table.config.limits.drain
+        if drain <= 0:
+            return
+        log.info("stopping: /readyz answers 503; serving for %gs more (signal again to stop now)", drain)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hurry.wait(), drain)
 
 
 def _bound_address(runner: web.BaseRunner) -> tuple[str, int]:

@@ -57,6 +57,7 @@ log = logging.getLogger("strangler.shadow")
 CONCURRENCY = 64
 QUEUE = 256
 PENDING = CONCURRENCY + QUEUE
+PER_ITERATION = 4   # copies compared and recorded per event-loop iteration at most (see Pacer)
 INLINE_COMPARE = 8 * 1024   # bytes of both bodies up to which a comparison runs on the event loop
 TRIP_AFTER = 5          # consecutive failed exchanges before a shadow target's circuit opens (target_down)
 COOLDOWN = 1.0          # seconds an open target is left alone before the next probe
@@ -153,6 +154,33 @@ class ShadowTap:
                                 self.resp_truncated)
 
 
+class Pacer:
+    """At most ``budget`` copies take their turn per event-loop iteration.
+
+    Copies sent together come back together: a target that answers in a steady 500 ms returns all the copies in
+    flight at once. Compared and recorded in one go, such a burst would hold the loop for milliseconds while
+    primary requests wait behind it; spread over a few iterations, the primary side's I/O is handled in between.
+    A handful per iteration is still far more than a fast target needs, so nothing is slowed in the common case."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._used = 0
+        self._reset_pending = False
+
+    async def turn(self) -> None:
+        while self._used >= self.budget:
+            await asyncio.sleep(0)   # the next iteration, after its I/O
+        self._used += 1
+        if not self._reset_pending:
+            # Runs at the start of the next iteration's callbacks, before the copies that yielded above.
+            self._reset_pending = True
+            asyncio.get_running_loop().call_soon(self._reset)
+
+    def _reset(self) -> None:
+        self._used = 0
+        self._reset_pending = False
+
+
 class ShadowDispatcher:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
@@ -166,6 +194,7 @@ class ShadowDispatcher:
         self.concurrency, self.pending = CONCURRENCY, PENDING
         self._targets: dict[str, Circuit] = {}    # shadow target -> its circuit (target_down while open)
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._pacer = Pacer(PER_ITERATION)
         self._compare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strangler-compare")
         self.completed = 0
         self._learned: dict[str, int] = {}
@@ -328,8 +357,9 @@ class ShadowDispatcher:
         shadow, error = await self._fetch(tap.target_backend, tap.method, tap.raw_target, headers, body,
                                           spec.timeout)
         shadow_ms = (time.perf_counter() - started) * 1000
-        self._target_answered(tap.target_backend.name, error is None)
         span.end()
+        await self._pacer.turn()
+        self._target_answered(tap.target_backend.name, error is None)
         primary = tap.captured_primary()
         route_stats = self.gw.stats.route(tap.route.name)
         failed = error is not None or (shadow is not None and shadow.status >= 500 > primary.status)

@@ -426,3 +426,33 @@ async def test_a_target_that_keeps_failing_is_left_alone_and_probed(tmp_path: Pa
     assert after_probe["verdicts"] == {"error": shadow.TRIP_AFTER + 1}  # one probe, failed again
     assert after_probe["skipped"] == {"target_down": 12 - shadow.TRIP_AFTER + 2}
     assert len(legacy.seen) == 15
+
+
+async def test_pacer_spreads_a_burst_of_copies_over_loop_iterations() -> None:
+    """Copies that come back together take their turn a few per loop iteration, so the primary side's I/O gets
+    handled in between instead of waiting behind the whole burst."""
+    from gateway.shadow import Pacer
+
+    pacer = Pacer(4)
+    iteration = 0
+    running = True
+
+    def tick() -> None:   # counts loop iterations: each run of the callback is one iteration later
+        nonlocal iteration
+        iteration += 1
+        if running:
+            asyncio.get_running_loop().call_soon(tick)
+
+    turns: list[int] = []
+
+    async def copy() -> None:
+        await pacer.turn()
+        turns.append(iteration)
+
+    asyncio.get_running_loop().call_soon(tick)
+    await asyncio.gather(*(copy() for _ in range(20)))
+    running = False
+    per_iteration = {i: turns.count(i) for i in set(turns)}
+    assert len(turns) == 20
+    assert max(per_iteration.values()) <= 4, per_iteration
+    assert len(per_iteration) >= 5, per_iteration
