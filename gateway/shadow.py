@@ -29,6 +29,7 @@ Tests and benchmarks wait for the background work with ``await dispatcher.settle
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -160,25 +161,45 @@ class Pacer:
     Copies sent together come back together: a target that answers in a steady 500 ms returns all the copies in
     flight at once. Compared and recorded in one go, such a burst would hold the loop for milliseconds while
     primary requests wait behind it; spread over a few iterations, the primary side's I/O is handled in between.
-    A handful per iteration is still far more than a fast target needs, so nothing is slowed in the common case."""
+    Waiting copies sleep on a future (no polling), and a reset at the start of each iteration's callbacks hands
+    out the next turns."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self._used = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._reset_pending = False
 
     async def turn(self) -> None:
-        while self._used >= self.budget:
-            await asyncio.sleep(0)   # the next iteration, after its I/O
-        self._used += 1
+        if self._used < self.budget and not self._waiters:
+            self._used += 1
+            self._schedule_reset()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._schedule_reset()
+        try:
+            await waiter   # resolved by _reset, which has counted this turn already
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            raise
+
+    def _schedule_reset(self) -> None:
         if not self._reset_pending:
-            # Runs at the start of the next iteration's callbacks, before the copies that yielded above.
             self._reset_pending = True
             asyncio.get_running_loop().call_soon(self._reset)
 
     def _reset(self) -> None:
-        self._used = 0
         self._reset_pending = False
+        self._used = 0
+        while self._waiters and self._used < self.budget:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._used += 1
+        if self._waiters or self._used:
+            self._schedule_reset()
 
 
 class ShadowDispatcher:

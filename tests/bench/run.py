@@ -78,6 +78,26 @@ class Row:
 
 
 @dataclass
+class Subject:
+    """One running proxy to measure, and how."""
+    proxy: str
+    variant: str
+    proc: Proc
+    port: int
+    path: str
+    pace_ms: int = 0              # per-connection pause between requests (0: as fast as it answers)
+    baseline: str | None = None   # the variant this one is compared with
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.proxy}{': ' + self.variant if self.variant else ''}"
+
+
+@dataclass
 class Check:
     scenario: str
     what: str
@@ -162,30 +182,45 @@ class Bench:
         """Warm up, then ``repeat`` measured wrk runs; the row keeps the run with the highest throughput (the one
         least disturbed by other load on the machine), the JSON keeps them all. Failures count over every run.
         With ``pace_ms`` (a paced run, below saturation) the row keeps the run with the lowest p50 instead."""
-        url = f"http://127.0.0.1:{port}{path}"
-        self.check_get(scenario, f"{proxy}{': ' + variant if variant else ''}", port, path)
-        if self.opts.warmup > 0:
-            self.wrk(url, self.opts.warmup, pace_ms)
-        pids = procs.descendants(proc.pid)
-        runs: list[tuple[wrk.WrkResult, float]] = []
+        return self.measure_together(scenario, [Subject(proxy, variant, proc, port, path, pace_ms)], duration,
+                                     repeat)[0]
+
+    def measure_together(self, scenario: str, subjects: list[Subject], duration: int | None = None,
+                         repeat: int | None = None) -> list[Row]:
+        """Measure several already running subjects in turns (A B C, A B C, ...) rather than one after the other,
+        so that a change in the machine's background load over the minutes a scenario takes falls on every
+        variant alike instead of on whichever happened to run last."""
+        for sub in subjects:
+            self.check_get(scenario, sub.label, sub.port, sub.path)
+            if self.opts.warmup > 0:
+                self.wrk(sub.url, self.opts.warmup, sub.pace_ms)
+        runs: list[list[tuple[wrk.WrkResult, float]]] = [[] for _ in subjects]
+        pids = [procs.descendants(sub.proc.pid) for sub in subjects]
         for _ in range(max(1, repeat or self.opts.repeat)):
-            cpu0 = procs.cpu_seconds(pids)
-            result = self.wrk(url, duration or self.opts.duration, pace_ms)
-            runs.append((result, procs.cpu_seconds(pids) - cpu0))
+            for i, sub in enumerate(subjects):
+                cpu0 = procs.cpu_seconds(pids[i])
+                result = self.wrk(sub.url, duration or self.opts.duration, sub.pace_ms)
+                runs[i].append((result, procs.cpu_seconds(pids[i]) - cpu0))
+        return [self._row(scenario, sub, sub_runs) for sub, sub_runs in zip(subjects, runs, strict=True)]
+
+    def _row(self, scenario: str, sub: Subject, runs: list[tuple[wrk.WrkResult, float]]) -> Row:
+        pace_ms = sub.pace_ms
         result, cpu = (min(runs, key=lambda r: r[0].p50_ms) if pace_ms else max(runs, key=lambda r: r[0].rps))
         failures = sum(r.failures for r, _ in runs)
-        row = Row(scenario, proxy, variant, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
+        row = Row(scenario, sub.proxy, sub.variant, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
                   cpu_us=cpu / result.requests * 1e6 if result.requests else 0.0, requests=result.requests,
                   failures=failures, cpu_share=cpu / result.seconds * 100 if result.seconds else 0.0,
                   extra={"wrk": result.as_dict(), "cpu_seconds": cpu, "pace_ms": pace_ms,
                          "runs": [{**r.as_dict(), "cpu_seconds": c} for r, c in runs]})
+        if sub.baseline is not None:
+            row.extra["baseline"] = sub.baseline
         self.rows.append(row)
         self.check(scenario, f"{row.label}: no failed requests", failures == 0 and result.requests > 0,
                    "; ".join(f"{r.requests} requests, {r.non_2xx} non-2xx, {r.socket_errors} socket errors"
                              for r, _ in runs))
         progress(f"  {row.label:<34} {row.rps:>9.0f} req/s  p50 {row.p50_ms:6.2f} ms  p99 {row.p99_ms:7.2f} ms  "
                  f"{row.cpu_us:6.0f} us CPU/req  CPU {row.cpu_share:3.0f}%  failures {row.failures}")
-        if proxy != "nginx" and row.cpu_share < 75 and not pace_ms:
+        if sub.proxy != "nginx" and row.cpu_share < 75 and not pace_ms:
             # A Python proxy at full load is CPU-bound; well below that, it was waiting for a CPU someone else held.
             self.note(f"{scenario}: {row.label} used only {row.cpu_share:.0f}% of its CPU under full load: the "
                       f"machine was busy, so its req/s and latency are unreliable (CPU per request still holds)")

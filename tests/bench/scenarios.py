@@ -20,15 +20,16 @@ of memory (or more), which says nothing new.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tests.bench import configs, procs, transfer
 from tests.bench.configs import MEASURED_PATH, GatewaySetup
-from tests.bench.run import Bench, Gateway, Row, progress
+from tests.bench.run import Bench, Gateway, Row, Subject, progress
 
 MIB = 1024 * 1024
 
@@ -53,6 +54,19 @@ def _gateway_run(b: Bench, scenario: str, variant: str, setup: GatewaySetup, pat
         return row
     finally:
         b.procs.stop(gw.proc)
+
+
+@contextlib.contextmanager
+def _gateways(b: Bench, setups: list[GatewaySetup]) -> Iterator[list[Gateway]]:
+    """Several gateways running at once (each idle while another is measured), stopped together."""
+    running: list[Gateway] = []
+    try:
+        for setup in setups:
+            running.append(b.start_gateway(setup))
+        yield running
+    finally:
+        for gw in running:
+            b.procs.stop(gw.proc)
 
 
 def _check_route(b: Bench, scenario: str, variant: str, gw: Gateway, path: str, route: str) -> None:
@@ -109,15 +123,17 @@ def passthrough(b: Bench) -> None:
 def routes(b: Bench) -> None:
     name = "routes"
     sizes = {"1 route": 1, "1,000 routes": 1000, "10,000 routes": 10_000}
-    rows: dict[str, Row] = {}
+    paths = {variant: configs.table_path(n) for variant, n in sizes.items()}
+    with _gateways(b, [GatewaySetup(routes=configs.table_routes(n)) for n in sizes.values()]) as gws:
+        for (variant, path), gw in zip(paths.items(), gws, strict=True):
+            _check_route(b, name, variant, gw, path, f"r{path.split('/')[2].removeprefix('svc')}")
+        measured = b.measure_together(name, [
+            Subject("gateway", variant, gw.proc, gw.port, paths[variant],
+                    baseline=None if variant == "1 route" else "1 route")
+            for variant, gw in zip(sizes, gws, strict=True)])
+    rows = dict(zip(sizes, measured, strict=True))
     for variant, n in sizes.items():
-        started = time.monotonic()
-        path = configs.table_path(n)
-        last = path.split("/")[2].removeprefix("svc")
-        rows[variant] = _gateway_run(b, name, variant, GatewaySetup(routes=configs.table_routes(n)), path=path,
-                                     baseline=None if n == 1 else "1 route", expect_route=f"r{last}")
         rows[variant].extra["routes"] = n
-        rows[variant].extra["wall_seconds_with_start"] = round(time.monotonic() - started, 1)
     for variant in ("1,000 routes", "10,000 routes"):
         _within(b, name, f"{variant}: throughput within 5% of one route", rows[variant].rps, rows["1 route"].rps,
                 0.05, higher_is_better=True)
@@ -136,48 +152,44 @@ def _pace_ms(b: Bench, saturated_rps: float) -> int:
 
 def _shadow(b: Bench, scenario: str, label: str, target_port: int, expect_compared: bool) -> None:
     backends = {"extracted": target_port}
-    paced: dict[str, Row] = {}
-    pace = 0
-
-    def base_paced(gw: Gateway, row: Row) -> None:
-        nonlocal pace
-        pace = _pace_ms(b, row.rps)
+    setups = [GatewaySetup(routes=configs.staged_route(stage, "extracted"), extra_backends=backends)
+              for stage in ("legacy", "shadow")]
+    with _gateways(b, setups) as (base_gw, shadow_gw):
+        _check_route(b, scenario, "no shadow", base_gw, MEASURED_PATH, "products")
+        base, row = b.measure_together(scenario, [
+            Subject("gateway", "no shadow", base_gw.proc, base_gw.port, MEASURED_PATH),
+            Subject("gateway", label, shadow_gw.proc, shadow_gw.port, MEASURED_PATH, baseline="no shadow")])
         if not expect_compared:
-            paced["base"] = b.measure(scenario, "gateway", f"no shadow, paced {pace} ms", gw.proc, gw.port,
-                                      MEASURED_PATH, pace_ms=pace)
-
-    _gateway_run(b, scenario, "no shadow", GatewaySetup(routes=configs.staged_route("legacy", "extracted"),
-                                                        extra_backends=backends), expect_route="products",
-                 after=base_paced)
-
-    def inspect(gw: Gateway, row: Row) -> None:
-        if not expect_compared:
-            paced["shadow"] = b.measure(scenario, "gateway", f"{label}, paced {pace} ms", gw.proc, gw.port,
-                                        MEASURED_PATH, pace_ms=pace)
-            paced["shadow"].extra["baseline"] = f"no shadow, paced {pace} ms"
-        time.sleep(0.5)  # let the last comparisons land in the stats
-        stats = _route_stats(gw, "products")
-        row.extra["route_stats"] = stats
-        shadow = stats.get("shadow", {})
-        b.note(f"{scenario}: shadow side over the run: {shadow.get('requests', 0)} sent, "
-               f"{shadow.get('compared', 0)} compared, {shadow.get('mismatches', 0)} mismatches, "
-               f"{shadow.get('errors', 0)} errors, skipped {stats.get('skipped', {})}")
-        if expect_compared:
-            b.check(scenario, "shadow copies were compared, all matching",
-                    shadow.get("compared", 0) > 0 and shadow.get("mismatches", 0) == 0, f"{shadow}")
-        else:
-            b.check(scenario, "the shadow target's failure or slowness was seen (errors or skips)",
-                    shadow.get("errors", 0) > 0 or sum(stats.get("skipped", {}).values()) > 0
-                    or shadow.get("requests", 0) > 0, f"{shadow}, skipped {stats.get('skipped')}")
-
-    _gateway_run(b, scenario, label, GatewaySetup(routes=configs.staged_route("shadow", "extracted"),
-                                                  extra_backends=backends),
-                 baseline="no shadow", after=inspect)
+            pace = _pace_ms(b, base.rps)
+            base_paced = f"no shadow, paced {pace} ms"
+            paced_base, paced = b.measure_together(scenario, [
+                Subject("gateway", base_paced, base_gw.proc, base_gw.port, MEASURED_PATH, pace),
+                Subject("gateway", f"{label}, paced {pace} ms", shadow_gw.proc, shadow_gw.port, MEASURED_PATH,
+                        pace, baseline=base_paced)])
+        _inspect_shadow(b, scenario, shadow_gw, row, expect_compared)
     if not expect_compared:
-        base, row = paced["base"], paced["shadow"]
         load = f"at {PACED_SHARE:.0%} load"
-        _within(b, scenario, f"primary p50 within 10% of no shadow {load}", row.p50_ms, base.p50_ms, 0.10, False)
-        _within(b, scenario, f"primary p99 within 10% of no shadow {load}", row.p99_ms, base.p99_ms, 0.10, False)
+        _within(b, scenario, f"primary p50 within 10% of no shadow {load}", paced.p50_ms, paced_base.p50_ms, 0.10,
+                False)
+        _within(b, scenario, f"primary p99 within 10% of no shadow {load}", paced.p99_ms, paced_base.p99_ms, 0.10,
+                False)
+
+
+def _inspect_shadow(b: Bench, scenario: str, gw: Gateway, row: Row, expect_compared: bool) -> None:
+    time.sleep(0.5)  # let the last comparisons land in the stats
+    stats = _route_stats(gw, "products")
+    row.extra["route_stats"] = stats
+    shadow = stats.get("shadow", {})
+    b.note(f"{scenario}: shadow side over the run: {shadow.get('requests', 0)} sent, "
+           f"{shadow.get('compared', 0)} compared, {shadow.get('mismatches', 0)} mismatches, "
+           f"{shadow.get('errors', 0)} errors, skipped {stats.get('skipped', {})}")
+    if expect_compared:
+        b.check(scenario, "shadow copies were compared, all matching",
+                shadow.get("compared", 0) > 0 and shadow.get("mismatches", 0) == 0, f"{shadow}")
+    else:
+        b.check(scenario, "the shadow target's failure or slowness was seen (errors or skips)",
+                shadow.get("errors", 0) > 0 or sum(stats.get("skipped", {}).values()) > 0
+                or shadow.get("requests", 0) > 0, f"{shadow}, skipped {stats.get('skipped')}")
 
 
 def shadow_fast(b: Bench) -> None:
