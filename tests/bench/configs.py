@@ -22,6 +22,7 @@ class GatewaySetup:
     routes: str = ""                     # the ``routes:`` list, YAML text, already indented
     extra_backends: dict[str, int] = field(default_factory=dict)   # name -> port
     tracing_sample: float | None = None  # None: the default (tracing on, 100%)
+    workers: int = 1                     # strangler up --workers
 
 
 def gateway_yaml(setup: GatewaySetup, *, listen: int, admin: int, backend: int, store: Path) -> str:

@@ -73,11 +73,12 @@ class Procs:
     workdir: Path
     cpus: tuple[set[int] | None, set[int] | None] = (None, None)   # (proxy CPUs, load-generator CPUs)
     running: list[Proc] = field(default_factory=list)
+    all_cpus: set[int] = field(default_factory=lambda: set(os.sched_getaffinity(0)))   # taken before pinning
 
     def start(self, name: str, argv: list[str], *, role: str, env: dict[str, str] | None = None,
               cwd: Path | None = None) -> Proc:
         """Start ``argv`` in its own process group, output to ``workdir/name.log``, pinned by ``role``
-        ("proxy" or "load")."""
+        ("proxy", "load", or "any": every CPU, for the scenario that shows scaling over cores)."""
         log = self.workdir / f"{name}.log"
         out = open(log, "wb")  # noqa: SIM115 - owned by the child; closed below once it has it
         try:
@@ -91,7 +92,7 @@ class Procs:
         return proc
 
     def pin(self, pid: int, role: str) -> None:
-        cpus = self.cpus[0] if role == "proxy" else self.cpus[1]
+        cpus = self.all_cpus if role == "any" else self.cpus[0] if role == "proxy" else self.cpus[1]
         if cpus:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(pid, cpus)

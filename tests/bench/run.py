@@ -87,6 +87,7 @@ class Subject:
     path: str
     pace_ms: int = 0              # per-connection pause between requests (0: as fast as it answers)
     baseline: str | None = None   # the variant this one is compared with
+    anywhere: bool = False        # wrk not pinned either (the scaling scenario: everything shares every core)
 
     @property
     def url(self) -> str:
@@ -130,11 +131,12 @@ class Bench:
 
     # -- processes ---------------------------------------------------------------------------------------------
 
-    def start_backend(self, name: str = "backend", delay: float = 0.0) -> int:
+    def start_backend(self, name: str = "backend", delay: float = 0.0, server: str | None = None,
+                      role: str = "load") -> int:
         port = procs.free_port()
         argv = [procs.python(), "-m", "tests.bench.backend", "--port", str(port), "--delay", str(delay),
-                "--server", self.opts.backend]
-        proc = self.procs.start(name, argv, role="load")
+                "--server", server or self.opts.backend]
+        proc = self.procs.start(name, argv, role=role)
         procs.wait_port(port, 15, proc.popen, name)
         return port
 
@@ -157,16 +159,19 @@ class Bench:
         procs.wait_port(port, 20, proc.popen, "naive proxy")
         return proc, port
 
-    def start_gateway(self, setup: configs.GatewaySetup, name: str = "gateway") -> Gateway:
+    def start_gateway(self, setup: configs.GatewaySetup, name: str = "gateway", backend: int | None = None,
+                      role: str = "proxy") -> Gateway:
         self._counter += 1
         gdir = self.workdir / f"{name}-{self._counter}" / "conf"
         gdir.mkdir(parents=True)
         port, admin = procs.free_port(), procs.free_port()
         routes = gdir / "routes.yaml"
-        routes.write_text(configs.gateway_yaml(setup, listen=port, admin=admin, backend=self.backend_port,
+        routes.write_text(configs.gateway_yaml(setup, listen=port, admin=admin, backend=backend or self.backend_port,
                                                store=gdir.parent / "store"))
         argv = [procs.python(), "-m", "gateway", "up", "-c", str(routes)]
-        proc = self.procs.start(f"{name}-{self._counter}", argv, role="proxy",
+        if setup.workers > 1:
+            argv += ["--workers", str(setup.workers)]
+        proc = self.procs.start(f"{name}-{self._counter}", argv, role=role,
                                 env={"STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN, "STRANGLER_LOG_FORMAT": "json"})
         try:
             procs.wait_port(port, 180, proc.popen, "gateway")
@@ -193,13 +198,13 @@ class Bench:
         for sub in subjects:
             self.check_get(scenario, sub.label, sub.port, sub.path)
             if self.opts.warmup > 0:
-                self.wrk(sub.url, self.opts.warmup, sub.pace_ms)
+                self.wrk(sub.url, self.opts.warmup, sub.pace_ms, sub.anywhere)
         runs: list[list[tuple[wrk.WrkResult, float]]] = [[] for _ in subjects]
         pids = [procs.descendants(sub.proc.pid) for sub in subjects]
         for _ in range(max(1, repeat or self.opts.repeat)):
             for i, sub in enumerate(subjects):
                 cpu0 = procs.cpu_seconds(pids[i])
-                result = self.wrk(sub.url, duration or self.opts.duration, sub.pace_ms)
+                result = self.wrk(sub.url, duration or self.opts.duration, sub.pace_ms, sub.anywhere)
                 runs[i].append((result, procs.cpu_seconds(pids[i]) - cpu0))
         return [self._row(scenario, sub, sub_runs) for sub, sub_runs in zip(subjects, runs, strict=True)]
 
@@ -220,14 +225,14 @@ class Bench:
                              for r, _ in runs))
         progress(f"  {row.label:<34} {row.rps:>9.0f} req/s  p50 {row.p50_ms:6.2f} ms  p99 {row.p99_ms:7.2f} ms  "
                  f"{row.cpu_us:6.0f} us CPU/req  CPU {row.cpu_share:3.0f}%  failures {row.failures}")
-        if sub.proxy != "nginx" and row.cpu_share < 75 and not pace_ms:
+        if sub.proxy != "nginx" and row.cpu_share < 75 and not pace_ms and not sub.anywhere:
             # A Python proxy at full load is CPU-bound; well below that, it was waiting for a CPU someone else held.
             self.note(f"{scenario}: {row.label} used only {row.cpu_share:.0f}% of its CPU under full load: the "
                       f"machine was busy, so its req/s and latency are unreliable (CPU per request still holds)")
         return row
 
-    def wrk(self, url: str, duration: int, pace_ms: int = 0) -> wrk.WrkResult:
-        load = self.procs.cpus[1]
+    def wrk(self, url: str, duration: int, pace_ms: int = 0, anywhere: bool = False) -> wrk.WrkResult:
+        load = self.procs.all_cpus if anywhere else self.procs.cpus[1]
         threads = 1 if load is not None and len(load) == 1 else 2
         return wrk.run_wrk(url, duration=duration, connections=self.opts.connections, threads=threads,
                            workdir=self.workdir, cpus=load, pace_ms=pace_ms)

@@ -13,6 +13,7 @@ size, shadow, canary, tracing) is not skewed by load that other users of the mac
     stream-download  1 GiB streamed from the backend through gateway and nginx: MB/s, gateway RSS growth
     stream-upload    1 GiB streamed from the client through gateway and nginx: MB/s, gateway RSS growth
     reload           1,000 routes, without and with a rewrite (atomic rename) of routes.yaml every second
+    workers          --workers 1 vs 2, nothing pinned (throughput over the machine's cores)
 
 The naive proxy is left out of the transfers on purpose: it buffers whole bodies, so 1 GiB would cost it 1 GiB
 of memory (or more), which says nothing new.
@@ -57,12 +58,12 @@ def _gateway_run(b: Bench, scenario: str, variant: str, setup: GatewaySetup, pat
 
 
 @contextlib.contextmanager
-def _gateways(b: Bench, setups: list[GatewaySetup]) -> Iterator[list[Gateway]]:
+def _gateways(b: Bench, setups: list[GatewaySetup], **start: Any) -> Iterator[list[Gateway]]:
     """Several gateways running at once (each idle while another is measured), stopped together."""
     running: list[Gateway] = []
     try:
         for setup in setups:
-            running.append(b.start_gateway(setup))
+            running.append(b.start_gateway(setup, **start))
         yield running
     finally:
         for gw in running:
@@ -351,6 +352,21 @@ def _settled_config(gw: Gateway, digest: str, timeout: float = 15.0) -> dict[str
         time.sleep(0.2)
 
 
+def workers(b: Bench) -> None:
+    """``--workers 2`` against one worker, nothing pinned: every process shares every core, as on a real machine.
+    The backend is the near-free raw one whatever ``--backend`` says, so that the gateway is what needs the cores."""
+    name = "workers"
+    backend = b.start_backend("workers-backend", server="raw", role="any")
+    with _gateways(b, [GatewaySetup(workers=n) for n in (1, 2)], backend=backend, role="any") as (one_gw, two_gw):
+        one, two = b.measure_together(name, [
+            Subject("gateway", "1 worker", one_gw.proc, one_gw.port, MEASURED_PATH, anywhere=True),
+            Subject("gateway", "2 workers", two_gw.proc, two_gw.port, MEASURED_PATH, baseline="1 worker",
+                    anywhere=True)])
+    cores = len(b.procs.all_cpus)
+    b.target(name, f"2 workers on {cores} cores: throughput >= 1.3x one worker", two.rps >= 1.3 * one.rps,
+             f"x{two.rps / one.rps:.2f}" if one.rps else "no throughput")
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "passthrough": passthrough,
     "routes": routes,
@@ -362,4 +378,5 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "stream-download": stream_download,
     "stream-upload": stream_upload,
     "reload": reload,
+    "workers": workers,
 }
