@@ -160,8 +160,11 @@ def _shadow(b: Bench, scenario: str, label: str, target_port: int, expect_compar
         base, row = b.measure_together(scenario, [
             Subject("gateway", "no shadow", base_gw.proc, base_gw.port, MEASURED_PATH),
             Subject("gateway", label, shadow_gw.proc, shadow_gw.port, MEASURED_PATH, baseline="no shadow")])
-        pace = _pace_ms(b, base.rps)
+        # With every request copied to a fast target each one costs about twice the CPU, so half of the no-shadow
+        # throughput would already saturate the gateway: that scenario is paced at a quarter instead.
+        pace = _pace_ms(b, base.rps / 2 if expect_compared else base.rps)
         base_paced = f"no shadow, paced {pace} ms"
+        time.sleep(2.0)   # the copies queued at full load drain first: the paced runs start from an empty queue
         before = _route_stats(shadow_gw, "products")
         paced_base, paced = b.measure_together(scenario, [
             Subject("gateway", base_paced, base_gw.proc, base_gw.port, MEASURED_PATH, pace),
@@ -179,11 +182,11 @@ def _shadow(b: Bench, scenario: str, label: str, target_port: int, expect_compar
 
 
 def _copies_at_half_load(b: Bench, scenario: str, before: dict[str, Any], after: dict[str, Any]) -> None:
-    """At half load a fast target gets every copy: copies are shed only when the gateway's CPU is saturated."""
+    """Below saturation a fast target gets every copy: copies are shed only when the gateway's CPU is saturated."""
     sent = after.get("shadow", {}).get("requests", 0) - before.get("shadow", {}).get("requests", 0)
     skipped = sum(after.get("skipped", {}).values()) - sum(before.get("skipped", {}).values())
     b.note(f"{scenario}: during the paced runs {sent} copies were sent and {skipped} skipped")
-    b.check(scenario, "at half load no copy was skipped", sent > 0 and skipped == 0,
+    b.check(scenario, "below saturation no copy was skipped", sent > 0 and skipped == 0,
             f"{sent} sent, {skipped} skipped")
 
 
