@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from tests.support import (
     run_gateway,
 )
 from tests.support import public_url as public  # noqa: F401 - re-exported for the tests
+from tests.support import serve_app as serve  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "observability-test-token"
@@ -49,19 +50,6 @@ class Recorder:
         await request.read()
         self.seen.append(dict(request.headers))
         return web.json_response({"served_by": self.name, "path": request.path}, status=self.status)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def write_routes(directory: Path, body: str, *, tracing: str = "", store: str = "") -> Path:

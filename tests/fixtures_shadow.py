@@ -22,6 +22,7 @@ from gateway.runtime import Gateway
 from tests.support import admin_url as admin  # noqa: F401 - re-exported for the tests
 from tests.support import public_url as public  # noqa: F401 - re-exported for the tests
 from tests.support import run_gateway as gateway  # noqa: F401 - re-exported for the tests
+from tests.support import serve_app
 
 Respond = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
@@ -63,18 +64,9 @@ class FakeService:
         return [s for s in self.seen if s.headers.get("X-Shadow") == "1"]
 
 
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """Run an aiohttp app on 127.0.0.1:0; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+def serve(app: web.Application) -> contextlib.AbstractAsyncContextManager[str]:
+    """Run an aiohttp app on 127.0.0.1:0 (handlers cancelled when the client goes away); yields its base URL."""
+    return serve_app(app, handler_cancellation=True)
 
 
 @contextlib.asynccontextmanager

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import textwrap
-from collections.abc import AsyncIterator
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from aiohttp import web
@@ -84,3 +87,31 @@ def public_url(gw: Gateway) -> str:
 def admin_url(gw: Gateway) -> str:
     host, port = gw.bound["admin"]
     return f"http://{host}:{port}"
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    """Poll ``url`` until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def process(args: list[str], log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+    """A subprocess with its output in ``log``; on exit, SIGTERM, then SIGKILL after 10 s."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -3,6 +3,7 @@ takes it out of rotation before it stops listening; a second signal stops it at 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.support import free_port, serve_app
+from tests.support import free_port, process, serve_app
 from tests.test_workers import _wait_ready
 
 
@@ -41,17 +42,9 @@ backends:
   legacy: {{url: "{legacy}"}}
 fallback: legacy
 """)
-        log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "up", "-c", str(config)], stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
+        with process([sys.executable, "-m", "gateway", "up", "-c", str(config)], tmp_path / "gateway.log") as proc:
             await _wait_ready(f"http://127.0.0.1:{admin}/readyz")
             yield proc, f"http://127.0.0.1:{public}", f"http://127.0.0.1:{admin}"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-            log.close()
 
 
 async def _status(session: aiohttp.ClientSession, url: str) -> int:
@@ -64,14 +57,8 @@ async def _wait_exit(proc: subprocess.Popen[bytes], within: float) -> float:
     started = time.monotonic()
     while proc.poll() is None:
         assert time.monotonic() - started < within, f"still running {within}s after the signal"
-        await _sleep(0.05)
+        await asyncio.sleep(0.05)
     return time.monotonic() - started
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 async def test_sigterm_drains_then_stops(tmp_path: Path) -> None:
@@ -84,7 +71,7 @@ async def test_sigterm_drains_then_stops(tmp_path: Path) -> None:
             # that have not been moved yet are still served.
             while await _status(s, admin + "/readyz") != 503:
                 assert time.monotonic() - signalled < 1.5, "/readyz still 200 after SIGTERM"
-                await _sleep(0.05)
+                await asyncio.sleep(0.05)
             assert await _status(s, public + "/api/products/1") == 200
             assert proc.poll() is None
         waited = await _wait_exit(proc, 10)
@@ -100,7 +87,7 @@ async def test_second_signal_cuts_the_drain_short(tmp_path: Path) -> None:
             deadline = time.monotonic() + 1.5
             while await _status(s, admin + "/readyz") != 503:
                 assert time.monotonic() < deadline
-                await _sleep(0.05)
+                await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         await _wait_exit(proc, 10)   # far less than the 60 s drain
         assert proc.returncode == 0

@@ -4,7 +4,6 @@ under concurrent load."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -18,34 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support import free_port
-
-
-def wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{url} did not come up")
-
-
-@contextlib.contextmanager
-def process(args: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
+from tests.support import free_port, process, wait_http
 
 ROUTES = """\
 version: 1
@@ -70,16 +42,17 @@ def stack(tmp_path: Path) -> Iterator[dict]:
     ports = {name: free_port() for name in ("public", "admin", "legacy", "reviews")}
     legacy_db = tmp_path / "legacy.db"
     py = sys.executable
-    with process([py, "-m", "legacy_app", "--port", str(ports["legacy"]), "--db", str(legacy_db)], tmp_path,
-                 tmp_path / "legacy.log"):
+    with process([py, "-m", "legacy_app", "--port", str(ports["legacy"]), "--db", str(legacy_db)],
+                 tmp_path / "legacy.log", cwd=tmp_path):
         wait_http(f"http://127.0.0.1:{ports['legacy']}/healthz")
         with process([py, "-m", "extracted.reviews", "--port", str(ports["reviews"]), "--db",
-                      str(tmp_path / "reviews.db"), "--migrate-from", str(legacy_db)], tmp_path,
-                     tmp_path / "reviews.log"):
+                      str(tmp_path / "reviews.db"), "--migrate-from", str(legacy_db)],
+                     tmp_path / "reviews.log", cwd=tmp_path):
             wait_http(f"http://127.0.0.1:{ports['reviews']}/healthz")
             config = tmp_path / "routes.yaml"
             config.write_text(ROUTES.format(stage="legacy", **ports))
-            with process([py, "-m", "gateway", "up", "-c", str(config)], tmp_path, tmp_path / "gateway.log") as gw:
+            with process([py, "-m", "gateway", "up", "-c", str(config)], tmp_path / "gateway.log",
+                         cwd=tmp_path) as gw:
                 wait_http(f"http://127.0.0.1:{ports['admin']}/readyz")
                 yield {"ports": ports, "config": config, "gateway": gw, "dir": tmp_path}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import free_port, serve_app
+from tests.support import free_port, process, serve_app
 from tests.test_rollout import Backend
 
 
@@ -38,20 +38,11 @@ routes:
     match: {{path: {{prefix: /f}}}}
     to: new
 {route_extra}""")
-        log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "up", "-c", str(config), "--workers", "2"],
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
+        with process([sys.executable, "-m", "gateway", "up", "-c", str(config), "--workers", "2"],
+                     tmp_path / "gateway.log"):
             await _wait_ready(f"http://127.0.0.1:{admin}/readyz", f"http://127.0.0.1:{public}/healthz")
             yield {"public": f"http://127.0.0.1:{public}", "admin": f"127.0.0.1:{admin}", "config": config,
                    "legacy": legacy, "new": new}
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
 
 
 async def _wait_ready(*urls: str) -> None:
