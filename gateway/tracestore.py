@@ -1,7 +1,8 @@
 """The embedded trace store: spans of the gateway and of the services, in SQLite beside routes.yaml (traces.db).
 
-Writes never happen on the request path. ``put`` appends to an in-memory queue (bounded: beyond ``QUEUE_LIMIT``
-items the item is dropped and counted) and returns; a writer thread wakes every ``INTERVAL`` seconds and writes
+Writes never happen on the request path (``observability.batches.BatchWriter``). ``put`` appends to an
+in-memory queue (bounded: beyond ``QUEUE_LIMIT`` items the item is dropped and counted) and returns; a writer
+thread wakes every ``INTERVAL`` seconds and writes
 everything queued in one transaction, then evicts the oldest traces beyond ``max_traces`` (routes.yaml
 ``store.max_traces``), so the file never holds more than that many traces whatever the traffic.
 
@@ -24,17 +25,16 @@ a ``Received`` OTLP batch). Listeners registered with ``add_listener`` get the r
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from gateway import sqlite
+from observability.batches import BatchWriter
 
 log = logging.getLogger("strangler.traces")
 
@@ -58,6 +58,7 @@ CREATE INDEX IF NOT EXISTS span_sets_tkey ON span_sets(tkey);
 SCHEMA_VERSION = 2
 QUEUE_LIMIT = 50_000
 INTERVAL = 1.0
+MAX_BATCH = 20_000
 ORPHAN_WAIT = 5.0
 KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 MASK63 = (1 << 63) - 1
@@ -235,22 +236,16 @@ def insert_many(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]])
         db.execute(sql.format(values=", ".join([one] * len(chunk))), [v for row in chunk for v in row])
 
 
-class TraceStore:
+class TraceStore(BatchWriter):
     def __init__(self, path: Path, *, max_traces: int = 2000) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_traces = max(1, max_traces)
-        self.dropped = 0          # items refused because the queue was full
         self.coalesced = 0        # requests never written because newer ones filled the bound in the same flush
         self.orphaned = 0         # spans dropped because their trace was not (or no longer) in the store
         self.written = 0
         self._orphans: list[tuple[float, list[Row]]] = []
-        self._pending: collections.deque[Any] = collections.deque()
-        self._queued = 0
-        self._done = 0
         self._listeners: list[Callable[[list[Row]], None]] = []
-        self._wake = threading.Event()
-        self._closing = False
         db = self._connect()
         if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             # Traces are disposable diagnostics: a file from another layout is started afresh, not migrated.
@@ -259,8 +254,8 @@ class TraceStore:
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.close()
-        self._thread = threading.Thread(target=self._writer, name="strangler-traces", daemon=True)
-        self._thread.start()
+        self._db: sqlite3.Connection | None = None   # the writer thread's own connection
+        super().__init__("strangler-traces", interval=INTERVAL, limit=QUEUE_LIMIT, max_batch=MAX_BATCH)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite.connect(self.path)
@@ -276,52 +271,21 @@ class TraceStore:
         """``fn(rows)`` is called in the writer thread with the exportable rows of each batch."""
         self._listeners.append(fn)
 
-    # -- writing (event loop; never blocks) ------------------------------------------------------------------------
+    # -- the writer thread (``put``, ``flush`` and ``close`` come from BatchWriter) --------------------------------
 
-    def put(self, item: Any) -> bool:
-        if len(self._pending) >= QUEUE_LIMIT:
-            self.dropped += 1
-            return False
-        self._pending.append(item)
-        self._queued += 1
-        return True
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything queued so far is written (tests, the admin API's reads, shutdown)."""
-        target = self._queued
-        deadline = time.monotonic() + timeout
-        while self._done < target:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                return False
-            self._wake.set()
-            time.sleep(0.005)
-        return True
-
-    def close(self) -> None:
-        self.flush()
-        self._closing = True
-        self._wake.set()
-        self._thread.join(timeout=5.0)
-
-    # -- the writer thread -----------------------------------------------------------------------------------------
-
-    def _writer(self) -> None:
-        db = self._connect()
+    def run_writer(self) -> None:
+        self._db = self._connect()
         try:
-            while True:
-                self._wake.wait(INTERVAL)
-                self._wake.clear()
-                batch = []
-                pending = self._pending
-                while pending and len(batch) < 20_000:  # popleft is atomic: the loop may append meanwhile
-                    batch.append(pending.popleft())
-                if batch or self._orphans:
-                    self._write_batch(db, batch)
-                    self._done += len(batch)
-                elif self._closing:
-                    return
+            self.drain_forever()
         finally:
-            db.close()
+            self._db.close()
+
+    def has_backlog(self) -> bool:
+        return bool(self._orphans)
+
+    def write_batch(self, batch: list[Any]) -> None:
+        assert self._db is not None
+        self._write_batch(self._db, batch)
 
     def _write_batch(self, db: sqlite3.Connection, batch: list[Any]) -> None:
         records: list[tuple[Any, ...]] = []

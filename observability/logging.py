@@ -18,11 +18,9 @@ would produce; on a terminal it hands each line to the normal chain.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import sys
-import threading
 import time
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import IO, Any
@@ -30,6 +28,7 @@ from typing import IO, Any
 import structlog
 from opentelemetry import trace as otel_trace
 
+from observability.batches import BatchWriter
 from observability.tracing import CURRENT
 
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -130,8 +129,8 @@ ACCESS_FIELDS = ("method", "path", "route", "stage", "backend", "status", "durat
                  "span_id")
 
 
-class AccessLog:
-    """One line per request, formatted and written by a background thread.
+class AccessLog(BatchWriter):
+    """One line per request, formatted and written by a background thread (started with the first line).
 
     ``emit`` takes ``(unix_time, method, path, route, stage, backend, status, seconds, bytes, trace_id, span_id)``
     with ids as integers (formatted later, like everything else)."""
@@ -140,14 +139,8 @@ class AccessLog:
     INTERVAL = 0.25
 
     def __init__(self, name: str = ACCESS_LOGGER) -> None:
+        super().__init__("strangler-access-log", interval=self.INTERVAL, limit=self.QUEUE_LIMIT, start=False)
         self.logger = logging.getLogger(name)
-        self.dropped = 0
-        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._queued = 0
-        self._done = 0
-        self._wake = threading.Event()
-        self._closing = False
-        self._thread: threading.Thread | None = None
         self._second = -1
         self._prefix = ""
         self._where: dict[tuple[Any, ...], str] = {}
@@ -156,51 +149,11 @@ class AccessLog:
         return self.logger.isEnabledFor(logging.INFO)
 
     def emit(self, entry: tuple[Any, ...]) -> None:
-        if len(self._pending) >= self.QUEUE_LIMIT:
-            self.dropped += 1
-            return
-        self._pending.append(entry)
-        self._queued += 1
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._writer, name="strangler-access-log", daemon=True)
-            self._thread.start()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        target = self._queued
-        deadline = time.monotonic() + timeout
-        while self._done < target:
-            if time.monotonic() > deadline or self._thread is None or not self._thread.is_alive():
-                return False
-            self._wake.set()
-            time.sleep(0.005)
-        return True
-
-    def close(self) -> None:
-        self.flush()
-        self._closing = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
+        self.put(entry)
 
     # -- the writer thread -----------------------------------------------------------------------------------------
 
-    def _writer(self) -> None:
-        while True:
-            self._wake.wait(self.INTERVAL)
-            self._wake.clear()
-            batch = []
-            while self._pending:
-                batch.append(self._pending.popleft())
-            if batch:
-                try:
-                    self._write(batch)
-                except Exception:  # a broken stream must not kill the thread (and never the gateway)
-                    self.dropped += len(batch)
-                self._done += len(batch)
-            elif self._closing:
-                return
-
-    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+    def write_batch(self, batch: list[tuple[Any, ...]]) -> None:
         handler = _json_handler
         if handler is None or not self.logger.isEnabledFor(logging.INFO):
             for entry in batch:
