@@ -4,16 +4,19 @@ rollback persistence across restarts, history."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from gateway import rollout
+from gateway.runtime import Gateway
 from tests.support import admin_url, public_url, refused_port, run_gateway, serve_app, write_routes
 
 
@@ -49,6 +52,16 @@ routes:
 {textwrap.indent(textwrap.dedent(route), "  ")}"""
 
 
+@contextlib.asynccontextmanager
+async def gateway_with(tmp_path: Path, legacy: Backend, new: Backend, route: str, backend_extra: str = ""
+                       ) -> AsyncIterator[tuple[Gateway, Path]]:
+    """A gateway with ``route`` between the two backends (both served on loopback); yields it and its routes.yaml."""
+    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
+        path = write_routes(tmp_path, config(lu, nu, route, backend_extra))
+        async with run_gateway(path) as gw:
+            yield gw, path
+
+
 async def get(s: aiohttp.ClientSession, url: str, **kw: object) -> tuple[int, str]:
     async with s.get(url, **kw) as resp:  # type: ignore[arg-type]
         await resp.read()
@@ -75,29 +88,27 @@ async def test_sticky_canary_share_and_no_switching(tmp_path: Path) -> None:
           stage: canary
           canary: {weight: 30, sticky: {header: X-User-Id}}
         """
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route))
-        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
-            url = public_url(gw) + "/api/likes/1"
-            users = [f"u{i}" for i in range(1000)]
+    async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
+        url = public_url(gw) + "/api/likes/1"
+        users = [f"u{i}" for i in range(1000)]
 
-            async def sides() -> dict[str, str]:
-                out = {}
-                for chunk in range(0, len(users), 50):
-                    batch = users[chunk:chunk + 50]
-                    got = await asyncio.gather(*(get(s, url, headers={"X-User-Id": u}) for u in batch))
-                    out.update({u: who for u, (_st, who) in zip(batch, got, strict=True)})
-                return out
+        async def sides() -> dict[str, str]:
+            out = {}
+            for chunk in range(0, len(users), 50):
+                batch = users[chunk:chunk + 50]
+                got = await asyncio.gather(*(get(s, url, headers={"X-User-Id": u}) for u in batch))
+                out.update({u: who for u, (_st, who) in zip(batch, got, strict=True)})
+            return out
 
-            first = await sides()
-            share = sum(1 for v in first.values() if v == "new") / len(users)
-            assert 0.25 <= share <= 0.35, share
-            assert await sides() == first           # nobody switches side over repeated requests
-            path.write_text(path.read_text().replace("weight: 30", "weight: 50"))
-            await gw.reloader.reload("test")
-            raised = await sides()
-            assert all(raised[u] == "new" for u, side in first.items() if side == "new")
-            assert 0.45 <= sum(1 for v in raised.values() if v == "new") / len(users) <= 0.55
+        first = await sides()
+        share = sum(1 for v in first.values() if v == "new") / len(users)
+        assert 0.25 <= share <= 0.35, share
+        assert await sides() == first           # nobody switches side over repeated requests
+        path.write_text(path.read_text().replace("weight: 30", "weight: 50"))
+        await gw.reloader.reload("test")
+        raised = await sides()
+        assert all(raised[u] == "new" for u, side in first.items() if side == "new")
+        assert 0.45 <= sum(1 for v in raised.values() if v == "new") / len(users) <= 0.55
 
 
 async def test_cookie_stickiness_sets_the_cookie_on_both_sides(tmp_path: Path) -> None:
@@ -109,19 +120,17 @@ async def test_cookie_stickiness_sets_the_cookie_on_both_sides(tmp_path: Path) -
           stage: canary
           canary: {weight: 50, sticky: {cookie: canary_id}}
         """
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route))
-        async with run_gateway(path) as gw:
-            seen_sides = set()
-            for _ in range(20):
-                async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:   # a fresh browser
-                    status, first = await get(s, public_url(gw) + "/a")
-                    assert status == 200
-                    assert any(c.key == "canary_id" for c in s.cookie_jar)
-                    for _ in range(5):
-                        assert (await get(s, public_url(gw) + "/b"))[1] == first
-                    seen_sides.add(first)
-            assert seen_sides == {"legacy", "new"}   # both sides hand out the cookie
+    async with gateway_with(tmp_path, legacy, new, route) as (gw, path):
+        seen_sides = set()
+        for _ in range(20):
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:   # a fresh browser
+                status, first = await get(s, public_url(gw) + "/a")
+                assert status == 200
+                assert any(c.key == "canary_id" for c in s.cookie_jar)
+                for _ in range(5):
+                    assert (await get(s, public_url(gw) + "/b"))[1] == first
+                seen_sides.add(first)
+        assert seen_sides == {"legacy", "new"}   # both sides hand out the cookie
 
 
 async def test_guard_rolls_back_a_failing_new_service(tmp_path: Path) -> None:
@@ -134,27 +143,25 @@ async def test_guard_rolls_back_a_failing_new_service(tmp_path: Path) -> None:
           canary: {weight: 100}
           guard: {window: 30s, min_requests: 20, max_error_rate: 2%}
         """
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route))
-        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
-            url = public_url(gw) + "/api/likes/1"
-            for _ in range(19):
-                assert await get(s, url) == (500, "new")
-            assert "likes" not in gw.state.pins             # fewer than min_requests: nothing judged
-            assert gw.guards.state["likes"].state == "inconclusive"
-            failed = 19
-            while (await get(s, url))[1] == "new":
-                failed += 1
-                assert failed < 40
+    async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
+        url = public_url(gw) + "/api/likes/1"
+        for _ in range(19):
+            assert await get(s, url) == (500, "new")
+        assert "likes" not in gw.state.pins             # fewer than min_requests: nothing judged
+        assert gw.guards.state["likes"].state == "inconclusive"
+        failed = 19
+        while (await get(s, url))[1] == "new":
             failed += 1
-            # The 20th failing request triggers the decision; the next request is already served by legacy.
-            assert failed <= 20 + 1, failed
-            assert (await get(s, url)) == (200, "legacy")
-            async with s.get(admin_url(gw) + "/api/routes") as resp:
-                view = next(r for r in await resp.json() if r["name"] == "likes")
-            assert view["effective_stage"] == "legacy"
-            assert view["rolled_back"]["actor"] == "guard"
-            assert "error rate 100.0%" in view["rolled_back"]["reason"]
+            assert failed < 40
+        failed += 1
+        # The 20th failing request triggers the decision; the next request is already served by legacy.
+        assert failed <= 20 + 1, failed
+        assert (await get(s, url)) == (200, "legacy")
+        async with s.get(admin_url(gw) + "/api/routes") as resp:
+            view = next(r for r in await resp.json() if r["name"] == "likes")
+        assert view["effective_stage"] == "legacy"
+        assert view["rolled_back"]["actor"] == "guard"
+        assert "error rate 100.0%" in view["rolled_back"]["reason"]
 
 
 async def test_fallback_retries_idempotent_requests_only(tmp_path: Path) -> None:
@@ -187,13 +194,11 @@ async def test_fallback_on_503_but_not_for_posts(tmp_path: Path) -> None:
           stage: extracted
           on_error: fallback
         """
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route))
-        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
-            assert await get(s, public_url(gw) + "/f/1") == (200, "legacy")
-            async with s.post(public_url(gw) + "/f/1", data=b"x") as resp:
-                assert resp.status == 503 and resp.headers["X-Served-By"] == "new"
-            assert new.hits == 2 and legacy.hits == 1
+    async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
+        assert await get(s, public_url(gw) + "/f/1") == (200, "legacy")
+        async with s.post(public_url(gw) + "/f/1", data=b"x") as resp:
+            assert resp.status == 503 and resp.headers["X-Served-By"] == "new"
+        assert new.hits == 2 and legacy.hits == 1
 
 
 async def test_circuit_opens_and_sends_fallback_routes_to_legacy(tmp_path: Path) -> None:
@@ -205,19 +210,17 @@ async def test_circuit_opens_and_sends_fallback_routes_to_legacy(tmp_path: Path)
           stage: extracted
           on_error: fallback
         """
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route, ", circuit: {failures: 3, cooldown: 1s}"))
-        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
-            for _ in range(3):
-                assert await get(s, public_url(gw) + "/f") == (500, "new")
-            assert gw.protection.circuits["new"].state == "open"
-            for _ in range(5):
-                assert await get(s, public_url(gw) + "/f") == (200, "legacy")
-            assert new.hits == 3
-            await asyncio.sleep(1.1)
-            new.status = 200
-            assert await get(s, public_url(gw) + "/f") == (200, "new")     # the half-open probe
-            assert gw.protection.circuits["new"].state == "closed"
+    async with gateway_with(tmp_path, legacy, new, route, ", circuit: {failures: 3, cooldown: 1s}") as (gw, path), aiohttp.ClientSession() as s:
+        for _ in range(3):
+            assert await get(s, public_url(gw) + "/f") == (500, "new")
+        assert gw.protection.circuits["new"].state == "open"
+        for _ in range(5):
+            assert await get(s, public_url(gw) + "/f") == (200, "legacy")
+        assert new.hits == 3
+        await asyncio.sleep(1.1)
+        new.status = 200
+        assert await get(s, public_url(gw) + "/f") == (200, "new")     # the half-open probe
+        assert gw.protection.circuits["new"].state == "closed"
 
 
 async def test_concurrency_limit_answers_503(tmp_path: Path) -> None:
@@ -300,21 +303,19 @@ async def test_progressive_steps_hold_while_inconclusive_and_advance_when_health
           canary: {steps: [10, 50, 100], interval: 1s}
           guard: {window: 30s, min_requests: 10, max_error_rate: 5%}
         """
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route))
-        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
-            likes = gw.table.by_name["likes"]
-            steps.advance(gw)
-            assert gw.weight_for(likes) == 10
-            steps.advance(gw, now=gw.state.steps["likes"][2] + 2)
-            assert gw.weight_for(likes) == 10          # no evidence yet: held
-            for i in range(200):
-                await get(s, public_url(gw) + "/l", headers={"X-Anything": str(i)})
-            assert gw.guards.state["likes"].state == "healthy"
-            steps.advance(gw, now=gw.state.steps["likes"][2] + 2)
-            assert gw.weight_for(likes) == 50
-            history = gw.state.history("likes")
-            assert any(h["kind"] == "canary_step" and h["detail"]["weight"] == 50 for h in history)
+    async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
+        likes = gw.table.by_name["likes"]
+        steps.advance(gw)
+        assert gw.weight_for(likes) == 10
+        steps.advance(gw, now=gw.state.steps["likes"][2] + 2)
+        assert gw.weight_for(likes) == 10          # no evidence yet: held
+        for i in range(200):
+            await get(s, public_url(gw) + "/l", headers={"X-Anything": str(i)})
+        assert gw.guards.state["likes"].state == "healthy"
+        steps.advance(gw, now=gw.state.steps["likes"][2] + 2)
+        assert gw.weight_for(likes) == 50
+        history = gw.state.history("likes")
+        assert any(h["kind"] == "canary_step" and h["detail"]["weight"] == 50 for h in history)
 
 
 async def test_reverse_shadow_in_extracted_stage(tmp_path: Path) -> None:
@@ -326,15 +327,13 @@ async def test_reverse_shadow_in_extracted_stage(tmp_path: Path) -> None:
           stage: extracted
           reverse_shadow: true
         """
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route))
-        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
-            assert (await get(s, public_url(gw) + "/f"))[1] == "new"
-            for _ in range(100):
-                if legacy.hits:
-                    break
-                await asyncio.sleep(0.02)
-            assert legacy.hits == 1                     # the monolith got the copy in the background
+    async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
+        assert (await get(s, public_url(gw) + "/f"))[1] == "new"
+        for _ in range(100):
+            if legacy.hits:
+                break
+            await asyncio.sleep(0.02)
+        assert legacy.hits == 1                     # the monolith got the copy in the background
 
 
 async def test_rollback_of_a_legacy_route_is_refused_and_a_second_rollback_keeps_the_first(tmp_path: Path) -> None:
@@ -348,16 +347,14 @@ async def test_rollback_of_a_legacy_route_is_refused_and_a_second_rollback_keeps
           match: {path: {prefix: /o}}
           stage: legacy
         """
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route))
-        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
-            auth = {"Authorization": f"Bearer {gw.token}"}
-            async with s.post(admin_url(gw) + "/api/routes/old/rollback", headers=auth, json={}) as resp:
-                assert resp.status == 409
-                assert "stage legacy" in (await resp.json())["detail"]
-            for reason in ("first", "second"):
-                async with s.post(admin_url(gw) + "/api/routes/feature/rollback", headers=auth,
-                                  json={"reason": reason}) as resp:
-                    assert resp.status == 200
-            assert gw.state.pins["feature"].reason == "first"
-            assert [h["reason"] for h in gw.state.history("feature") if h["kind"] == "rollback"] == ["first"]
+    async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
+        auth = {"Authorization": f"Bearer {gw.token}"}
+        async with s.post(admin_url(gw) + "/api/routes/old/rollback", headers=auth, json={}) as resp:
+            assert resp.status == 409
+            assert "stage legacy" in (await resp.json())["detail"]
+        for reason in ("first", "second"):
+            async with s.post(admin_url(gw) + "/api/routes/feature/rollback", headers=auth,
+                              json={"reason": reason}) as resp:
+                assert resp.status == 200
+        assert gw.state.pins["feature"].reason == "first"
+        assert [h["reason"] for h in gw.state.history("feature") if h["kind"] == "rollback"] == ["first"]
