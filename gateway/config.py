@@ -24,6 +24,7 @@ import yaml
 
 from gateway.schema import (
     MISSING,
+    SECTION_DEFAULTS,
     Bool,
     Duration,
     Field,
@@ -297,23 +298,25 @@ ROUTE = Obj({
 ROUTES_SCHEMA = Obj({
     "version": Field(Int(minimum=1, maximum=1), required=True),
     "listen": Field(LISTEN, default="127.0.0.1:8080"),
-    "admin": Field(Obj({"listen": Field(LISTEN, default="127.0.0.1:9901")}), default={"listen": "127.0.0.1:9901"}),
+    "admin": Field(Obj({"listen": Field(LISTEN, default="127.0.0.1:9901")}), default=SECTION_DEFAULTS),
     "backends": Field(MapOf(BACKEND, key_pattern=NAME_PATTERN, key_expected="a backend name"), required=True),
     "fallback": Field(Str(pattern=NAME_PATTERN, expected="a backend name"), required=True),
     "routes": Field(ListOf(ROUTE), default=[]),
     "tracing": Field(Obj({"sample": Field(Percent("share of traces kept"), default=100.0),
                           "max_per_second": Field(Int(minimum=0, description="at most this many new traces kept "
                                                       "per second; 0: no limit"), default=100),
-                          "response_header": Field(Bool("send X-Trace-Id"), default=True)})),
+                          "response_header": Field(Bool("send X-Trace-Id"), default=True)}),
+                     default=SECTION_DEFAULTS),
     "store": Field(Obj({"dir": Field(Str(min_length=1), default=".strangler"),
                         "max_samples": Field(Int(minimum=1), default=200),
                         "max_age": Field(Duration(), default=7 * 86400.0),
-                        "max_traces": Field(Int(minimum=10), default=2000)})),
+                        "max_traces": Field(Int(minimum=10), default=2000)}), default=SECTION_DEFAULTS),
     "limits": Field(Obj({"max_request_body": Field(Size("larger request bodies get 413")),
                          "client_idle": Field(Duration("a client connection idle (or still sending its request "
                                                        "head) this long is closed"), default=60.0),
                          "drain": Field(Duration("on SIGTERM, keep serving this long while /readyz answers 503, "
-                                                 "so a load balancer moves traffic away first"), default=0.0)})),
+                                                 "so a load balancer moves traffic away first"), default=0.0)}),
+                    default=SECTION_DEFAULTS),
 }, description="Strangler gateway configuration (routes.yaml, version 1).")
 
 
@@ -464,12 +467,11 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
     if admin_host not in ("127.0.0.1", "::1", "localhost") and not admin_host.startswith("127."):
         issues.warn(("admin", "listen"), f"the admin listener on {admin_host} is reachable from other machines: "
                                          "reads (routes, diffs with captured bodies, traces) need no token")
-    store = v["store"] or {"dir": ".strangler", "max_samples": 200, "max_age": 7 * 86400.0, "max_traces": 2000}
+    store = v["store"]
     store_dir = Path(store["dir"])
     if not store_dir.is_absolute():
         store_dir = path.resolve().parent / store_dir
-    tracing = v["tracing"] or {"sample": 100.0, "response_header": True, "max_per_second": 100}
-    limits = v["limits"] or {"max_request_body": None, "client_idle": 60.0, "drain": 0.0}
+    tracing, limits = v["tracing"], v["limits"]
     return Config(
         path=path,
         listen=parse_listen(v["listen"]),

@@ -251,6 +251,11 @@ class MapOf(Node):
         return self._doc(schema)
 
 
+# A Field default meaning "an absent mapping reads as the mapping of its own defaults" (top-level sections such
+# as `limits:`), so the code reading the config never repeats the defaults the schema already declares.
+SECTION_DEFAULTS: Any = object()
+
+
 @dataclass
 class Field:
     node: Node
@@ -306,7 +311,11 @@ class Obj(Node):
     def _defaults(self, out: dict[str, Any]) -> dict[str, Any]:
         for k, spec in self.fields.items():
             if k not in out:
-                out[k] = spec.default
+                if spec.default is SECTION_DEFAULTS:
+                    assert isinstance(spec.node, Obj)
+                    out[k] = spec.node._defaults({})
+                else:
+                    out[k] = spec.default
         return out
 
     def json_schema(self) -> dict[str, Any]:
