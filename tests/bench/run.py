@@ -56,6 +56,10 @@ class Options:
     backend: str = "aiohttp"   # which build of tests/bench/backend.py serves as upstream (see its docstring)
 
 
+def label(proxy: str, variant: str) -> str:
+    return proxy if variant in ("", proxy) else f"{proxy}: {variant}"
+
+
 @dataclass
 class Row:
     scenario: str
@@ -74,7 +78,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        return self.proxy if self.variant in ("", self.proxy) else f"{self.proxy}: {self.variant}"
+        return label(self.proxy, self.variant)
 
 
 @dataclass
@@ -95,7 +99,7 @@ class Subject:
 
     @property
     def label(self) -> str:
-        return f"{self.proxy}{': ' + self.variant if self.variant else ''}"
+        return label(self.proxy, self.variant)
 
 
 @dataclass
