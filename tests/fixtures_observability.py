@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from tests.support import admin_url as admin  # noqa: F401 - re-exported for the tests
 from tests.support import (
     free_port,  # noqa: F401 - re-exported for the tests

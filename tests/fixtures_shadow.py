@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.runtime import Gateway
+from gateway.runtime.gateway import Gateway
 from tests.support import admin_url as admin  # noqa: F401 - re-exported for the tests
 from tests.support import public_url as public  # noqa: F401 - re-exported for the tests
 from tests.support import run_gateway as gateway  # noqa: F401 - re-exported for the tests

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import config as config_mod
-from gateway.runtime import TOKEN_ENV, Gateway
+from gateway.config import model as config_mod
+from gateway.runtime.gateway import TOKEN_ENV, Gateway
 
 
 def free_port() -> int:

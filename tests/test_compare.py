@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.compare import (
+from gateway.compare.engine import (
     MAX_DECOMPRESSED,
     Captured,
     CompareRules,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import config as config_mod
-from gateway import units
+from gateway.config import model as config_mod
+from gateway.config import units
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,7 +193,7 @@ def test_strangler_explain_tells_a_sticky_users_side(tmp_path: Path) -> None:
     text = BASE + "  - name: likes\n    match: {path: {prefix: /l}}\n    to: reviews\n    stage: canary\n" \
         "    canary: {weight: 50, sticky: {header: X-User-Id}}\n"
     (tmp_path / "routes.yaml").write_text(text)
-    from gateway.rollout import in_share
+    from gateway.rollout.decision import in_share
 
     sides = set()
     for user in ("alice", "bob", "carol", "dave", "erin", "frank"):

@@ -24,8 +24,8 @@ from playwright.sync_api import sync_playwright
 
 import extracted.likes
 import extracted.reviews
-from gateway import config
-from gateway.runtime import Gateway
+from gateway.config import model as config
+from gateway.runtime.gateway import Gateway
 from legacy_app.app import create_app as create_legacy_app
 from legacy_app.db import ensure_database
 
@@ -33,7 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CONSOLE_DIR = Path(__file__).resolve().parents[1] / "gateway" / "console"
+CONSOLE_DIR = Path(__file__).resolve().parents[1] / "gateway" / "admin" / "console"
 XSS_TEXT = '<img src=x onerror="window.__pwned=1"> great'
 TIMEOUT_MS = 10_000
 

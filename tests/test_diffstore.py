@@ -7,8 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway import diffstore
-from gateway.diffstore import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS, STORED_BODY, DiffStore, Record
+from gateway.stores import diffs as diffstore
+from gateway.stores.diffs import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS, STORED_BODY, DiffStore, Record
 
 
 def _record(route: str, verdict: str, i: int, fields: tuple[str, ...] = ("$.average",), **kw: object) -> Record:

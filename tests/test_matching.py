@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.matching import Entry, MatchSpec, PathMatch, RouteTable, precedence_key
+from gateway.routing.matching import Entry, MatchSpec, PathMatch, RouteTable, precedence_key
 
 
 def route(name: str, kind: str, value: str, *, order: int = 0, methods: Sequence[str] | None = None,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway.paths import PathError, is_normal, normalize_path, split_target
+from gateway.routing.paths import PathError, is_normal, normalize_path, split_target
 
 # -- split_target ---------------------------------------------------------------------------------------------
 

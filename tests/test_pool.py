@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.config import Backend, Timeouts
+from gateway.config.model import Backend, Timeouts
 from gateway.errors import UpstreamBodyError, UpstreamProtocolError, UpstreamTimeout
-from gateway.pool import Pool
+from gateway.proxy.pool import Pool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.config import CircuitSpec
-from gateway.protect import CLOSED, HALF_OPEN, OPEN, Circuit
+from gateway.config.model import CircuitSpec
+from gateway.proxy.protect import CLOSED, HALF_OPEN, OPEN, Circuit
 
 
 class Clock:

@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gateway import rollout
-from gateway.runtime import Gateway
+from gateway.rollout import decision as rollout
+from gateway.runtime.gateway import Gateway
 from tests.support import admin_url, public_url, refused_port, run_gateway, serve_app, write_routes
 
 
@@ -292,7 +292,7 @@ def _cli(*args: str) -> str:
 
 
 async def test_progressive_steps_hold_while_inconclusive_and_advance_when_healthy(tmp_path: Path) -> None:
-    from gateway import steps
+    from gateway.rollout import steps
 
     legacy, new = Backend("legacy"), Backend("new")
     route = """\

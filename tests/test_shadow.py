@@ -369,7 +369,7 @@ def _body(doc: Any) -> dict[str, Any]:
 def test_diff_rendering_is_side_by_side_with_the_differing_fields_marked() -> None:
     from rich.console import Console
 
-    from gateway.render import print_diff
+    from gateway.cli.render import print_diff
 
     legacy = {"average": 4.33, "generated_at": "12:00:01", "items": [{"id": i, "text": "ok"} for i in range(20)]}
     new = {**legacy, "average": 4.3, "generated_at": "12:00:02", "items": legacy["items"][:-1]}
@@ -404,7 +404,7 @@ def test_diff_rendering_is_side_by_side_with_the_differing_fields_marked() -> No
 
 async def test_a_target_that_keeps_failing_is_left_alone_and_probed(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import shadow
+    from gateway.shadow import dispatcher as shadow
 
     monkeypatch.setattr(shadow, "COOLDOWN", 0.3)
     legacy = FakeService("legacy")
@@ -431,7 +431,7 @@ async def test_a_target_that_keeps_failing_is_left_alone_and_probed(tmp_path: Pa
 async def test_pacer_spreads_a_burst_of_copies_over_loop_iterations() -> None:
     """Copies that come back together take their turn a few per loop iteration, so the primary side's I/O gets
     handled in between instead of waiting behind the whole burst."""
-    from gateway.shadow import Pacer
+    from gateway.shadow.dispatcher import Pacer
 
     pacer = Pacer(4)
     iteration = 0

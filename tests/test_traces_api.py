@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from gateway.tracing import RELAY_HEADER
+from gateway.telemetry.tracing import RELAY_HEADER
 from tests.fixtures_observability import (
     REPO,
     Collector,

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.diffstore import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS, DiffStore, Record
+from gateway.stores.diffs import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS, DiffStore, Record
 
 MAX_SAMPLES = 200           # the routes.yaml default (store.max_samples)
 ROUTES = ("reviews", "likes", "products")
@@ -120,8 +120,8 @@ async def _serve(directory: Path) -> None:
     """Child process: a fast legacy backend, a hanging server and the gateway; prints the public URL."""
     from aiohttp import web
 
-    from gateway import config as config_mod
-    from gateway.runtime import Gateway
+    from gateway.config import model as config_mod
+    from gateway.runtime.gateway import Gateway
 
     body = json.dumps({"id": 42, "name": "bench item", "price": 19.99, "stock": 7, "tags": ["a", "b"]}).encode()
 

@@ -1,0 +1,263 @@
+"""Forward one client request to one backend, streaming both bodies.
+
+Neither body is ever buffered whole: request chunks go to the backend as the client sends them, response chunks
+go to the client as the backend sends them, with backpressure both ways (aiohttp's ``drain``). A ``Tap`` can
+watch both streams (the shadow uses it to copy the request body and capture the primary answer, capped); it sees
+the bytes, it cannot change or delay them.
+
+When the backend fails after the response headers went out, the client connection is aborted so that a cut body
+is never passed off as complete (for chunked responses, the final zero-length chunk is never written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config.model import Backend
+from gateway.errors import (
+    GatewayError,
+    PayloadTooLarge,
+    RequestTimeout,
+    UpstreamBodyError,
+    UpstreamRetryableStatus,
+)
+from gateway.proxy import upstream
+from gateway.proxy.headers import Headers, downstream_response_headers
+from gateway.proxy.pool import Pool, UpstreamResponse
+
+CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024   # a complete body up to this size is sent with the headers in one write
+BODYLESS_STATUS = frozenset({204, 304})
+
+
+class Tap(Protocol):
+    """Observes one exchange. Every method must be cheap and must not raise."""
+
+    def request_chunk(self, chunk: bytes) -> None: ...
+    def request_end(self, complete: bool) -> None: ...
+    def response_start(self, status: int, headers: Headers) -> None: ...
+    def response_chunk(self, chunk: bytes) -> None: ...
+    def response_end(self, complete: bool) -> None: ...
+
+
+class Outcome:
+    """What happened on the primary exchange: for the access log, metrics, the guard and the shadow."""
+
+    __slots__ = ("status", "error", "bytes_out", "upstream_seconds", "backend", "aborted", "fell_back")
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.status = 0
+        self.error: GatewayError | None = None
+        self.bytes_out = 0
+        self.upstream_seconds = 0.0
+        self.aborted = False
+        self.fell_back = False   # the new side failed and legacy answered instead (on_error: fallback)
+
+
+async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | None,
+                       idle: float = 60.0) -> AsyncIterator[bytes]:
+    """The client's body as a stream, watched by ``tap`` and cut at ``limit`` bytes (413 before it starts, or an
+    aborted upload when a chunked body grows past it). A client that sends nothing for ``idle`` seconds mid-body
+    loses the request (408): it must not hold an upstream connection for ever."""
+    seen = 0
+    complete = False
+    try:
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            # The gateway streams the body itself, so it answers the client's Expect (RFC 9110 §10.1.1) as soon
+            # as it is ready to read, instead of making the client wait out its own timeout.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        reader = request.content
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await reader.read(CHUNK)
+            except TimeoutError:
+                raise RequestTimeout(f"the request body stalled for {idle:g}s") from None
+            if not chunk:
+                break
+            seen += len(chunk)
+            if limit is not None and seen > limit:
+                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            if tap is not None:
+                tap.request_chunk(chunk)
+            yield chunk
+        complete = True
+    finally:
+        if tap is not None:
+            tap.request_end(complete)
+
+
+async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_target: str,
+                  headers: Headers, outcome: Outcome, *, tap: Tap | None = None, body_limit: int | None = None,
+                  extra_response_headers: Headers = (), retry_statuses: frozenset[int] = frozenset()
+                  ) -> web.StreamResponse:
+    """Proxy ``request`` to ``backend`` and stream the answer back; raises ``GatewayError`` before the response
+    started (the caller turns it into a problem+json response)."""
+    body = request_body(request, tap, body_limit, backend.timeouts.idle) if request.can_read_body else None
+    if body is None and tap is not None:
+        tap.request_end(True)
+    started = time.perf_counter()
+    resp = await upstream.open_response(pool, request.method, raw_target, headers, body)
+    if resp.status in retry_statuses:
+        resp.close()
+        raise UpstreamRetryableStatus(f"{backend.name} answered {resp.status}", backend=backend.name)
+    try:
+        outcome.status = resp.status
+        out_headers = downstream_response_headers(resp.raw_headers)
+        if tap is not None:
+            tap.response_start(resp.status, out_headers)
+        whole = resp.take_complete(SMALL_BODY)
+        if whole is not None:
+            # The whole (small) body came with the headers, as most API answers do: send it in one write
+            # instead of streaming headers and body separately.
+            return _complete_response(resp.status, out_headers, extra_response_headers, whole, outcome, tap,
+                                      started)
+        out = web.StreamResponse(status=resp.status, reason=_reason(resp.status), headers=out_headers)
+        for name, value in extra_response_headers:
+            out.headers.add(name, value)
+        await out.prepare(request)
+        if request.method != "HEAD" and resp.status not in BODYLESS_STATUS:
+            await _stream_body(resp, out, backend, outcome, tap)
+        outcome.upstream_seconds = time.perf_counter() - started
+        if outcome.aborted:
+            return out
+        if tap is not None:
+            tap.response_end(True)
+        await out.write_eof()
+        return out
+    finally:
+        resp.release()
+
+
+async def _stream_body(resp: UpstreamResponse, out: web.StreamResponse, backend: Backend, outcome: Outcome,
+                       tap: Tap | None) -> None:
+    idle = backend.timeouts.idle
+    try:
+        async for chunk in resp.chunks():
+            if tap is not None:
+                tap.response_chunk(chunk)
+            outcome.bytes_out += len(chunk)
+            try:
+                async with asyncio.timeout(idle):
+                    await out.write(chunk)
+            except TimeoutError:
+                # A client that stops reading must not hold the upstream connection for ever.
+                outcome.aborted = True
+                _abort_client(out)
+                return
+    except UpstreamBodyError as exc:
+        outcome.error = exc
+        outcome.aborted = True
+        if tap is not None:
+            tap.response_end(False)
+        _abort_client(out)
+
+
+def _complete_response(status: int, headers: Headers, extra: Headers, body: bytes, outcome: Outcome,
+                       tap: Tap | None, started: float) -> web.Response:
+    out = web.Response(status=status, reason=_reason(status), headers=headers)
+    for name, value in extra:
+        out.headers.add(name, value)
+    out.body = body   # keeps the backend's Content-Length header when it had one; aiohttp sets it otherwise
+    if tap is not None:
+        tap.response_chunk(body)
+        tap.response_end(True)
+    outcome.bytes_out = len(body)
+    outcome.upstream_seconds = time.perf_counter() - started
+    return out
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _abort_client(out: web.StreamResponse) -> None:
+    """Close the client connection without completing the response (no final chunk, fewer bytes than
+    Content-Length): the client sees a broken transfer, never a short body that looks complete."""
+    req = getattr(out, "_req", None)
+    if req is None:
+        return
+    with contextlib.suppress(Exception):
+        req.protocol.force_close()
+    transport = req.transport
+    if transport is not None:
+        transport.abort()
+
+
+def is_upgrade(request: web.BaseRequest) -> bool:
+    return (request.headers.get("Upgrade", "").lower() == "websocket"
+            and "upgrade" in request.headers.get("Connection", "").lower())
+
+
+async def forward_websocket(request: web.BaseRequest, backend: Backend, session: aiohttp.ClientSession,
+                            raw_target: str, headers: Headers, outcome: Outcome) -> web.StreamResponse:
+    """Relay a WebSocket session message by message (aiohttp terminates the handshake on both sides)."""
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    fwd = [(k, v) for k, v in headers if not k.lower().startswith("sec-websocket-")
+           and k.lower() not in ("upgrade", "connection")]
+    url = upstream.upstream_url(backend, raw_target)
+    try:
+        up = await session.ws_connect(url, headers=fwd, protocols=protocols, autoping=False, max_msg_size=0,
+                                      autoclose=False)
+    except aiohttp.WSServerHandshakeError as exc:
+        outcome.status = 502
+        raise upstream.UpstreamProtocolError(
+            f"{backend.name}: refused the WebSocket upgrade with status {exc.status}", backend=backend.name) from exc
+    except BaseException as exc:  # noqa: BLE001 - translated; cancellation passes through
+        raise upstream.translate(exc, backend, phase="headers") from exc
+    down = web.WebSocketResponse(protocols=[up.protocol] if up.protocol else (), autoping=False, max_msg_size=0,
+                                 autoclose=False)
+    await down.prepare(request)
+    outcome.status = 101
+    try:
+        await _relay(up, down)
+    finally:
+        await up.close()
+        await down.close()
+    return down
+
+
+async def _relay(up: aiohttp.ClientWebSocketResponse, down: web.WebSocketResponse) -> None:
+    async def pump(src: aiohttp.ClientWebSocketResponse | web.WebSocketResponse,
+                   dst: aiohttp.ClientWebSocketResponse | web.WebSocketResponse) -> None:
+        async for msg in src:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PING:
+                await dst.ping(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PONG:
+                await dst.pong(msg.data)
+            elif msg.type == aiohttp.WSMsgType.CLOSE:
+                await dst.close(code=msg.data or 1000, message=(msg.extra or "").encode())
+                return
+            else:
+                return
+
+    tasks = [asyncio.ensure_future(pump(up, down)), asyncio.ensure_future(pump(down, up))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def mark_error(outcome: Outcome, error: GatewayError) -> GatewayError:
+    outcome.error = error
+    outcome.status = error.status
+    return error
+

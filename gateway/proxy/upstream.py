@@ -1,0 +1,185 @@
+"""Connections to backends: one pool per backend and purpose, and the single translation of client errors.
+
+HTTP goes through ``gateway.pool`` (a lean keep-alive pool on httptools, which raises the gateway's own errors);
+WebSocket upgrades go through aiohttp's client, whose exceptions ``translate`` maps.
+
+A pool is an aiohttp ``ClientSession`` configured as a proxy needs it: no cookie jar, no redirects, no automatic
+decompression, none of the client's default headers, raw (already encoded) request targets. Pools survive reloads
+while the backend's address and settings are unchanged, so a reload never drops warm keep-alive connections.
+Shadow traffic gets pools of its own so that a slow shadow target can never take connections from the primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, Iterable
+
+import aiohttp
+from yarl import URL
+
+from gateway.config.model import Backend
+from gateway.errors import (
+    GatewayError,
+    UpstreamBodyError,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from gateway.proxy.pool import Pool, UpstreamResponse
+
+_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+def _pool_key(backend: Backend, purpose: str) -> tuple[object, ...]:
+    return (purpose, backend.scheme, backend.host, backend.port, backend.timeouts, backend.max_connections)
+
+
+class Upstreams:
+    """All backend pools of a running gateway: lean keep-alive pools (``gateway.pool``) for HTTP, and an aiohttp
+    session per backend only for WebSocket upgrades, which are rare and need a full client."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[object, ...], Pool] = {}
+        self._ws: dict[tuple[object, ...], aiohttp.ClientSession] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def pool(self, backend: Backend, purpose: str = "primary") -> Pool:
+        key = _pool_key(backend, purpose)
+        pool = self._pools.get(key)
+        if pool is None or pool.closed:
+            pool = self._pools[key] = Pool(backend)
+            self._schedule_sweep()
+        return pool
+
+    def ws_session(self, backend: Backend) -> aiohttp.ClientSession:
+        key = _pool_key(backend, "ws")
+        session = self._ws.get(key)
+        if session is None or session.closed:
+            session = self._ws[key] = _new_session(backend)
+        return session
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(5.0, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close keep-alive connections idle past their backend's idle timeout, every few seconds."""
+        self._sweeper = None
+        for pool in self._pools.values():
+            pool.sweep()
+        if self._pools:
+            self._schedule_sweep()
+
+    def retain(self, backends: Iterable[Backend], grace: float = 30.0) -> None:
+        """After a reload: close the pools no backend uses any more, once in-flight requests had time to finish."""
+        wanted = {_pool_key(b, p) for b in backends for p in ("primary", "shadow", "ws")}
+        for key in [k for k in self._pools if k not in wanted]:
+            pool = self._pools.pop(key)
+            asyncio.get_running_loop().call_later(grace, pool.close)
+        for key in [k for k in self._ws if k not in wanted]:
+            session = self._ws.pop(key)
+            task = asyncio.get_running_loop().create_task(_close_later(session, grace))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._closing):
+            task.cancel()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        sessions = list(self._ws.values())
+        self._ws.clear()
+        for session in sessions:
+            await session.close()
+
+
+async def _close_later(session: aiohttp.ClientSession, grace: float) -> None:
+    try:
+        await asyncio.sleep(grace)
+    finally:
+        await session.close()
+
+
+def _new_session(backend: Backend) -> aiohttp.ClientSession:
+    t = backend.timeouts
+    connector = aiohttp.TCPConnector(
+        limit=backend.max_connections,
+        limit_per_host=0,
+        keepalive_timeout=t.idle,
+        ttl_dns_cache=60,
+        enable_cleanup_closed=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=_SKIP_AUTO,
+        # sock_read starts once the request body is fully sent (aiohttp starts the read timer after write_eof),
+        # so it is the "response" timeout; after the headers the proxy lowers it to the idle timeout.
+        timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=t.connect, sock_read=t.response),
+        raise_for_status=False,
+        # Header sizes: the backend is trusted as much as the client; aiohttp's defaults (8 KiB line) are too
+        # small for some legacy apps' cookies.
+        max_line_size=65536,
+        max_field_size=65536,
+    )
+
+
+def upstream_url(backend: Backend, raw_target: str) -> URL:
+    return URL(f"{backend.scheme}://{backend.host}:{backend.port}{backend.base_path}{raw_target}", encoded=True)
+
+
+async def open_response(pool: Pool, method: str, raw_target: str, headers: Iterable[tuple[str, str]],
+                        body: AsyncIterable[bytes] | bytes | None) -> UpstreamResponse:
+    """Send the request and wait for the response headers; the body is left to stream."""
+    return await pool.request(method, raw_target, headers, body)
+
+
+def translate(exc: BaseException, backend: Backend, phase: str) -> BaseException:
+    """The one place where aiohttp's and the OS's exceptions become the gateway's errors.
+
+    ``phase`` is "headers" before the response started and "body" after: a body failure can no longer become a
+    status code, so it is always an ``UpstreamBodyError`` and the caller aborts the client connection.
+    """
+    if isinstance(exc, asyncio.CancelledError | GatewayError):
+        return exc
+    # aiohttp wraps a failure of the request-body writer (our own PayloadTooLarge among them) as its cause.
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, GatewayError):
+            return cause
+        cause = cause.__cause__
+    name = backend.name
+    if phase == "body":
+        return UpstreamBodyError(f"{name}: response body broke off: {_describe(exc)}", backend=name)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout(f"{name}: connect timed out after {backend.timeouts.connect:g}s", backend=name,
+                               retryable=True)
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"{name}: no response within {backend.timeouts.response:g}s", backend=name)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(f"{name}: cannot connect to {backend.host}:{backend.port}: "
+                                    f"{exc.os_error.strerror or exc.os_error}", backend=name, retryable=True)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamProtocolError(f"{name}: closed the connection without a response", backend=name)
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return UpstreamProtocolError(f"{name}: invalid response: {_describe(exc)}", backend=name)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return UpstreamConnectError(f"{name}: connection failed: {_describe(exc)}", backend=name)
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+async def discard(resp: aiohttp.ClientResponse) -> None:
+    """Give a response's connection back without reading a body nobody wants (the pool closes it if unread)."""
+    with contextlib.suppress(Exception):
+        resp.close()

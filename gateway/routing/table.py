@@ -1,0 +1,66 @@
+"""The route table of one config generation: built once from a ``Config``, never changed, swapped whole on reload.
+
+It resolves names to backends and wraps every route spec in a ``Route`` so that the request path only does
+dictionary and attribute lookups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.config.model import Backend, Config, RouteSpec
+from gateway.routing.matching import Entry, MatchSpec, PathMatch, RouteTable
+
+FALLBACK_ROUTE = "fallback"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    spec: RouteSpec | None      # None for the synthetic fallback route
+    stage: str
+    legacy: Backend
+    to: Backend | None
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.spec is None
+
+
+class Table:
+    __slots__ = ("config", "generation", "routes", "by_name", "fallback", "_matcher")
+
+    def __init__(self, config: Config, generation: int) -> None:
+        self.config = config
+        self.generation = generation
+        backends = config.backends
+        self.routes: tuple[Route, ...] = tuple(_route(spec, backends) for spec in config.routes)
+        self.by_name: Mapping[str, Route] = {r.name: r for r in self.routes}
+        self.fallback = Route(FALLBACK_ROUTE, None, "legacy", backends[config.fallback], None)
+        self._matcher = RouteTable(
+            [Entry(r.name, r.spec.match, r.spec.order, r.spec.priority, r) for r in self.routes if r.spec])
+
+    def resolve(self, method: str, path: str, headers: Mapping[str, str]) -> Route:
+        """The route for a request whose path is already normalised (the fallback when nothing matches)."""
+        m = self._matcher.match(method, path, headers)
+        return m.entry.target if m is not None else self.fallback  # type: ignore[return-value]
+
+    def explain(self, method: str, path: str, headers: Mapping[str, str]) -> list[object]:
+        return self._matcher.explain(method, path, headers)
+
+
+
+def _route(spec: RouteSpec, backends: Mapping[str, Backend]) -> Route:
+    return Route(spec.name, spec, spec.stage, backends[spec.legacy], backends[spec.to] if spec.to else None)
+
+
+def describe_match(match: MatchSpec) -> str:
+    """``template /api/products/{id}/reviews [GET,POST] X-Tenant=acme`` for tables and explanations."""
+    path: PathMatch = match.path
+    text = f"{path.kind} {path.value}"
+    if match.methods:
+        text += f" [{','.join(sorted(match.methods))}]"
+    for name, value in match.headers:
+        text += f" {name}={value}"
+    return text

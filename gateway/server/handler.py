@@ -1,0 +1,203 @@
+"""The public listener: one handler that takes a request from the wire to a backend and back.
+
+    normalise path -> match route -> decide side (stage, pin, canary) -> forward (streaming) -> shadow copy (off
+    the hot path) -> record stats
+
+Everything per generation (route table, backends) comes from the ``Table`` the handler reads once at the start of
+the request, so a reload in the middle of a request changes nothing for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from gateway.config.model import Backend
+from gateway.errors import (
+    BadRequest,
+    CircuitOpen,
+    ClientRequestError,
+    GatewayError,
+    PayloadTooLarge,
+    Unavailable,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamRetryableStatus,
+    VersionNotSupported,
+    problem_response,
+)
+from gateway.proxy import forward as proxy
+from gateway.proxy.headers import upstream_request_headers
+from gateway.rollout import decision as rollout
+from gateway.routing.paths import PathError, normalize_path, split_target
+from gateway.telemetry.tracing import current as current_span
+from observability.tracing import TRACEPARENT
+
+if TYPE_CHECKING:
+    from gateway.routing.table import Route
+    from gateway.runtime.gateway import Gateway
+
+log = logging.getLogger("strangler.gateway")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRY_STATUSES = frozenset({502, 503})
+HTTP_VERSIONS = frozenset({(1, 1), (1, 0)})
+
+
+def _retryable(exc: GatewayError, request: web.BaseRequest) -> bool:
+    """Whether a failed attempt may be sent again to legacy: the new backend refused (it never saw the request),
+    its circuit is open, it is over its limit, it reset before answering, or it answered 502/503 -- and in the
+    last cases only when there is no request body (a streamed body cannot be sent twice)."""
+    if exc.retryable or isinstance(exc, Unavailable):
+        return True
+    if isinstance(exc, UpstreamProtocolError | UpstreamRetryableStatus | UpstreamConnectError):
+        return not request.can_read_body
+    return False
+
+
+class PublicHandler:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        table = self.gw.table
+        span = self.gw.telemetry.start(request, table.config)
+        trace_header = self.gw.telemetry.trace_header(span, table.config)
+        raw = request.raw_path
+        refusal = self._check(request, table.config.limits.max_request_body)
+        if refusal is None:
+            try:
+                path, query = split_target(raw)
+                norm = normalize_path(path)
+            except PathError as exc:
+                refusal = BadRequest(f"invalid request path: {exc}")
+        if refusal is not None:
+            self.gw.telemetry.refused(request, refusal, time.perf_counter() - started)
+            return problem_response(refusal, instance=raw[:200], trace_header=trace_header)
+        if norm != path:
+            # The backend sees exactly the path the route decision was made on.
+            raw = norm if query is None else f"{norm}?{query}"
+        route = table.resolve(request.method, norm, request.headers)
+        pin = self.gw.state.pins.get(route.name) if not route.is_fallback else None
+        decision = rollout.decide(route, request, pinned=pin is not None, weight=self.gw.weight_for(route))
+        outcome = proxy.Outcome(decision.backend.name)
+
+        headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
+                                           keep_upgrade=False)
+        shadow = self.gw.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
+        extra = _cookie_header(decision)
+        if trace_header is not None:
+            extra.append(trace_header)
+        try:
+            resp = await self._forward(request, decision, raw, headers, outcome, shadow,
+                                       table.config.limits.max_request_body, extra, route)
+        except GatewayError as exc:
+            proxy.mark_error(outcome, exc)
+            if shadow is not None:
+                shadow.primary_failed()
+            resp = problem_response(exc, instance=path, trace_header=trace_header)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.gw.observe(route, decision, request, outcome, elapsed)
+        if shadow is not None:
+            self.gw.shadow.submit(shadow, outcome)
+        return resp
+
+    async def _forward(self, request: web.BaseRequest, decision: rollout.Decision, raw: str,
+                       headers: list[tuple[str, str]], outcome: proxy.Outcome, shadow: proxy.Tap | None,
+                       limit: int | None, extra: list[tuple[str, str]], route: Route | None = None
+                       ) -> web.StreamResponse:
+        """Send to the decided backend; with ``on_error: fallback``, a failed attempt on the new side of an
+        idempotent request is retried once on legacy (and still counted against the new side)."""
+        fallback = route is not None and self._may_fall_back(request, route, decision)
+        if fallback:
+            try:
+                return await self._attempt(request, decision.backend, raw, headers, outcome, shadow, limit, extra,
+                                           retry_statuses=RETRY_STATUSES)
+            except GatewayError as exc:
+                if not _retryable(exc, request):
+                    raise
+                assert route is not None
+                self.gw.record_attempt(route, "extracted", exc)
+                outcome.backend = route.legacy.name
+                outcome.fell_back = True
+                return await self._attempt(request, route.legacy, raw, headers, outcome, shadow, limit, extra)
+        return await self._attempt(request, decision.backend, raw, headers, outcome, shadow, limit, extra)
+
+    async def _attempt(self, request: web.BaseRequest, backend: Backend, raw: str, headers: list[tuple[str, str]],
+                       outcome: proxy.Outcome, shadow: proxy.Tap | None, limit: int | None,
+                       extra: list[tuple[str, str]], retry_statuses: frozenset[int] = frozenset()
+                       ) -> web.StreamResponse:
+        protection = self.gw.protection
+        circuit = protection.circuits.get(backend.name)
+        if circuit is not None and not circuit.allow():
+            raise CircuitOpen(f"{backend.name}: circuit open after {circuit.failures} consecutive failures; "
+                              f"retrying in {circuit.spec.cooldown:g}s", backend=backend.name, retryable=True)
+        slot = protection.limits.get(backend.name)
+        if slot is not None:
+            await slot.acquire()
+        span = current_span()
+        try:
+            if span is not None:  # a CLIENT span per attempt; the backend continues the trace under it
+                headers = [*headers, (TRACEPARENT, span.attempt(backend))]
+            if proxy.is_upgrade(request):
+                resp = await proxy.forward_websocket(request, backend, self.gw.upstreams.ws_session(backend), raw,
+                                                     headers, outcome)
+            else:
+                resp = await proxy.forward(request, backend, self.gw.upstreams.pool(backend), raw, headers, outcome,
+                                           tap=shadow,
+                                           body_limit=limit, extra_response_headers=extra,
+                                           retry_statuses=retry_statuses)
+        except GatewayError as exc:
+            if span is not None:
+                span.attempt_end(exc.status, exc)
+            if circuit is not None and not isinstance(exc, ClientRequestError):
+                circuit.failure()
+            raise
+        finally:
+            if slot is not None:
+                slot.release()
+        if span is not None:
+            span.attempt_end(outcome.status, outcome.error)
+        if circuit is not None:
+            if outcome.status >= 500 or outcome.aborted:
+                circuit.failure()
+            else:
+                circuit.success()
+        return resp
+
+    @staticmethod
+    def _may_fall_back(request: web.BaseRequest, route: Route, decision: rollout.Decision) -> bool:
+        return (decision.side == "extracted" and route.spec is not None and route.spec.on_error == "fallback"
+                and request.method in IDEMPOTENT and not proxy.is_upgrade(request))
+
+    @staticmethod
+    def _check(request: web.BaseRequest, limit: int | None) -> GatewayError | None:
+        """What refuses a request before any route is chosen (the path is checked by the caller)."""
+        if request.version not in HTTP_VERSIONS:
+            return VersionNotSupported(f"HTTP/{request.version[0]}.{request.version[1]} is not spoken here; "
+                                       "use HTTP/1.1")
+        if limit is not None and (request.content_length or 0) > limit:
+            return PayloadTooLarge(f"request body exceeds {limit} bytes")
+        return None
+
+
+def _peer(request: web.BaseRequest) -> str | None:
+    transport = request.transport
+    if transport is None:
+        return None
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple | list) and peer:
+        return str(peer[0])
+    return None
+
+
+def _cookie_header(decision: rollout.Decision) -> list[tuple[str, str]]:
+    if decision.new_cookie is None:
+        return []
+    name, value = decision.new_cookie
+    return [("Set-Cookie", f"{name}={value}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly")]

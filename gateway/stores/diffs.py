@@ -1,0 +1,559 @@
+"""The comparison store: counters and capped samples of shadow comparisons, in SQLite beside routes.yaml.
+
+Model
+-----
+Two kinds of data, with different lifetimes:
+
+* **Counters** are small and kept for good: verdicts per route, skips per route and reason, per-field difference
+  counts (at most ``MAX_FIELDS_PER_ROUTE`` per route, the least frequent go first), learned-noise counts (at most
+  ``MAX_NOISE_FIELDS`` per route) and a latency histogram per route and side (log buckets, about 9% wide).
+* **Samples** are whole comparisons (request, both answers, differences), capped twice: each body is cut at
+  ``STORED_BODY`` bytes (flagged ``*_truncated``), and retention keeps the newest ``max_samples`` per route,
+  verdict and kind (live or replay), plus the latest example of each counted field (so the report's
+  ``strangler diff ID`` links keep working), and nothing older than ``max_age``.
+
+Samples are also rate-limited as they are written: at most ``SAMPLES_PER_SECOND`` per route and verdict (but
+always one for a field seen for the first time), since only the newest ``max_samples`` are kept anyway and 100%
+shadow on a busy route would otherwise write and delete thousands of rows a second. Counters count everything;
+they are added up per batch (skips in memory, pushed every ``SKIP_FLUSH`` seconds) and written once per key.
+
+So the file is bounded by ``routes x (verdicts x 2 x max_samples + MAX_FIELDS_PER_ROUTE) x (3 x STORED_BODY +
+headers)`` whatever the traffic; in practice samples are a few KiB and the file stays at a few MiB.
+
+Writes never happen on the request path: ``put`` appends to a bounded in-memory queue (when it is full the record
+is dropped and counted in ``dropped``) and a writer thread commits them in batches of up to ``BATCH``, enforcing
+the bounds in the same transaction, for exactly the routes and verdicts the batch touched. ``flush`` waits until
+everything put so far is committed: the bounds hold whenever it returns. Reads (admin API, CLI) use their own
+connection; WAL mode lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.stores import sqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    route TEXT NOT NULL,
+    method TEXT NOT NULL,
+    target TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    trace_id TEXT,
+    primary_backend TEXT, shadow_backend TEXT,
+    primary_status INTEGER, shadow_status INTEGER,
+    primary_ms REAL, shadow_ms REAL,
+    differences TEXT NOT NULL DEFAULT '[]',
+    ignored TEXT NOT NULL DEFAULT '[]',
+    request_headers TEXT NOT NULL DEFAULT '[]', request_body BLOB,
+    primary_headers TEXT NOT NULL DEFAULT '[]', primary_body BLOB, primary_truncated INTEGER DEFAULT 0,
+    shadow_headers TEXT NOT NULL DEFAULT '[]', shadow_body BLOB, shadow_truncated INTEGER DEFAULT 0,
+    replay INTEGER NOT NULL DEFAULT 0,
+    request_truncated INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS samples_kind ON samples(route, verdict, replay, id);
+CREATE INDEX IF NOT EXISTS samples_at ON samples(at);
+CREATE TABLE IF NOT EXISTS verdicts (route TEXT, verdict TEXT, n INTEGER NOT NULL, PRIMARY KEY (route, verdict));
+CREATE TABLE IF NOT EXISTS skips (route TEXT, reason TEXT, n INTEGER NOT NULL, PRIMARY KEY (route, reason));
+CREATE TABLE IF NOT EXISTS fields (
+    route TEXT, field TEXT, kind TEXT, counted INTEGER NOT NULL DEFAULT 0, ignored INTEGER NOT NULL DEFAULT 0,
+    last_id INTEGER, PRIMARY KEY (route, field, kind)
+);
+CREATE TABLE IF NOT EXISTS noise (
+    route TEXT, field TEXT, differed INTEGER NOT NULL, PRIMARY KEY (route, field)
+);
+CREATE TABLE IF NOT EXISTS noise_samples (route TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS latency (
+    route TEXT, side TEXT, bucket INTEGER, n INTEGER NOT NULL, PRIMARY KEY (route, side, bucket)
+);
+"""
+
+SAMPLES_PER_SECOND = 10     # stored samples per route and verdict per second; counters count everything
+SKIP_FLUSH = 0.5            # seconds between two writes of the skip counters
+MAX_FIELDS_PER_ROUTE = 500
+MAX_NOISE_FIELDS = 500
+STORED_BODY = 256 * 1024
+QUEUE_LIMIT = 10_000
+BATCH = 200
+# After the first record of a batch the writer waits this long for more before committing: one transaction
+# costs about as much as a hundred inserts, so at a few hundred comparisons a second (a slow shadow target drains
+# its queue steadily) a commit per record would cost the gateway more CPU than the comparisons themselves.
+LINGER = 0.1
+_FLUSH = object()   # put by flush(): commit what is queued now instead of waiting out LINGER
+REDACTED = "[redacted]"
+
+# A field is noise once two answers of legacy to the same request disagreed on it at least NOISE_MIN_DIFFERED
+# times and in at least NOISE_MIN_RATE of the double-checked requests. One disagreement is not enough: a write
+# landing between the two reads changes `count` once, and that must not hide a real mismatch forever.
+NOISE_MIN_DIFFERED = 2
+NOISE_MIN_RATE = 0.10
+
+# Latency histogram: bucket b holds values in [2**(b/8), 2**((b+1)/8)) ms, so a quantile is known within 9%.
+_BUCKETS_PER_OCTAVE = 8
+
+
+def is_noise(differed: int, samples: int) -> bool:
+    return samples > 0 and differed >= NOISE_MIN_DIFFERED and differed >= NOISE_MIN_RATE * samples
+
+
+def latency_bucket(ms: float) -> int:
+    return math.floor(math.log2(max(ms, 0.001)) * _BUCKETS_PER_OCTAVE)
+
+
+def bucket_upper_ms(bucket: int) -> float:
+    return 2.0 ** ((bucket + 1) / _BUCKETS_PER_OCTAVE)
+
+
+@dataclass(slots=True)
+class Record:
+    """One comparison (or skip/error), as the shadow dispatcher hands it over."""
+
+    route: str
+    method: str
+    target: str
+    verdict: str
+    reason: str = ""
+    trace_id: str | None = None
+    primary_backend: str = ""
+    shadow_backend: str = ""
+    primary_status: int | None = None
+    shadow_status: int | None = None
+    primary_ms: float | None = None
+    shadow_ms: float | None = None
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    ignored: list[dict[str, Any]] = field(default_factory=list)
+    request_headers: list[tuple[str, str]] = field(default_factory=list)
+    request_body: bytes | None = None
+    request_truncated: bool = False
+    primary_headers: list[tuple[str, str]] = field(default_factory=list)
+    primary_body: bytes | None = None
+    primary_truncated: bool = False
+    shadow_headers: list[tuple[str, str]] = field(default_factory=list)
+    shadow_body: bytes | None = None
+    shadow_truncated: bool = False
+    at: float = field(default_factory=time.time)
+    replay: bool = False
+    reverse: bool = False     # the primary was the extracted side (stage extracted with reverse_shadow)
+
+
+def _capped(body: bytes | None) -> tuple[bytes | None, bool]:
+    if body is None or len(body) <= STORED_BODY:
+        return body, False
+    return body[:STORED_BODY], True
+
+
+class _BatchCounts:
+    """Counter deltas of one batch, written with one upsert per key."""
+
+    def __init__(self) -> None:
+        self.verdicts: dict[tuple[str, str], int] = {}
+        self.fields: dict[tuple[str, str, str, str], int] = {}
+        self.last_ids: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[tuple[str, str, int], int] = {}
+        self.skips: dict[tuple[str, str], int] = {}
+        self.examples: set[tuple[str, str, str]] = set()
+
+    def add_record(self, r: Record, sample_id: int | None) -> None:
+        key = (r.route, r.verdict)
+        self.verdicts[key] = self.verdicts.get(key, 0) + 1
+        for diffs, column in ((r.differences, "counted"), (r.ignored, "ignored")):
+            for name, kind in {(d.get("field", d.get("path", "?")), d.get("kind", "changed")) for d in diffs}:
+                fkey = (r.route, name, kind, column)
+                self.fields[fkey] = self.fields.get(fkey, 0) + 1
+                if sample_id is not None:
+                    self.last_ids[(r.route, name, kind)] = sample_id
+                    if column == "counted":
+                        self.examples.add((r.route, name, kind))
+        sides = (("extracted", r.primary_ms), ("legacy", r.shadow_ms)) if r.reverse else \
+            (("legacy", r.primary_ms), ("extracted", r.shadow_ms))
+        for side, ms in sides:
+            if ms is not None and r.verdict != "error":
+                lkey = (r.route, side, latency_bucket(ms))
+                self.latency[lkey] = self.latency.get(lkey, 0) + 1
+
+    def write(self, db: sqlite3.Connection) -> None:
+        for (route, verdict), n in self.verdicts.items():
+            db.execute("INSERT INTO verdicts VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                       (route, verdict, n))
+        for (route, name, kind, column), n in self.fields.items():
+            last_id = self.last_ids.get((route, name, kind))
+            db.execute(f"INSERT INTO fields (route, field, kind, {column}, last_id) VALUES (?, ?, ?, ?, ?) "
+                       f"ON CONFLICT DO UPDATE SET {column} = {column} + excluded.{column}, "
+                       f"last_id = COALESCE(excluded.last_id, last_id)", (route, name, kind, n, last_id))
+        for (route, side, bucket), n in self.latency.items():
+            db.execute("INSERT INTO latency VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                       (route, side, bucket, n))
+        for (route, reason), n in self.skips.items():
+            db.execute("INSERT INTO skips VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                       (route, reason, n))
+
+
+class DiffStore:
+    def __init__(self, path: Path, *, max_samples: int = 200, max_age: float = 7 * 86400.0,
+                 samples_per_second: int = SAMPLES_PER_SECOND) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.samples_per_second = samples_per_second
+        self.max_samples = max_samples
+        self.max_age = max_age
+        self.dropped = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
+        init = self._connect()
+        init.executescript(SCHEMA)
+        _migrate(init)
+        init.close()
+        # Items put but not yet committed; flush() waits for zero. A counter under a condition, not an Event,
+        # so that a put racing with the end of a batch can never make flush() return early.
+        self._pending = 0
+        self._done = threading.Condition()
+        self._skips: dict[tuple[str, str], int] = {}
+        self._skip_lock = threading.Lock()
+        self._skips_pushed = 0.0
+        # Writer-thread state: samples written this second per route and verdict, fields that have an example.
+        self._sampled: dict[tuple[str, str], int] = {}
+        self._sampled_second = 0
+        self._has_example: set[tuple[str, str, str]] = set()
+        self._thread = threading.Thread(target=self._writer, name="strangler-diffstore", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite.connect(self.path)
+
+    # -- writing (any thread, never blocks) ------------------------------------------------------------------------
+
+    def put(self, item: Record | tuple[str, ...]) -> bool:
+        with self._done:
+            self._pending += 1
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            self._finished(1)
+            return False
+
+    def skip(self, route: str, reason: str) -> None:
+        """Count a skipped copy. Skips can come thousands per second (a dead target, a full queue), so they are
+        added up in memory and written as one delta per route and reason every ``SKIP_FLUSH`` seconds."""
+        key = (route, reason)
+        with self._skip_lock:
+            self._skips[key] = self._skips.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._skips_pushed >= SKIP_FLUSH:
+            self.push_skips(now)
+
+    def push_skips(self, now: float | None = None) -> None:
+        with self._skip_lock:
+            skips, self._skips = self._skips, {}
+        self._skips_pushed = time.monotonic() if now is None else now
+        if skips:
+            self.put(("skips", skips))
+
+    def noise_sample(self, route: str, fields: frozenset[str]) -> None:
+        self.put(("noise", route, json.dumps(sorted(fields))))
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything put so far is committed (and the bounds enforced); False on timeout."""
+        self.push_skips()
+        with contextlib.suppress(queue.Full):   # a full queue makes full batches anyway
+            self._queue.put_nowait(_FLUSH)
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout=timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=5.0)
+
+    # -- reading (admin API and CLI, from a worker thread) ---------------------------------------------------------
+
+    def reader(self) -> sqlite3.Connection:
+        db = self._connect()
+        db.row_factory = sqlite3.Row
+        return db
+
+    # -- the writer thread ------------------------------------------------------------------------------------------
+
+    def _finished(self, n: int) -> None:
+        with self._done:
+            self._pending -= n
+            if self._pending <= 0:
+                self._done.notify_all()
+
+    def _writer(self) -> None:
+        db = self._connect()
+        self._has_example = {(r, f, k) for r, f, k in db.execute(
+            "SELECT route, field, kind FROM fields WHERE counted > 0 AND last_id IS NOT NULL")}
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            if item is _FLUSH:
+                continue
+            batch, stop = self._gather(item)
+            try:
+                self._write(db, batch)
+            except sqlite3.Error:
+                self.dropped += len(batch)
+            finally:
+                self._finished(len(batch))
+            if stop:
+                break
+        db.close()
+
+    def _gather(self, first: Any) -> tuple[list[Any], bool]:
+        """A batch: ``first`` and whatever arrives within ``LINGER`` (at most ``BATCH`` items); and whether the
+        store is closing."""
+        batch = [first]
+        deadline = time.monotonic() + LINGER
+        while len(batch) < BATCH:
+            left = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return batch, True
+            if nxt is _FLUSH:
+                break
+            batch.append(nxt)
+        return batch, False
+
+    def _write(self, db: sqlite3.Connection, batch: list[Any]) -> None:
+        """One transaction per batch. Counters are added up over the batch first and written once per key, so
+        a busy route costs a handful of statements per batch, not several per comparison."""
+        touched: set[tuple[str, str, int]] = set()
+        counts = _BatchCounts()
+        db.execute("BEGIN")
+        try:
+            for item in batch:
+                if isinstance(item, Record):
+                    sample_id = self._insert(db, item, counts) if self._keep_sample(item) else None
+                    if sample_id is not None:
+                        touched.add((item.route, item.verdict, int(item.replay)))
+                    if not item.replay:
+                        counts.add_record(item, sample_id)
+                elif item[0] == "skips":
+                    for key, n in item[1].items():
+                        counts.skips[key] = counts.skips.get(key, 0) + n
+                elif item[0] == "noise":
+                    self._noise(db, item[1], json.loads(item[2]))
+            counts.write(db)
+            self._has_example.update(counts.examples)
+            self._retain(db, touched)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _keep_sample(self, r: Record) -> bool:
+        """Whether to store this comparison as a sample (counters always count it). At most
+        ``SAMPLES_PER_SECOND`` per route and verdict, so 100% shadow on a busy route does not churn the file,
+        except that a field seen for the first time always gets its example."""
+        if r.replay:
+            return True
+        second = int(time.monotonic())
+        if second != self._sampled_second:
+            self._sampled_second = second
+            self._sampled.clear()
+        key = (r.route, r.verdict)
+        taken = self._sampled.get(key, 0)
+        new_field = any((r.route, d.get("field", "?"), d.get("kind", "changed")) not in self._has_example
+                        for d in r.differences)
+        if taken >= self.samples_per_second and not new_field:
+            return False
+        self._sampled[key] = taken + 1
+        return True
+
+    def _insert(self, db: sqlite3.Connection, r: Record, counts: _BatchCounts) -> int | None:
+        request_body, request_cut = _capped(r.request_body)
+        primary_body, primary_cut = _capped(r.primary_body)
+        shadow_body, shadow_cut = _capped(r.shadow_body)
+        cur = db.execute(
+            "INSERT INTO samples (at, route, method, target, verdict, reason, trace_id, primary_backend, "
+            "shadow_backend, primary_status, shadow_status, primary_ms, shadow_ms, differences, ignored, "
+            "request_headers, request_body, primary_headers, primary_body, primary_truncated, shadow_headers, "
+            "shadow_body, shadow_truncated, replay, request_truncated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.at, r.route, r.method, r.target, r.verdict, r.reason, r.trace_id, r.primary_backend,
+             r.shadow_backend, r.primary_status, r.shadow_status, r.primary_ms, r.shadow_ms,
+             json.dumps(r.differences, default=str), json.dumps(r.ignored, default=str),
+             json.dumps(r.request_headers), request_body, json.dumps(r.primary_headers), primary_body,
+             int(r.primary_truncated or primary_cut), json.dumps(r.shadow_headers), shadow_body,
+             int(r.shadow_truncated or shadow_cut), int(r.replay), int(r.request_truncated or request_cut)))
+        return cur.lastrowid
+
+    def _noise(self, db: sqlite3.Connection, route: str, fields: list[str]) -> None:
+        db.execute("INSERT INTO noise_samples VALUES (?, 1) ON CONFLICT DO UPDATE SET n = n + 1", (route,))
+        for f in fields:
+            db.execute("INSERT INTO noise VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET differed = differed + 1",
+                       (route, f))
+
+    def _retain(self, db: sqlite3.Connection, touched: set[tuple[str, str, int]]) -> None:
+        """Enforce the bounds for what this batch touched: ``max_samples`` per route, verdict and kind (besides
+        the latest example of each counted field), field and noise counters per route, and ``max_age``."""
+        db.execute("DELETE FROM samples WHERE at < ?", (time.time() - self.max_age,))
+        # Fields first: a field trimmed away no longer holds its example sample.
+        for route in {t[0] for t in touched}:
+            _trim(db, "fields", route, "counted + ignored", MAX_FIELDS_PER_ROUTE)
+            _trim(db, "noise", route, "differed", MAX_NOISE_FIELDS)
+        for route, verdict, replay in touched:
+            db.execute(
+                "DELETE FROM samples WHERE route = ? AND verdict = ? AND replay = ? AND id <= "
+                "(SELECT id FROM samples WHERE route = ? AND verdict = ? AND replay = ? ORDER BY id DESC "
+                "LIMIT 1 OFFSET ?) AND id NOT IN (SELECT last_id FROM fields WHERE route = ? AND counted > 0 "
+                "AND last_id IS NOT NULL)",
+                (route, verdict, replay, route, verdict, replay, self.max_samples, route))
+
+
+def _trim(db: sqlite3.Connection, table: str, route: str, weight: str, keep: int) -> None:
+    """Keep the ``keep`` heaviest rows of ``table`` for ``route``."""
+    (n,) = db.execute(f"SELECT COUNT(*) FROM {table} WHERE route = ?", (route,)).fetchone()
+    if n > keep:
+        db.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE route = ? "
+                   f"ORDER BY {weight} ASC, rowid ASC LIMIT ?)", (route, n - keep))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Stores written by an earlier version lack newer columns; add them in place."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(samples)")}
+    if "request_truncated" not in columns:
+        db.execute("ALTER TABLE samples ADD COLUMN request_truncated INTEGER NOT NULL DEFAULT 0")
+
+
+
+def sample_summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"], "at": row["at"], "route": row["route"], "method": row["method"], "path": row["target"],
+        "verdict": row["verdict"], "reason": row["reason"], "trace_id": row["trace_id"],
+        "primary": {"backend": row["primary_backend"], "status": row["primary_status"], "ms": row["primary_ms"]},
+        "shadow": {"backend": row["shadow_backend"], "status": row["shadow_status"], "ms": row["shadow_ms"]},
+        "differences": json.loads(row["differences"]), "replay": bool(row["replay"]),
+    }
+
+
+def _body_text(body: bytes | None) -> dict[str, Any]:
+    if body is None:
+        return {"text": None, "base64": None, "size": 0}
+    try:
+        return {"text": body.decode("utf-8"), "size": len(body)}
+    except UnicodeDecodeError:
+        import base64
+
+        return {"text": None, "base64": base64.b64encode(body).decode(), "size": len(body)}
+
+
+def sample_detail(row: sqlite3.Row) -> dict[str, Any]:
+    out = sample_summary(row)
+    out["ignored"] = json.loads(row["ignored"])
+    out["request"] = {"method": row["method"], "target": row["target"],
+                      "headers": json.loads(row["request_headers"]), "body": _body_text(row["request_body"]),
+                      "truncated": bool(row["request_truncated"])}
+    out["primary"].update(headers=json.loads(row["primary_headers"]), body=_body_text(row["primary_body"]),
+                          truncated=bool(row["primary_truncated"]))
+    out["shadow"].update(headers=json.loads(row["shadow_headers"]), body=_body_text(row["shadow_body"]),
+                         truncated=bool(row["shadow_truncated"]))
+    return out
+
+
+def list_samples(db: sqlite3.Connection, route: str | None = None, verdict: str | None = None,
+                 limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM samples WHERE 1=1"
+    args: list[Any] = []
+    if route:
+        sql += " AND route = ?"
+        args.append(route)
+    if verdict:
+        sql += " AND verdict = ?"
+        args.append(verdict)
+    if before:
+        sql += " AND id < ?"
+        args.append(before)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return [sample_summary(r) for r in db.execute(sql, args)]
+
+
+def get_sample(db: sqlite3.Connection, sample_id: int) -> dict[str, Any] | None:
+    row = db.execute("SELECT * FROM samples WHERE id = ?", (sample_id,)).fetchone()
+    return sample_detail(row) if row else None
+
+
+def report(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Per route: verdict counts and rates, skips by reason, top differing fields, noise fields with their rates
+    (``learned`` when they pass the noise threshold), and p50/p99 of both sides over the compared requests."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def route(name: str) -> dict[str, Any]:
+        return out.setdefault(name, {"verdicts": {}, "skipped": {}, "fields": [], "noise": [], "noise_samples": 0,
+                                     "compared_latency": {}})
+
+    for r in db.execute("SELECT route, verdict, n FROM verdicts"):
+        route(r["route"])["verdicts"][r["verdict"]] = r["n"]
+    for r in db.execute("SELECT route, reason, n FROM skips"):
+        route(r["route"])["skipped"][r["reason"]] = r["n"]
+    for r in db.execute("SELECT route, field, kind, counted, ignored, last_id FROM fields "
+                        "ORDER BY counted DESC, ignored DESC, field"):
+        fields = route(r["route"])["fields"]
+        if len(fields) < 20:
+            fields.append({"field": r["field"], "kind": r["kind"], "count": r["counted"], "ignored": r["ignored"],
+                           "last_sample": r["last_id"]})
+    for r in db.execute("SELECT route, n FROM noise_samples"):
+        route(r["route"])["noise_samples"] = r["n"]
+    for r in db.execute("SELECT route, field, differed FROM noise ORDER BY differed DESC, field"):
+        entry = route(r["route"])
+        samples = entry["noise_samples"]
+        rate = 100.0 * r["differed"] / samples if samples else 0.0
+        entry["noise"].append({"field": r["field"], "differed": r["differed"], "rate": round(rate, 2),
+                               "learned": is_noise(r["differed"], samples)})
+    histograms: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for r in db.execute("SELECT route, side, bucket, n FROM latency ORDER BY bucket"):
+        histograms.setdefault((r["route"], r["side"]), []).append((r["bucket"], r["n"]))
+    for (name, side), buckets in histograms.items():
+        route(name)["compared_latency"][side] = _quantiles(buckets)
+    for entry in out.values():
+        v = entry["verdicts"]
+        total = sum(v.values())
+        entry["compared"] = total
+        entry["rates"] = {k: round(100.0 * n / total, 2) for k, n in v.items()} if total else {}
+    return out
+
+
+def _quantiles(buckets: list[tuple[int, int]]) -> dict[str, Any]:
+    """p50 and p99 from a sorted histogram, as the upper edge of the bucket that holds them."""
+    total = sum(n for _, n in buckets)
+    out: dict[str, Any] = {"requests": total}
+    for name, q in (("p50_ms", 0.50), ("p99_ms", 0.99)):
+        rank = q * total
+        seen = 0
+        for bucket, n in buckets:
+            seen += n
+            if seen >= rank:
+                out[name] = round(bucket_upper_ms(bucket), 3)
+                break
+    return out
+
+
+def noise_counts(db: sqlite3.Connection) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Double-checked requests per route, and per route how often each field differed between legacy's answers."""
+    samples = {r[0]: r[1] for r in db.execute("SELECT route, n FROM noise_samples")}
+    fields: dict[str, dict[str, int]] = {}
+    for r in db.execute("SELECT route, field, differed FROM noise"):
+        fields.setdefault(r[0], {})[r[1]] = r[2]
+    return samples, fields

@@ -1,0 +1,89 @@
+"""What the gateway tells about itself, per request: its trace span, its metrics, its access-log line.
+
+The request handler calls ``start`` first (the span exists before anything can fail, so even a refused request
+has a trace id) and ``Gateway.observe`` calls ``request_done`` once the response is complete; refusals before a
+route is known go through ``refused``. Everything here is built to cost the request as little as possible; the
+expensive parts (span attributes, JSON, SQLite) happen in background threads (``gateway.tracestore``,
+``observability.logging.AccessLog``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from gateway.stores.traces import TraceStore
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.tracing import ChildSpan, GatewayTracer, RequestSpan
+from observability.logging import AccessLog
+from observability.tracing import CURRENT, TRACE_ID_HEADER
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from gateway.config.model import Config
+    from gateway.errors import GatewayError
+    from gateway.routing.table import Route
+    from gateway.runtime.gateway import Gateway
+
+TRACES_DB = "traces.db"
+
+
+class Telemetry:
+    def __init__(self, gateway: Gateway, cfg: Config) -> None:
+        self.tracing = GatewayTracer(TraceStore(cfg.store.dir / TRACES_DB, max_traces=cfg.store.max_traces))
+        self.metrics = Metrics(gateway)
+        self.access = AccessLog()
+        self._exporting = False
+
+    # -- per request -----------------------------------------------------------------------------------------------
+
+    def start(self, request: web.BaseRequest, cfg: Config) -> RequestSpan:
+        return self.tracing.start(request, cfg.tracing)
+
+    @staticmethod
+    def trace_header(span: RequestSpan, cfg: Config) -> tuple[str, str] | None:
+        """``X-Trace-Id`` for the response, unless routes.yaml ``tracing.response_header`` is false."""
+        return (TRACE_ID_HEADER, span.trace_hex) if cfg.tracing.response_header else None
+
+    def request_done(self, route: Route, decision: Any, request: web.BaseRequest, outcome: Any,
+                     elapsed: float) -> None:
+        span: RequestSpan | None = CURRENT.get()
+        if span is not None:
+            self.tracing.finish(span, route, decision, outcome)
+        stage = decision.effective_stage
+        self.metrics.request(route.name, stage, outcome.backend, outcome.status, elapsed, outcome.upstream_seconds)
+        if self.access.enabled():
+            self.access.emit((time.time(), request.method, request.raw_path, route.name, stage, outcome.backend,
+                              outcome.status, elapsed, outcome.bytes_out, span.trace_id if span else 0,
+                              span.span_id if span else 0))
+
+    def refused(self, request: web.BaseRequest, error: GatewayError, elapsed: float) -> None:
+        """A request answered by the gateway itself before any route was chosen (bad path, body too large)."""
+        span: RequestSpan | None = CURRENT.get()
+        if span is not None:
+            from gateway.proxy.forward import Outcome
+
+            outcome = Outcome("")
+            outcome.status, outcome.error = error.status, error
+            self.tracing.finish(span, None, None, outcome)
+        self.metrics.request("none", "none", "none", error.status, elapsed, 0.0)
+        if self.access.enabled():
+            self.access.emit((time.time(), request.method, request.raw_path, None, None, None, error.status,
+                              elapsed, 0, span.trace_id if span else 0, span.span_id if span else 0))
+
+    def shadow_done(self, tap: Any, span: ChildSpan, status: int, error: str | None, verdict: str,
+                    seconds: float) -> None:
+        self.tracing.exchange_done(span, status, error, verdict)
+        self.metrics.upstream(tap.target_backend.name, "shadow", seconds)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start_export(self) -> None:
+        """Also send spans to the collector the standard OTEL_EXPORTER_OTLP_* variables name, if any."""
+        if not self._exporting:
+            self._exporting = self.tracing.export_to_collector()
+
+    def close(self) -> None:
+        self.tracing.close()
+        self.access.close()
