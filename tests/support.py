@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from gateway.config import model as config_mod
@@ -115,3 +117,52 @@ def process(args: list[str], log: Path, cwd: Path | None = None) -> Iterator[sub
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+class Backend:
+    """A loopback backend that names itself, counts hits and can be told to fail."""
+
+    def __init__(self, name: str, status: int = 200, delay: float = 0.0) -> None:
+        self.name = name
+        self.status = status
+        self.delay = delay
+        self.hits = 0
+
+    def app(self) -> web.Application:
+        async def handler(request: web.Request) -> web.Response:
+            self.hits += 1
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            await request.read()
+            return web.Response(status=self.status, text=self.name, headers={"X-Served-By": self.name})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        return app
+
+
+def two_backends(legacy: str, new: str, route: str, backend_extra: str = "") -> str:
+    """A routes.yaml body with backends ``legacy`` and ``new`` and the given routes."""
+    return f"""\
+backends:
+  legacy: {{url: "{legacy}"}}
+  new: {{url: "{new}"{backend_extra}}}
+fallback: legacy
+routes:
+{textwrap.indent(textwrap.dedent(route), "  ")}"""
+
+
+@contextlib.asynccontextmanager
+async def gateway_with(tmp_path: Path, legacy: Backend, new: Backend, route: str, backend_extra: str = ""
+                       ) -> AsyncIterator[tuple[Gateway, Path]]:
+    """A gateway with ``route`` between the two backends (both served on loopback); yields it and its routes.yaml."""
+    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
+        path = write_routes(tmp_path, two_backends(lu, nu, route, backend_extra))
+        async with run_gateway(path) as gw:
+            yield gw, path
+
+
+async def get(s: aiohttp.ClientSession, url: str, **kw: object) -> tuple[int, str]:
+    async with s.get(url, **kw) as resp:  # type: ignore[arg-type]
+        await resp.read()
+        return resp.status, resp.headers.get("X-Served-By", "")

@@ -60,7 +60,7 @@ async def test_every_access_line_carries_the_trace_id_of_its_request(tmp_path: P
             for target in ("/items/1", "/items/2?q=a%22b", "/other", "/x%2Fy"):
                 async with s.get(public(gw) + target) as r:
                     sent[target] = (r.status, r.headers["X-Trace-Id"], len(await r.read()))
-            assert gw.telemetry.access.flush()
+            assert gw.access.flush()
     access = [line for line in _lines(captured) if line["event"] == "access"]
     assert len(access) == len(sent)
     for line in access:
@@ -88,7 +88,7 @@ async def test_no_access_lines_and_no_work_when_info_is_filtered(tmp_path: Path,
             for i in range(5):
                 async with s.get(f"{public(gw)}/{i}") as r:
                     assert r.status == 200
-            assert gw.telemetry.access._queued == 0      # nothing was even queued for formatting
+            assert gw.access._queued == 0      # nothing was even queued for formatting
     assert not [line for line in _lines(captured) if line["event"] == "access"]
 
 
@@ -115,7 +115,7 @@ async def test_lines_inside_a_request_carry_its_trace_and_guard_decisions_are_ev
             path.write_text(path.read_text().replace("weight: 100", "weight: 90"))
             async with s.post(f"{admin(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
                 assert r.status == 200
-            assert gw.telemetry.access.flush()
+            assert gw.access.flush()
     lines = _lines(captured)
     # The guard judged the route while handling the first request: that line is inside the request.
     guard = next(line for line in lines if line["event"] == "guard")

@@ -4,68 +4,26 @@ rollback persistence across restarts, history."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
-import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from gateway.rollout import decision as rollout
-from gateway.runtime.gateway import Gateway
-from tests.support import admin_url, public_url, refused_port, run_gateway, serve_app, write_routes
-
-
-class Backend:
-    """A loopback backend that names itself, counts hits and can be told to fail."""
-
-    def __init__(self, name: str, status: int = 200, delay: float = 0.0) -> None:
-        self.name = name
-        self.status = status
-        self.delay = delay
-        self.hits = 0
-
-    def app(self) -> web.Application:
-        async def handler(request: web.Request) -> web.Response:
-            self.hits += 1
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            await request.read()
-            return web.Response(status=self.status, text=self.name, headers={"X-Served-By": self.name})
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        return app
-
-
-def config(legacy: str, new: str, route: str, backend_extra: str = "") -> str:
-    return f"""\
-backends:
-  legacy: {{url: "{legacy}"}}
-  new: {{url: "{new}"{backend_extra}}}
-fallback: legacy
-routes:
-{textwrap.indent(textwrap.dedent(route), "  ")}"""
-
-
-@contextlib.asynccontextmanager
-async def gateway_with(tmp_path: Path, legacy: Backend, new: Backend, route: str, backend_extra: str = ""
-                       ) -> AsyncIterator[tuple[Gateway, Path]]:
-    """A gateway with ``route`` between the two backends (both served on loopback); yields it and its routes.yaml."""
-    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route, backend_extra))
-        async with run_gateway(path) as gw:
-            yield gw, path
-
-
-async def get(s: aiohttp.ClientSession, url: str, **kw: object) -> tuple[int, str]:
-    async with s.get(url, **kw) as resp:  # type: ignore[arg-type]
-        await resp.read()
-        return resp.status, resp.headers.get("X-Served-By", "")
+from tests.support import (
+    Backend,
+    admin_url,
+    gateway_with,
+    get,
+    public_url,
+    refused_port,
+    run_gateway,
+    serve_app,
+    two_backends,
+    write_routes,
+)
 
 
 def test_bucket_split_is_sticky_and_monotonic() -> None:
@@ -148,7 +106,7 @@ async def test_guard_rolls_back_a_failing_new_service(tmp_path: Path) -> None:
         for _ in range(19):
             assert await get(s, url) == (500, "new")
         assert "likes" not in gw.state.pins             # fewer than min_requests: nothing judged
-        assert gw.guards.state["likes"].state == "inconclusive"
+        assert gw.rollout.guards.state["likes"].state == "inconclusive"
         failed = 19
         while (await get(s, url))[1] == "new":
             failed += 1
@@ -174,7 +132,7 @@ async def test_fallback_retries_idempotent_requests_only(tmp_path: Path) -> None
           on_error: fallback
         """
     async with serve_app(legacy.app()) as lu:
-        path = write_routes(tmp_path, config(lu, f"http://127.0.0.1:{refused_port()}", route))
+        path = write_routes(tmp_path, two_backends(lu, f"http://127.0.0.1:{refused_port()}", route))
         async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
             assert await get(s, public_url(gw) + "/f/1") == (200, "legacy")
             async with s.post(public_url(gw) + "/f/1", data=b"x") as resp:
@@ -246,7 +204,7 @@ async def test_rollback_survives_restart_and_shows_everywhere(tmp_path: Path) ->
           stage: extracted
         """
     async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
-        path = write_routes(tmp_path, config(lu, nu, route))
+        path = write_routes(tmp_path, two_backends(lu, nu, route))
         async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
             assert (await get(s, public_url(gw) + "/f"))[1] == "new"
             host, port = gw.bound["admin"]
@@ -292,8 +250,6 @@ def _cli(*args: str) -> str:
 
 
 async def test_progressive_steps_hold_while_inconclusive_and_advance_when_healthy(tmp_path: Path) -> None:
-    from gateway.rollout import steps
-
     legacy, new = Backend("legacy"), Backend("new")
     route = """\
         - name: likes
@@ -305,15 +261,15 @@ async def test_progressive_steps_hold_while_inconclusive_and_advance_when_health
         """
     async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
         likes = gw.table.by_name["likes"]
-        steps.advance(gw)
-        assert gw.weight_for(likes) == 10
-        steps.advance(gw, now=gw.state.steps["likes"][2] + 2)
-        assert gw.weight_for(likes) == 10          # no evidence yet: held
+        gw.rollout.advance_steps(gw.table.routes)
+        assert gw.rollout.weight(likes) == 10
+        gw.rollout.advance_steps(gw.table.routes, now=gw.state.steps["likes"][2] + 2)
+        assert gw.rollout.weight(likes) == 10          # no evidence yet: held
         for i in range(200):
             await get(s, public_url(gw) + "/l", headers={"X-Anything": str(i)})
-        assert gw.guards.state["likes"].state == "healthy"
-        steps.advance(gw, now=gw.state.steps["likes"][2] + 2)
-        assert gw.weight_for(likes) == 50
+        assert gw.rollout.guards.state["likes"].state == "healthy"
+        gw.rollout.advance_steps(gw.table.routes, now=gw.state.steps["likes"][2] + 2)
+        assert gw.rollout.weight(likes) == 50
         history = gw.state.history("likes")
         assert any(h["kind"] == "canary_step" and h["detail"]["weight"] == 50 for h in history)
 

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gateway.errors import problem
 from gateway.stores import traces as tracestore
+from gateway.stores.api import TraceStore
 from gateway.telemetry import otlp
 from gateway.telemetry.tracing import RELAY_HEADER
-
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
 
 OTLP_PATH = "/v1/traces"
 MAX_EXPORT = 32 * 1024 * 1024
@@ -34,8 +31,9 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class TraceAPI:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
+    def __init__(self, store: TraceStore, instance: str) -> None:
+        self.store = store
+        self.instance = instance    # this gateway's relay id: spans it exported itself are not exported again
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(OTLP_PATH, self.receive), web.get("/api/traces", self.list),
@@ -54,8 +52,8 @@ class TraceAPI:
             rows = await asyncio.to_thread(otlp.decode, content_type, body)
         except otlp.OTLPError as exc:
             return problem(400, "Bad Request", str(exc), "otlp")
-        own = request.headers.get(RELAY_HEADER) == self.gw.tracing.instance
-        kept = not rows or self.gw.tracing.store.put(tracestore.Received(rows, export=not own))
+        own = request.headers.get(RELAY_HEADER) == self.instance
+        kept = not rows or self.store.put(tracestore.Received(rows, export=not own))
         rejected = 0 if kept else len(rows)
         return web.Response(body=otlp.response(content_type, rejected, "trace store queue full" if rejected else ""),
                             content_type=content_type)
@@ -66,32 +64,19 @@ class TraceAPI:
             raise web.HTTPBadRequest(text="status must be ok or error")
         min_ms = _number(request, "min_ms")
         limit = int(min(1000, max(1, _number(request, "limit") or 50)))
-        rows = await self._read(tracestore.list_traces, route=request.query.get("route") or None, status=status,
-                                min_ms=min_ms, limit=limit)
+        rows = await asyncio.to_thread(self.store.list_traces, route=request.query.get("route") or None,
+                                       status=status, min_ms=min_ms, limit=limit)
         return web.json_response(rows)
 
     async def get(self, request: web.Request) -> web.Response:
         trace_id = request.match_info["trace_id"].strip().lower()
         if not _TRACE_ID.fullmatch(trace_id):
             raise web.HTTPBadRequest(text="a trace id is 32 hex digits (the X-Trace-Id response header)")
-        found = await self._read(tracestore.get_trace, trace_id)
+        found = await asyncio.to_thread(self.store.get_trace, trace_id)
         if found is None:
             raise web.HTTPNotFound(text=f"no trace {trace_id} (not sampled, not yet written, or evicted: the store "
-                                        f"keeps the last {self.gw.tracing.store.max_traces} traces)")
+                                        f"keeps the last {self.store.max_traces} traces)")
         return web.json_response(found)
-
-    async def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        store = self.gw.tracing.store
-
-        def run() -> Any:
-            store.flush(timeout=0.5)  # what was queued before this read is part of the answer
-            db = store.reader()
-            try:
-                return fn(db, *args, **kwargs)
-            finally:
-                db.close()
-
-        return await asyncio.to_thread(run)
 
 
 def _number(request: web.Request, name: str) -> float | None:

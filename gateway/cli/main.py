@@ -267,7 +267,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
         rb = r["rolled_back"]
         # In shadow stage the new side is the shadow copies; the weight only means something in a canary.
         new = st["shadow"] if r["effective_stage"] == "shadow" else st["extracted"]
-        weight = f"{r['weight']:g}%" if r["effective_stage"] == "canary" and r["weight"] is not None else "-"
+        weight = f"{r['weight']:g}%" if r["weight"] is not None else "-"   # computed by the gateway
         t.add_row(
             r["name"], r["match"], r["stage"],
             r["effective_stage"] if r["effective_stage"] == r["stage"] else f"[red]{r['effective_stage']}[/red]",

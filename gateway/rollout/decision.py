@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -40,12 +41,13 @@ def bucket(route: str, key: str) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
-def sticky_value(request: web.BaseRequest, key: StickyKey | None) -> str | None:
+def sticky_value(headers: Mapping[str, str], cookies: Mapping[str, str], key: StickyKey | None) -> str | None:
+    """The value a sticky split hashes: a header or a cookie of the request (None when absent)."""
     if key is None:
         return None
     if key.kind == "header":
-        return request.headers.get(key.name) or None
-    return request.cookies.get(key.name) or None
+        return headers.get(key.name) or None
+    return cookies.get(key.name) or None
 
 
 def in_share(route: str, percent: float, value: str | None, rng: random.Random | None = None) -> bool:
@@ -58,9 +60,15 @@ def in_share(route: str, percent: float, value: str | None, rng: random.Random |
     return b < percent * (BUCKETS / 100.0)
 
 
-def decide(route: Route, request: web.BaseRequest, pinned: bool, weight: float | None = None) -> Decision:
-    """``weight`` overrides the configured canary weight (progressive steps keep theirs outside the config)."""
-    stage = "legacy" if pinned or route.to is None else route.stage
+def effective_stage(route: Route, pinned: bool) -> str:
+    return "legacy" if pinned or route.to is None else route.stage
+
+
+def decide(route: Route, pinned: bool, weight: float | None, value: str | None,
+           new_cookie: tuple[str, str] | None = None) -> Decision:
+    """The side for one request, from the route, its pin, the canary's live weight and the request's sticky value
+    (None: a random draw). The request path, the shadow and ``explain`` all come through here."""
+    stage = effective_stage(route, pinned)
     if stage == "legacy":
         return Decision(route.legacy, "legacy", stage)
     assert route.to is not None and route.spec is not None
@@ -68,15 +76,21 @@ def decide(route: Route, request: web.BaseRequest, pinned: bool, weight: float |
         return Decision(route.legacy, "legacy", stage, shadow_to=route.to)
     if stage == "extracted":
         return Decision(route.to, "extracted", stage, shadow_to=route.legacy if route.spec.reverse_shadow else None)
-    canary = route.spec.canary
-    assert canary is not None
-    share = canary.weight if weight is None else weight
-    value = sticky_value(request, canary.sticky)
-    new_cookie = None
-    if value is None and canary.sticky is not None and canary.sticky.kind == "cookie":
-        # Give the user a key now, so their next request lands on the same side and the share cannot creep.
-        value = f"{random.getrandbits(64):016x}"
-        new_cookie = (canary.sticky.name, value)
-    if in_share(route.name, share, value):
+    assert weight is not None
+    if in_share(route.name, weight, value):
         return Decision(route.to, "extracted", stage, new_cookie=new_cookie)
     return Decision(route.legacy, "legacy", stage, new_cookie=new_cookie)
+
+
+def decide_request(route: Route, request: web.BaseRequest, pinned: bool, weight: float | None) -> Decision:
+    """``decide`` for a live request; a cookie-sticky canary gives a user without the cookie a key now, so their
+    next request lands on the same side and the share cannot creep."""
+    canary = route.spec.canary if route.spec is not None and route.stage == "canary" and not pinned else None
+    if canary is None or canary.sticky is None:
+        return decide(route, pinned, weight, None)
+    value = sticky_value(request.headers, request.cookies, canary.sticky)
+    new_cookie = None
+    if value is None and canary.sticky.kind == "cookie":
+        value = f"{random.getrandbits(64):016x}"
+        new_cookie = (canary.sticky.name, value)
+    return decide(route, pinned, weight, value, new_cookie)

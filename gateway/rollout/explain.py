@@ -1,19 +1,26 @@
 """``strangler explain``: which route and backend a request would reach, and why, in words.
 
-Shared by the CLI (offline, from the file) and the admin API (live, with rollback pins and canary state).
+Shared by the CLI (offline, from the file) and the admin API (live: rollback pins and the canary's current step).
+The side comes from ``gateway.rollout.decision.decide``, the function the request path uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+from gateway.rollout.controller import Rollout, serves_text
+from gateway.rollout.decision import decide, effective_stage, sticky_value
 from gateway.routing.paths import PathError, normalize_path, split_target
-from gateway.routing.table import Table, describe_match
+from gateway.routing.table import Route, Table, describe_match
 
 
 def explain(table: Table, method: str, target: str, headers: Mapping[str, str],
-            pins: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            rollout: Rollout | None = None) -> dict[str, Any]:
+    """Which route and side a request reaches. With ``rollout`` (the running gateway) the answer includes
+    rollback pins and the live weight of a stepped canary; without it, the file alone."""
     method = method.upper()
     out: dict[str, Any] = {"method": method, "target": target, "generation": table.generation}
     try:
@@ -35,15 +42,8 @@ def explain(table: Table, method: str, target: str, headers: Mapping[str, str],
             chosen = c
     out["considered"] = rows
     route = table.by_name[chosen.entry.name] if chosen else table.fallback
-    pin = (pins or {}).get(route.name)
     out["route"] = route.name
-    out["stage"] = route.stage
-    out["effective_stage"] = "legacy" if pin else route.stage
-    out["rolled_back"] = pin.as_dict() if pin is not None and hasattr(pin, "as_dict") else None
-    out["backend"] = _backend_text(route, pin is not None)
-    side = _canary_side(route, lowered, pin is not None)
-    if side is not None:
-        out["backend"] += f"; this request: {side}"
+    out.update(_side(route, lowered, rollout))
     if chosen is None:
         out["why"] = f"no route matches, so the fallback backend {route.legacy.name!r} answers"
     else:
@@ -55,39 +55,51 @@ def explain(table: Table, method: str, target: str, headers: Mapping[str, str],
     return out
 
 
-def _canary_side(route: Any, headers: Mapping[str, str], pinned: bool) -> str | None:
-    """For a sticky canary and a request that carries the sticky key: the side that user lands on."""
-    from gateway.rollout.decision import in_share
-
-    spec = route.spec
-    if pinned or route.stage != "canary" or spec is None or spec.canary is None or spec.canary.sticky is None:
-        return None
-    sticky = spec.canary.sticky
-    if sticky.kind == "header":
-        value = headers.get(sticky.name)
+def _side(route: Route, headers: Mapping[str, str], rollout: Rollout | None) -> dict[str, Any]:
+    """The stage, weight and side for this request, through the same ``decide`` as the request path."""
+    if rollout is not None:
+        view = rollout.view(route)
+        pinned, weight = view["rolled_back"] is not None, view["weight"]
     else:
-        cookies = dict(part.strip().partition("=")[::2] for part in (headers.get("cookie") or "").split(";")
-                       if "=" in part)
-        value = cookies.get(sticky.name)
-    if not value:
+        pinned, weight = False, _file_weight(route)
+        view = {"stage": route.stage, "effective_stage": effective_stage(route, False), "weight": weight,
+                "rolled_back": None, "serves": serves_text(route, effective_stage(route, False), weight)}
+    out = {"stage": view["stage"], "effective_stage": view["effective_stage"], "weight": weight,
+           "rolled_back": view["rolled_back"], "backend": view["serves"]}
+    canary = route.spec.canary if route.spec is not None else None
+    if view["effective_stage"] != "canary" or canary is None:
+        out["side"] = decide(route, pinned, weight, None).side
+        return out
+    sticky = canary.sticky
+    value = sticky_value(headers, _cookies(headers), sticky) if sticky is not None else None
+    if value is None:
+        out["side"] = None
+        how = ("no sticky key is configured" if sticky is None
+               else f"the request has no {sticky.kind} {sticky.name}")
+        gets = (f"; the response sets cookie {sticky.name} so the next request sticks"
+                if sticky is not None and sticky.kind == "cookie" else "")
+        out["backend"] += (f"; this request: a random draw ({how}): {weight or 0:g}% go to {route.to.name}, "  # type: ignore[union-attr]
+                           f"the rest to {route.legacy.name}{gets}")
+        return out
+    decision = decide(route, pinned, weight, value)
+    out["side"] = decision.side
+    out["backend"] += f"; this request: {decision.backend.name} (sticky by {sticky.kind} {sticky.name}={value})"  # type: ignore[union-attr]
+    return out
+
+
+def _file_weight(route: Route) -> float | None:
+    """Without a running gateway: the configured weight, or a stepped canary's first step."""
+    canary = route.spec.canary if route.spec is not None and route.stage == "canary" else None
+    if canary is None:
         return None
-    side = route.to.name if in_share(route.name, spec.canary.weight, value) else route.legacy.name
-    return f"{side} (sticky by {sticky.kind} {sticky.name}={value})"
+    return canary.steps[0] if canary.steps else canary.weight
 
 
-def _backend_text(route: Any, pinned: bool) -> str:
-    if pinned or route.to is None or route.stage == "legacy":
-        return route.legacy.name + (" (rolled back)" if pinned else "")
-    spec = route.spec
-    if route.stage == "shadow":
-        return f"{route.legacy.name} (shadowed to {route.to.name})"
-    if route.stage == "extracted":
-        suffix = f" (reverse shadow to {route.legacy.name})" if spec and spec.reverse_shadow else ""
-        return route.to.name + suffix
-    weight = spec.canary.weight if spec and spec.canary else 0
-    sticky = spec.canary.sticky if spec and spec.canary else None
-    how = f", sticky by {sticky.kind} {sticky.name}" if sticky else ""
-    return f"{route.to.name} for {weight:g}% of users, else {route.legacy.name}{how}"
+def _cookies(headers: Mapping[str, str]) -> dict[str, str]:
+    jar: SimpleCookie = SimpleCookie()
+    with contextlib.suppress(CookieError):
+        jar.load(headers.get("cookie") or "")
+    return {name: morsel.value for name, morsel in jar.items()}
 
 
 class _Caseless(dict):  # type: ignore[type-arg]

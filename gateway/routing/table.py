@@ -6,6 +6,7 @@ dictionary and attribute lookups.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,11 +30,12 @@ class Route:
 
 
 class Table:
-    __slots__ = ("config", "generation", "routes", "by_name", "fallback", "_matcher")
+    __slots__ = ("config", "generation", "loaded_at", "routes", "by_name", "fallback", "_matcher")
 
     def __init__(self, config: Config, generation: int) -> None:
         self.config = config
         self.generation = generation
+        self.loaded_at = time.time()
         backends = config.backends
         self.routes: tuple[Route, ...] = tuple(_route(spec, backends) for spec in config.routes)
         self.by_name: Mapping[str, Route] = {r.name: r for r in self.routes}
@@ -49,6 +51,15 @@ class Table:
     def explain(self, method: str, path: str, headers: Mapping[str, str]) -> list[object]:
         return self._matcher.explain(method, path, headers)
 
+
+class TableRef:
+    """The one value a reload replaces: the table every new request reads (requests already running keep the one
+    they started with)."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, table: Table) -> None:
+        self.current = table
 
 
 def _route(spec: RouteSpec, backends: Mapping[str, Backend]) -> Route:

@@ -11,27 +11,33 @@ import os
 import secrets
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.app import API, create_admin_app
+from gateway.admin.diffs import DiffsAPI
+from gateway.admin.gauges import MetricsAPI, StateGauges
+from gateway.admin.routes import RoutesAPI
+from gateway.admin.status import Lifecycle, StatusAPI
+from gateway.admin.traces import TraceAPI
 from gateway.config import model as config_mod
 from gateway.proxy.protect import Protection
 from gateway.proxy.upstream import Upstreams
-from gateway.rollout import guard as guard_mod
-from gateway.rollout import steps
-from gateway.rollout.guard import Guards
-from gateway.routing.table import Route, Table
-from gateway.runtime.reload import Reloader, ReloadStatus
+from gateway.rollout.controller import Rollout
+from gateway.routing.reload import Reloader, ReloadStatus
+from gateway.routing.table import Table, TableRef
 from gateway.server.handler import PublicHandler
 from gateway.server.wire import public_server
 from gateway.shadow.dispatcher import ShadowDispatcher
-from gateway.stores.state import StateStore
+from gateway.stores.open import open_stores
 from gateway.stores.workers import Fleet
-from gateway.telemetry.recorder import Telemetry
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.stats import StatsRegistry
+from gateway.telemetry.tracing import GatewayTracer
+from observability.logging import AccessLog
 
 log = logging.getLogger("strangler.gateway")
 
@@ -64,146 +70,79 @@ def ensure_token(cfg: config_mod.Config) -> str:
 
 
 class Gateway:
+    """The composition root of one gateway process: builds every collaborator once, hands each what it needs,
+    starts the listeners and background tasks, and stops them in reverse order. Nothing receives the gateway
+    itself; its attributes are there for the CLI, the demo and tests to look at."""
+
     def __init__(self, cfg: config_mod.Config, *, listen: tuple[str, int] | None = None,
                  admin_listen: tuple[str, int] | None = None, reuse_port: bool = False,
                  primary: bool = True, serve_admin: bool = True, worker: int | None = None) -> None:
-        self.table = Table(cfg, 1)
+        self.tables = TableRef(Table(cfg, 1))
         self.listen = listen or cfg.listen
         self.admin_listen = admin_listen or cfg.admin_listen
         self.reuse_port = reuse_port
         self.serve_admin = serve_admin
-        # With several workers, one of them (the primary) writes shared history entries for reloads.
-        self.primary = primary
-        self.state = StateStore(cfg.store.dir / "state.db")
+        self.lifecycle = Lifecycle()
+        self.stores = open_stores(cfg)
+        self.state = self.stores.state
+        self.stats = StatsRegistry()
+        # With several worker processes, each shares its statistics so the guard judges combined traffic.
+        self.fleet = (Fleet(cfg.store.dir / "state.db", worker, self.stats) if worker is not None else None)
+        self.rollout = Rollout(self.state, self.stats, primary=primary,
+                               peers=self.fleet.peer_stats if self.fleet is not None else None)
         self.upstreams = Upstreams()
         self.protection = Protection()
         self.protection.update(cfg.backends.values())
-        self.guards = Guards()
-        # With several worker processes, each shares its statistics so the guard judges combined traffic.
-        self.fleet = Fleet(cfg.store.dir / "state.db", worker) if worker is not None else None
-        self.stats = StatsRegistry()
-        self.shadow = ShadowDispatcher(self)
-        # Traces, metrics and the access log; ``tracing`` and ``metrics`` are shortcuts for other components.
-        self.telemetry = Telemetry(self, cfg)
-        self.tracing = self.telemetry.tracing
-        self.metrics = self.telemetry.metrics
-        self.reloader = Reloader(self, cfg.path)
+        self.tracing = GatewayTracer(self.stores.traces)
+        self.metrics = Metrics()
+        self.access = AccessLog()
+        self.recorder = Recorder(self.tracing, self.metrics, self.access, self.stats)
+        self.shadow = ShadowDispatcher(self.stores.comparisons, self.upstreams, self.stats, self.recorder,
+                                       self.rollout.observed)
+        self.metrics.sources.append(StateGauges(
+            self.tables, self.rollout, self.protection, self.stats, self.shadow,
+            {"comparisons": self.stores.comparisons, "traces": self.stores.traces, "access_log": self.access}))
+        self.reloader = Reloader(cfg.path, self.tables, self._swapped, self._reload_failed)
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.bound: dict[str, tuple[str, int]] = {}
-        self.ready = asyncio.Event()
-        self.stopping = asyncio.Event()
-        self.loaded_at = time.time()
-        self._clear_stale_pins(cfg, actor="file")
+        self.rollout.clear_stale_pins(cfg, actor="file")
 
-    # -- per request -----------------------------------------------------------------------------------------------
+    # -- what tests, the CLI and the demo look at ------------------------------------------------------------------
 
-    def weight_for(self, route: Route) -> float | None:
-        if route.stage != "canary" or route.spec is None or route.spec.canary is None \
-                or not route.spec.canary.steps:
-            return None
-        return steps.current_weight(self, route)
+    @property
+    def table(self) -> Table:
+        return self.tables.current
 
-    def observe(self, route: Route, decision: Any, request: web.BaseRequest, outcome: Any, elapsed: float) -> None:
-        stats = self.stats.route(route.name)
-        error = outcome.status >= 500 or outcome.error is not None
-        side = "legacy" if outcome.fell_back else decision.side
-        stats.side(side).request(elapsed, error)
-        if side == "extracted" or outcome.fell_back:
-            self._judge(route)
-        self.telemetry.request_done(route, decision, request, outcome, elapsed)
-
-    def record_attempt(self, route: Route, side: str, error: Exception) -> None:
-        """A failed attempt the user did not see (a fallback retried it): it still counts against its side."""
-        self.stats.route(route.name).side(side).request(0.0, True)
-
-    def _judge(self, route: Route) -> None:
-        spec = route.spec
-        if spec is None or spec.guard is None or route.name in self.state.pins:
-            return
-        stage = route.stage
-        if stage == "legacy":
-            return
-        previous = self.guards.state.get(route.name)
-        peers = self.fleet.peers.get(route.name) if self.fleet is not None else None
-        judgement = self.guards.evaluate(route.name, spec.guard, self.stats.route(route.name), stage, peers)
-        if previous is None or previous.state != judgement.state:
-            self._guard_changed(route, judgement)
-        if judgement.state == guard_mod.FAILING:
-            self.rollback(route, "guard", judgement.reason, {"figures": judgement.figures})
-
-    def rollback(self, route: Route, actor: str, reason: str, detail: dict[str, Any] | None = None) -> None:
-        """Pin a route to legacy now; persisted, so it survives restarts and reaches every worker."""
-        fingerprint = route.spec.fingerprint if route.spec else ""
-        self.state.pin(route.name, fingerprint, actor, reason, {"stage": route.stage, **(detail or {})})
-        log.warning("route %s rolled back to legacy by %s: %s", route.name, actor, reason,
-                    extra={"event": "rollback", "route": route.name, "actor": actor, "reason": reason})
-
-    def resume(self, route: Route, actor: str, reason: str = "") -> bool:
-        resumed = self.state.unpin(route.name, actor, reason or "resumed")
-        self.stats.route(route.name).reset_new_side()
-        self.guards.forget(route.name)
-        if resumed:
-            log.info("route %s resumed stage %s by %s", route.name, route.stage, actor,
-                     extra={"event": "resume", "route": route.name, "actor": actor})
-        return resumed
-
-    def _guard_changed(self, route: Route, judgement: guard_mod.Judgement) -> None:
-        log.info("route %s guard: %s (%s)", route.name, judgement.state, judgement.reason,
-                 extra={"event": "guard", "route": route.name, "state": judgement.state,
-                        "figures": judgement.figures})
-        if judgement.state != guard_mod.FAILING:  # a failure is recorded as the rollback it causes
-            self.state.record("guard", route.name, "guard", f"{judgement.state}: {judgement.reason}",
-                              {"state": judgement.state, "figures": judgement.figures})
-
-    def on_verdict(self, route: Route, verdict: str) -> None:
-        """A shadow comparison finished: the guard of a shadowed route judges the shadow's errors and mismatches."""
-        self.metrics.verdict(route.name, verdict)
-        self._judge(route)
+    @property
+    def bound(self) -> dict[str, tuple[str, int]]:
+        return self.lifecycle.bound
 
     # -- reloads ---------------------------------------------------------------------------------------------------
 
-    def swap(self, table: Table) -> None:
-        self.table = table
-        self.loaded_at = time.time()
-        self.protection.update(table.config.backends.values())
-        self.upstreams.retain(table.config.backends.values())
-
-    def on_reloaded(self, old: config_mod.Config, new: config_mod.Config, changes: list[dict[str, Any]],
-                    actor: str) -> None:
+    def _swapped(self, old: Table, new: Table, changes: list[dict[str, Any]], actor: str) -> None:
+        self.protection.update(new.config.backends.values())
+        self.upstreams.retain(new.config.backends.values())
         self.metrics.reloaded(True)
-        if self.primary:
-            self.state.record("reload", None, actor, f"generation {self.table.generation}",
-                              {"generation": self.table.generation, "changes": changes})
-            for change in changes:
-                self.state.record("config", change["route"], actor, change["change"], change)
-        for change in changes:
-            if change["change"] != "added":
-                # A new intent for the route: the guard judges the new spec on fresh evidence.
-                self.stats.route(change["route"]).reset_new_side()
-                self.guards.forget(change["route"])
-        self._clear_stale_pins(new, actor)
+        self.rollout.reloaded(new.config, changes, actor, new.generation)
 
-    def on_reload_failed(self, status: ReloadStatus) -> None:
+    def _reload_failed(self, status: ReloadStatus) -> None:
         self.metrics.reloaded(False)
-        if self.primary:
-            self.state.record("reload_failed", None, status.actor, status.error or "")
-
-    def _clear_stale_pins(self, cfg: config_mod.Config, actor: str) -> None:
-        """A pin is the answer to one version of a route; a new spec in the file is a new intent and clears it."""
-        self.state.refresh()
-        for name, pin in list(self.state.pins.items()):
-            spec = cfg.route(name)
-            if spec is None or spec.fingerprint != pin.fingerprint:
-                self.state.unpin(name, actor, "route changed in routes.yaml", kind="resume")
+        self.rollout.reload_failed(status.actor, status.error or "")
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        from gateway.admin.app import create_admin_app
+    def _admin_apis(self) -> list[API]:
+        routes = RoutesAPI(self.tables, self.rollout, self.stats)
+        configured = {"public": self.listen, "admin": self.admin_listen}
+        return [StatusAPI(self.lifecycle, self.tables, self.reloader, self.state, configured), routes,
+                DiffsAPI(self.tables, self.stores.comparisons, self.shadow, self.stats, routes),
+                TraceAPI(self.stores.traces, self.tracing.instance), MetricsAPI(self.metrics)]
 
-        public = public_server(PublicHandler(self), self.table.config.limits.client_idle)
+    async def start(self) -> None:
+        handler = PublicHandler(self.tables, self.rollout, self.shadow, self.recorder, self.upstreams,
+                                self.protection)
+        public = public_server(handler, self.table.config.limits.client_idle)
         runner = web.ServerRunner(public, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
@@ -213,20 +152,21 @@ class Gateway:
         self.bound["public"] = _bound_address(runner)
 
         if self.serve_admin:
-            admin = web.AppRunner(create_admin_app(self), handle_signals=False, access_log=None)
+            admin = web.AppRunner(create_admin_app(self.token, self._admin_apis()), handle_signals=False,
+                                  access_log=None)
             await admin.setup()
             self._runners.append(admin)
             admin_site = web.TCPSite(admin, self.admin_listen[0], self.admin_listen[1])
             await admin_site.start()
             self.bound["admin"] = _bound_address(admin)
-        self.telemetry.start_export()
+        self.recorder.start_export()
 
         self._spawn(self.reloader.watch())
         self._spawn(self._follow_state())
         self._spawn(self._advance_steps())
         if self.fleet is not None:
-            self._spawn(self.fleet.run(self))
-        self.ready.set()
+            self._spawn(self.fleet.run())
+        self.lifecycle.ready.set()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -261,11 +201,10 @@ class Gateway:
     async def _advance_steps(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if self.primary:
-                try:
-                    steps.advance(self)
-                except Exception:  # never let a bookkeeping error stop the loop
-                    log.exception("advancing canary steps failed")
+            try:
+                self.rollout.advance_steps(self.table.routes)
+            except Exception:  # never let a bookkeeping error stop the loop
+                log.exception("advancing canary steps failed")
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -275,10 +214,10 @@ class Gateway:
             await runner.cleanup()
         await self.shadow.drain()
         await self.upstreams.close()
-        self.telemetry.close()
+        self.recorder.close()
         if self.fleet is not None:
             self.fleet.close()
-        self.state.close()
+        self.stores.close()
 
     def banner(self) -> str:
         host, port = self.bound["public"]
@@ -309,7 +248,7 @@ class Gateway:
         hurry = asyncio.Event()
 
         def on_stop() -> None:
-            (hurry if self.stopping.is_set() else self.stopping).set()
+            (hurry if self.lifecycle.stopping.is_set() else self.lifecycle.stopping).set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
@@ -320,7 +259,7 @@ class Gateway:
         if on_started is not None:
             on_started()
         try:
-            await self.stopping.wait()
+            await self.lifecycle.stopping.wait()
             await self._drain(hurry)
         finally:
             await self.stop()

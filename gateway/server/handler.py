@@ -31,14 +31,19 @@ from gateway.errors import (
 )
 from gateway.proxy import forward as proxy
 from gateway.proxy.headers import upstream_request_headers
+from gateway.proxy.protect import Protection
+from gateway.proxy.upstream import Upstreams
 from gateway.rollout import decision as rollout
+from gateway.rollout.controller import Rollout
 from gateway.routing.paths import PathError, normalize_path, split_target
+from gateway.routing.table import TableRef
+from gateway.shadow.dispatcher import ShadowDispatcher
+from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.tracing import current as current_span
 from observability.tracing import TRACEPARENT
 
 if TYPE_CHECKING:
     from gateway.routing.table import Route
-    from gateway.runtime.gateway import Gateway
 
 log = logging.getLogger("strangler.gateway")
 
@@ -59,14 +64,20 @@ def _retryable(exc: GatewayError, request: web.BaseRequest) -> bool:
 
 
 class PublicHandler:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
+    def __init__(self, tables: TableRef, rollout: Rollout, shadow: ShadowDispatcher, recorder: Recorder,
+                 upstreams: Upstreams, protection: Protection) -> None:
+        self.tables = tables
+        self.rollout = rollout
+        self.shadow = shadow
+        self.recorder = recorder
+        self.upstreams = upstreams
+        self.protection = protection
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        table = self.gw.table
-        span = self.gw.telemetry.start(request, table.config)
-        trace_header = self.gw.telemetry.trace_header(span, table.config)
+        table = self.tables.current
+        span = self.recorder.start(request, table.config)
+        trace_header = self.recorder.trace_header(span, table.config)
         raw = request.raw_path
         refusal = self._check(request, table.config.limits.max_request_body)
         if refusal is None:
@@ -76,19 +87,18 @@ class PublicHandler:
             except PathError as exc:
                 refusal = BadRequest(f"invalid request path: {exc}")
         if refusal is not None:
-            self.gw.telemetry.refused(request, refusal, time.perf_counter() - started)
+            self.recorder.refused(request, refusal, time.perf_counter() - started)
             return problem_response(refusal, instance=raw[:200], trace_header=trace_header)
         if norm != path:
             # The backend sees exactly the path the route decision was made on.
             raw = norm if query is None else f"{norm}?{query}"
         route = table.resolve(request.method, norm, request.headers)
-        pin = self.gw.state.pins.get(route.name) if not route.is_fallback else None
-        decision = rollout.decide(route, request, pinned=pin is not None, weight=self.gw.weight_for(route))
+        decision = self.rollout.decide(route, request)
         outcome = proxy.Outcome(decision.backend.name)
 
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
                                            keep_upgrade=False)
-        shadow = self.gw.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
+        shadow = self.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
         extra = _cookie_header(decision)
         if trace_header is not None:
             extra.append(trace_header)
@@ -102,9 +112,11 @@ class PublicHandler:
             resp = problem_response(exc, instance=path, trace_header=trace_header)
         finally:
             elapsed = time.perf_counter() - started
-            self.gw.observe(route, decision, request, outcome, elapsed)
+            self.recorder.request_done(route, decision, request, outcome, elapsed)
+            if decision.side == "extracted" or outcome.fell_back:
+                self.rollout.observed(route)
         if shadow is not None:
-            self.gw.shadow.submit(shadow, outcome)
+            self.shadow.submit(shadow, outcome)
         return resp
 
     async def _forward(self, request: web.BaseRequest, decision: rollout.Decision, raw: str,
@@ -122,7 +134,7 @@ class PublicHandler:
                 if not _retryable(exc, request):
                     raise
                 assert route is not None
-                self.gw.record_attempt(route, "extracted", exc)
+                self.recorder.attempt_failed(route, "extracted")
                 outcome.backend = route.legacy.name
                 outcome.fell_back = True
                 return await self._attempt(request, route.legacy, raw, headers, outcome, shadow, limit, extra)
@@ -132,7 +144,7 @@ class PublicHandler:
                        outcome: proxy.Outcome, shadow: proxy.Tap | None, limit: int | None,
                        extra: list[tuple[str, str]], retry_statuses: frozenset[int] = frozenset()
                        ) -> web.StreamResponse:
-        protection = self.gw.protection
+        protection = self.protection
         circuit = protection.circuits.get(backend.name)
         if circuit is not None and not circuit.allow():
             raise CircuitOpen(f"{backend.name}: circuit open after {circuit.failures} consecutive failures; "
@@ -145,10 +157,10 @@ class PublicHandler:
             if span is not None:  # a CLIENT span per attempt; the backend continues the trace under it
                 headers = [*headers, (TRACEPARENT, span.attempt(backend))]
             if proxy.is_upgrade(request):
-                resp = await proxy.forward_websocket(request, backend, self.gw.upstreams.ws_session(backend), raw,
+                resp = await proxy.forward_websocket(request, backend, self.upstreams.ws_session(backend), raw,
                                                      headers, outcome)
             else:
-                resp = await proxy.forward(request, backend, self.gw.upstreams.pool(backend), raw, headers, outcome,
+                resp = await proxy.forward(request, backend, self.upstreams.pool(backend), raw, headers, outcome,
                                            tap=shadow,
                                            body_limit=limit, extra_response_headers=extra,
                                            retry_statuses=retry_statuses)

@@ -29,11 +29,11 @@ Tests and benchmarks wait for the background work with ``await dispatcher.settle
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -45,15 +45,20 @@ from gateway.errors import GatewayError
 from gateway.proxy import upstream
 from gateway.proxy.headers import SHADOW_HEADER, Headers
 from gateway.proxy.protect import CLOSED, OPEN, Circuit
+from gateway.proxy.upstream import Upstreams
 from gateway.rollout import decision as rollout
-from gateway.stores.diffs import MAX_NOISE_FIELDS, DiffStore, Record, is_noise, noise_counts
+from gateway.shadow.pacer import Pacer
+from gateway.shadow.tap import RESPONSE_CAPTURE, ShadowTap
+from gateway.stores.api import ComparisonStore
+from gateway.stores.diffs import MAX_NOISE_FIELDS, Record, is_noise
+from gateway.telemetry.recorder import Recorder
+from gateway.telemetry.stats import StatsRegistry
 from gateway.telemetry.tracing import current as current_span
 from observability.tracing import TRACEPARENT
 
 if TYPE_CHECKING:
     from gateway.proxy.forward import Outcome
     from gateway.routing.table import Route
-    from gateway.runtime.gateway import Gateway
 
 log = logging.getLogger("strangler.shadow")
 
@@ -64,7 +69,6 @@ PER_ITERATION = 2   # copies compared and recorded per event-loop iteration at m
 INLINE_COMPARE = 8 * 1024   # bytes of both bodies up to which a comparison runs on the event loop
 TRIP_AFTER = 5          # consecutive failed exchanges before a shadow target's circuit opens (target_down)
 COOLDOWN = 1.0          # seconds an open target is left alone before the next probe
-RESPONSE_CAPTURE = 512 * 1024
 LEARN_FIRST = 20
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 DEFAULT_SPEC = ShadowSpec()
@@ -78,138 +82,14 @@ def default_rules() -> compare.CompareRules:
     return _DEFAULT_RULES
 
 
-class ShadowTap:
-    """Copies the primary exchange while it streams: the request body up to ``max_body``, the response up to
-    ``RESPONSE_CAPTURE``. Cheap and infallible: it only appends to lists."""
-
-    __slots__ = ("route", "spec", "target_backend", "primary_backend", "method", "raw_target", "headers",
-                 "reverse", "req_chunks", "req_size", "req_complete", "too_large", "status", "resp_headers",
-                 "resp_chunks", "resp_size", "resp_truncated", "resp_complete", "failed", "started", "trace_id",
-                 "primary_ms", "trace", "__weakref__")
-
-    def __init__(self, route: Route, spec: ShadowSpec, target: Backend, primary: Backend, method: str,
-                 raw_target: str, headers: Headers, reverse: bool) -> None:
-        self.route = route
-        self.spec = spec
-        self.target_backend = target
-        self.primary_backend = primary
-        self.method = method
-        self.raw_target = raw_target
-        self.headers = headers
-        self.reverse = reverse
-        self.req_chunks: list[bytes] = []
-        self.req_size = 0
-        self.req_complete = False
-        self.too_large = False
-        self.status = 0
-        self.resp_headers: Headers = []
-        self.resp_chunks: list[bytes] = []
-        self.resp_size = 0
-        self.resp_truncated = False
-        self.resp_complete = False
-        self.failed = False
-        self.started = time.perf_counter()
-        self.trace_id: str | None = None
-        self.primary_ms: float | None = None
-        self.trace: Any = None   # the request's span (gateway.tracing.RequestSpan): the shadow span's parent
-
-    # proxy.Tap
-    def request_chunk(self, chunk: bytes) -> None:
-        if self.too_large:
-            return
-        self.req_size += len(chunk)
-        if self.req_size > self.spec.max_body:
-            self.too_large = True
-            self.req_chunks = []
-        else:
-            self.req_chunks.append(chunk)
-
-    def request_end(self, complete: bool) -> None:
-        self.req_complete = complete
-
-    def response_start(self, status: int, headers: Headers) -> None:
-        self.status = status
-        self.resp_headers = headers
-
-    def response_chunk(self, chunk: bytes) -> None:
-        if self.resp_truncated:
-            return
-        room = RESPONSE_CAPTURE - self.resp_size
-        if len(chunk) > room:
-            self.resp_chunks.append(chunk[:room])
-            self.resp_size += room
-            self.resp_truncated = True
-        else:
-            self.resp_chunks.append(chunk)
-            self.resp_size += len(chunk)
-
-    def response_end(self, complete: bool) -> None:
-        self.resp_complete = complete
-
-    def primary_failed(self) -> None:
-        self.failed = True
-
-    def request_body(self) -> bytes:
-        return b"".join(self.req_chunks)
-
-    def captured_primary(self) -> compare.Captured:
-        return compare.Captured(self.status, tuple(self.resp_headers), b"".join(self.resp_chunks),
-                                self.resp_truncated)
-
-
-class Pacer:
-    """At most ``budget`` copies take their turn per event-loop iteration.
-
-    Copies sent together come back together: a target that answers in a steady 500 ms returns all the copies in
-    flight at once. Compared and recorded in one go, such a burst would hold the loop for milliseconds while
-    primary requests wait behind it; spread over a few iterations, the primary side's I/O is handled in between.
-    Waiting copies sleep on a future (no polling), and a reset at the start of each iteration's callbacks hands
-    out the next turns."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._used = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._reset_pending = False
-
-    async def turn(self) -> None:
-        if self._used < self.budget and not self._waiters:
-            self._used += 1
-            self._schedule_reset()
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._schedule_reset()
-        try:
-            await waiter   # resolved by _reset, which has counted this turn already
-        except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-            raise
-
-    def _schedule_reset(self) -> None:
-        if not self._reset_pending:
-            self._reset_pending = True
-            asyncio.get_running_loop().call_soon(self._reset)
-
-    def _reset(self) -> None:
-        self._reset_pending = False
-        self._used = 0
-        while self._waiters and self._used < self.budget:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                self._used += 1
-        if self._waiters or self._used:
-            self._schedule_reset()
-
-
 class ShadowDispatcher:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
-        cfg = gateway.table.config
-        self.store = DiffStore(cfg.store.dir / "diffs.db", max_samples=cfg.store.max_samples,
-                               max_age=cfg.store.max_age)
+    def __init__(self, store: ComparisonStore, upstreams: Upstreams, stats: StatsRegistry, recorder: Recorder,
+                 observed: Callable[[Route], None]) -> None:
+        self.store = store
+        self.upstreams = upstreams
+        self.stats = stats
+        self.recorder = recorder
+        self.observed = observed    # a comparison finished on this route (the rollout's guard judges it)
         self._tasks: set[asyncio.Task[None]] = set()
         # Every copy alive: being captured beside its primary, queued, or running. Weak, so a copy whose primary
         # was abandoned (client gone before ``submit``) leaves the count as soon as the request is dropped.
@@ -225,11 +105,7 @@ class ShadowDispatcher:
         self.noise: dict[str, frozenset[str]] = {r: self._noise_set(r) for r in self._noise_fields}
 
     def _load_noise(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-        db = self.store.reader()
-        try:
-            return noise_counts(db)
-        finally:
-            db.close()
+        return self.store.noise_counts()
 
     def _noise_set(self, route: str) -> frozenset[str]:
         samples = self._noise_samples.get(route, 0)
@@ -253,7 +129,7 @@ class ShadowDispatcher:
         if request.method not in spec.methods:
             self._skip(route.name, "method")
             return None
-        if not rollout.in_share(route.name + "/shadow", spec.percent, rollout.sticky_value(request, spec.key)):
+        if not rollout.in_share(route.name + "/shadow", spec.percent, rollout.sticky_value(request.headers, request.cookies, spec.key)):
             self._skip(route.name, "sampled_out")
             return None
         # A full queue first: it is the common case when the target is slow, and every request then takes this
@@ -309,7 +185,7 @@ class ShadowDispatcher:
         return await asyncio.get_running_loop().run_in_executor(self._compare_pool, fn, first, second, *args)
 
     def _skip(self, route: str, reason: str) -> None:
-        stats = self.gw.stats.route(route)
+        stats = self.stats.route(route)
         stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
         if reason != "sampled_out" and reason != "method":
             self.store.skip(route, reason)
@@ -374,7 +250,7 @@ class ShadowDispatcher:
     async def _exchange(self, tap: ShadowTap) -> None:
         spec = tap.spec
         body = tap.request_body() if tap.req_size else None
-        span = self.gw.tracing.shadow_span(tap)
+        span = self.recorder.tracing.shadow_span(tap)
         headers = [*tap.headers, (SHADOW_HEADER, "1"), (TRACEPARENT, span.traceparent)]
         started = time.perf_counter()
         shadow, error = await self._fetch(tap.target_backend, tap.method, tap.raw_target, headers, body,
@@ -384,7 +260,7 @@ class ShadowDispatcher:
         await self._pacer.turn()
         self._target_answered(tap.target_backend.name, error is None)
         primary = tap.captured_primary()
-        route_stats = self.gw.stats.route(tap.route.name)
+        route_stats = self.stats.route(tap.route.name)
         failed = error is not None or (shadow is not None and shadow.status >= 500 > primary.status)
         route_stats.shadow.request(shadow_ms / 1000, failed)
         record = Record(route=tap.route.name, method=tap.method, target=tap.raw_target, verdict="error",
@@ -413,14 +289,15 @@ class ShadowDispatcher:
             record.differences = [_difference(d) for d in result.differences]
             record.ignored = [_difference(d) for d in result.ignored]
         route_stats.shadow.verdict(record.verdict in ("mismatch", "error"))
-        self.gw.on_verdict(tap.route, record.verdict)
-        self.gw.telemetry.shadow_done(tap, span, record.shadow_status or 0, record.reason if record.verdict == "error"
-                                      else None, record.verdict, shadow_ms / 1000)
+        self.recorder.shadow_done(tap.route.name, tap.target_backend.name, span, record.shadow_status or 0,
+                                  record.reason if record.verdict == "error" else None, record.verdict,
+                                  shadow_ms / 1000)
+        self.observed(tap.route)   # the guard of a shadowed route judges the shadow's errors and mismatches
         self.store.put(record)
 
     async def _fetch(self, backend: Backend, method: str, target: str, headers: Headers, body: bytes | None,
                      timeout: float) -> tuple[compare.Captured | None, str | None]:
-        pool = self.gw.upstreams.pool(backend, "shadow")
+        pool = self.upstreams.pool(backend, "shadow")
         try:
             async with asyncio.timeout(timeout):
                 resp = await upstream.open_response(pool, method, target, headers, body)
@@ -447,11 +324,11 @@ class ShadowDispatcher:
         if seen >= LEARN_FIRST and not rollout.in_share(tap.route.name + "/noise", share, None):
             return
         self._learned[tap.route.name] = seen + 1
-        span = self.gw.tracing.noise_span(tap)
+        span = self.recorder.tracing.noise_span(tap)
         headers = [*tap.headers, (SHADOW_HEADER, "1"), (TRACEPARENT, span.traceparent)]
         second, error = await self._fetch(tap.primary_backend, tap.method, tap.raw_target, headers, None,
                                           tap.spec.timeout)
-        self.gw.tracing.exchange_done(span, second.status if second is not None else 0, error)
+        self.recorder.tracing.exchange_done(span, second.status if second is not None else 0, error)
         if second is None or error is not None:
             return
         rules = tap.spec.compare.rules if tap.spec.compare.rules is not None else default_rules()

@@ -288,6 +288,43 @@ class DiffStore:
         db.row_factory = sqlite3.Row
         return db
 
+    def _read(self, fn: Any, *args: Any) -> Any:
+        """Run one query on a fresh connection, after what was queued so far is committed."""
+        self.flush(timeout=0.5)
+        db = self.reader()
+        try:
+            return fn(db, *args)
+        finally:
+            db.close()
+
+    def list_samples(self, route: str | None = None, verdict: str | None = None, limit: int = 50,
+                     before: int | None = None) -> list[dict[str, Any]]:
+        return self._read(list_samples, route, verdict, limit, before)  # type: ignore[no-any-return]
+
+    def get_sample(self, sample_id: int) -> dict[str, Any] | None:
+        return self._read(get_sample, sample_id)  # type: ignore[no-any-return]
+
+    def replayable(self, route: str, verdict: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest recorded (not replayed) comparisons of a route, whole, for ``strangler replay``."""
+        def load(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            sql, args = "SELECT id FROM samples WHERE route = ? AND replay = 0", [route]
+            if verdict:
+                sql += " AND verdict = ?"
+                args.append(verdict)
+            rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+            return [s for s in (get_sample(db, r[0]) for r in rows) if s]
+        return self._read(load)  # type: ignore[no-any-return]
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        return self._read(report)  # type: ignore[no-any-return]
+
+    def noise_counts(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        db = self.reader()
+        try:
+            return noise_counts(db)
+        finally:
+            db.close()
+
     # -- the writer thread ------------------------------------------------------------------------------------------
 
     def _finished(self, n: int) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.stores import sqlite
 
@@ -57,6 +57,13 @@ class Pin:
         return {"actor": self.actor, "reason": self.reason, "at": self.at}
 
 
+class Step(NamedTuple):
+    """Where a progressive canary stands: for which version of the route, which step, since when."""
+    fingerprint: str
+    index: int
+    at: float
+
+
 class StateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +73,7 @@ class StateStore:
         self._db.executescript(SCHEMA)
         self._version = -1
         self._pins: dict[str, Pin] = {}
-        self._steps: dict[str, tuple[str, int, float]] = {}
+        self._steps: dict[str, Step] = {}
         self.refresh()
 
     def close(self) -> None:
@@ -91,7 +98,7 @@ class StateStore:
         pins = {r[0]: Pin(*r) for r in rows}
         changed = pins != self._pins
         self._pins = pins
-        self._steps = {r[0]: (r[1], r[2], r[3]) for r in step_rows}
+        self._steps = {r[0]: Step(r[1], r[2], r[3]) for r in step_rows}
         return changed
 
     def pin(self, route: str, fingerprint: str, actor: str, reason: str, detail: dict[str, Any] | None = None) -> Pin:
@@ -130,7 +137,7 @@ class StateStore:
     # -- progressive canary steps ----------------------------------------------------------------------------------
 
     @property
-    def steps(self) -> dict[str, tuple[str, int, float]]:
+    def steps(self) -> dict[str, Step]:
         return self._steps
 
     def set_step(self, route: str, fingerprint: str, step: int, actor: str, reason: str,
@@ -146,7 +153,7 @@ class StateStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        self._steps = {**self._steps, route: (fingerprint, step, now)}
+        self._steps = {**self._steps, route: Step(fingerprint, step, now)}
 
     # -- history -------------------------------------------------------------------------------------------------
 

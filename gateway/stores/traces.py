@@ -267,6 +267,22 @@ class TraceStore(BatchWriter):
     def reader(self) -> sqlite3.Connection:
         return self._connect()
 
+    def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.flush(timeout=0.5)  # what was queued before this read is part of the answer
+        db = self.reader()
+        try:
+            return fn(db, *args, **kwargs)
+        finally:
+            db.close()
+
+    def list_traces(self, *, route: str | None = None, status: str | None = None, min_ms: float | None = None,
+                    limit: int = 50) -> list[dict[str, Any]]:
+        return self._read(list_traces, route=route, status=status, min_ms=min_ms,  # type: ignore[no-any-return]
+                          limit=limit)
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        return self._read(get_trace, trace_id)  # type: ignore[no-any-return]
+
     def add_listener(self, fn: Callable[[list[Row]], None]) -> None:
         """``fn(rows)`` is called in the writer thread with the exportable rows of each batch."""
         self._listeners.append(fn)

@@ -17,13 +17,9 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gateway.stores import sqlite
-from gateway.telemetry.stats import RouteStats, Window
-
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
+from gateway.telemetry.stats import RouteStats, StatsRegistry, Window
 
 log = logging.getLogger("strangler.fleet")
 
@@ -40,8 +36,9 @@ CREATE TABLE IF NOT EXISTS fleet (
 
 
 class Fleet:
-    def __init__(self, path: Path, worker: int) -> None:
+    def __init__(self, path: Path, worker: int, stats: StatsRegistry) -> None:
         self.worker = worker
+        self.stats = stats
         self._db = sqlite.connect(path)
         self._db.executescript(SCHEMA)
         self._published: dict[tuple[str, str], int] = {}
@@ -62,11 +59,14 @@ class Fleet:
             self._db.execute("ROLLBACK")
             raise
 
-    def collect(self, gw: Gateway) -> list[tuple[object, ...]]:
+    def peer_stats(self, route: str) -> RouteStats | None:
+        return self.peers.get(route)
+
+    def collect(self) -> list[tuple[object, ...]]:
         """This worker's finished seconds not yet published (runs on the event loop: it reads live windows)."""
         rows: list[tuple[object, ...]] = []
-        for name in list(gw.stats.names()):
-            stats = gw.stats.route(name)
+        for name in list(self.stats.names()):
+            stats = self.stats.route(name)
             for side in SIDES:
                 window: Window = getattr(stats, side)
                 after = self._published.get((name, side), -1)
@@ -91,11 +91,11 @@ class Fleet:
                                         {int(k): v for k, v in json.loads(hist).items()})
         return peers
 
-    async def run(self, gw: Gateway, interval: float = 1.0) -> None:
+    async def run(self, interval: float = 1.0) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                rows = self.collect(gw)
+                rows = self.collect()
                 await asyncio.to_thread(self.publish, rows)
                 self.peers = await asyncio.to_thread(self.read_peers)
             except (sqlite3.Error, OSError) as exc:

@@ -3,7 +3,8 @@
 The request path only bumps plain counters: a dict entry per label set and a list of bucket counts per histogram
 (a ``bisect`` and two additions; no locks, no label validation, everything runs on the event loop). The
 prometheus-client library only comes in at scrape time, through a custom collector that turns these counters and
-the gateway's own state (shadow queue, stores, reloads, pins) into metric families. The registry belongs to the
+the gateway's own state into metric families; families that read other collaborators' state (shadow queue,
+stores, guards, circuits, pins) are added as ``sources`` by the composition root (``gateway.admin.gauges``). The registry belongs to the
 ``Metrics`` object, not to the process, so several gateways (tests, workers) never share series.
 
     strangler_requests_total{route,stage,backend,status_class}       counter
@@ -24,22 +25,19 @@ With ``--workers N`` each worker counts its own requests and the admin listener 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
+Source = Callable[[], Iterable[Metric]]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: sub-millisecond steps where a proxy's own time lives, up to the longest sensible upstream timeout.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
-GUARD_STATES = {"healthy": 0, "inconclusive": 1, "failing": 2}
-CIRCUIT_STATES = {"closed": 0, "half-open": 1, "half_open": 1, "open": 2}
 
 
 class Histogram:
@@ -67,14 +65,13 @@ def _fmt(bound: float) -> str:
 
 
 class Metrics:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
+    def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str, int], int] = {}
         self.latency: dict[str, Histogram] = {}
         self.upstream_latency: dict[tuple[str, str], Histogram] = {}
         self.verdicts: dict[tuple[str, str], int] = {}
-        self.guard: dict[str, int] = {}
-        self.circuits: dict[str, int] = {}
+        # Families built at scrape time from the state of other collaborators (the composition root adds them).
+        self.sources: list[Source] = []
         self.reloads = {"ok": 0, "failed": 0}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))  # type: ignore[arg-type]
@@ -105,14 +102,6 @@ class Metrics:
         key = (route, verdict)
         self.verdicts[key] = self.verdicts.get(key, 0) + 1
 
-    def set_guard_state(self, route: str, state: int | str) -> None:
-        """The guard's current judgement of a route: 0/"healthy", 1/"inconclusive", 2/"failing"."""
-        self.guard[route] = GUARD_STATES[state] if isinstance(state, str) else int(state)
-
-    def set_circuit_state(self, backend: str, state: int | str) -> None:
-        """A backend's circuit breaker: 0/"closed", 1/"half-open", 2/"open"."""
-        self.circuits[backend] = CIRCUIT_STATES[state] if isinstance(state, str) else int(state)
-
     def reloaded(self, ok: bool) -> None:
         self.reloads["ok" if ok else "failed"] += 1
 
@@ -132,10 +121,11 @@ class _Collector:
         self.m = metrics
 
     def collect(self) -> Iterator[Metric]:
-        m, gw = self.m, self.m.gw
-        yield _counter("strangler_requests", "Requests answered, by route, effective stage, backend, status class",
-                       ("route", "stage", "backend", "status_class"),
-                       ((r, s, b, STATUS_CLASSES[c]) for r, s, b, c in m.requests), m.requests.values())
+        m = self.m
+        yield counter_family("strangler_requests",
+                             "Requests answered, by route, effective stage, backend, status class",
+                             ("route", "stage", "backend", "status_class"),
+                             ((r, s, b, STATUS_CLASSES[c]) for r, s, b, c in m.requests), m.requests.values())
         h = HistogramMetricFamily("strangler_request_duration_seconds",
                                   "Time from request to the end of the response, in the gateway", labels=["route"])
         for route, hist in sorted(m.latency.items()):
@@ -147,62 +137,22 @@ class _Collector:
         for (backend, purpose), hist in sorted(m.upstream_latency.items()):
             h.add_metric([backend, purpose], hist.cumulative(), hist.sum)
         yield h
-        yield _counter("strangler_shadow_verdicts", "Shadow comparisons by verdict", ("route", "verdict"),
-                       m.verdicts.keys(), m.verdicts.values())
-        yield from self._shadow(gw)
-        yield _gauge("strangler_guard_state", "Guard judgement: 0 healthy, 1 inconclusive, 2 failing", ("route",),
-                     sorted(self._guard_states(gw).items()))
-        yield _gauge("strangler_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ("backend",),
-                     sorted(self._circuit_states(gw).items()))
-        pins = gw.state.pins
-        yield _gauge("strangler_route_rolled_back", "1 while the route is pinned to legacy by a rollback",
-                     ("route",), ((r.name, 1 if r.name in pins else 0) for r in gw.table.routes))
-        yield GaugeMetricFamily("strangler_config_generation", "Generation of the routes.yaml being served",
-                                value=gw.table.generation)
-        yield _counter("strangler_reloads", "Config reloads by result", ("result",), [("ok",), ("failed",)],
-                       [m.reloads["ok"], m.reloads["failed"]])
-
-    def _guard_states(self, gw: Gateway) -> dict[str, int]:
-        """What was pushed with ``set_guard_state``, updated with the guards' current judgements."""
-        states = dict(self.m.guard)
-        guards = getattr(gw, "guards", None)
-        for route, judgement in (getattr(guards, "state", None) or {}).items():
-            states[route] = GUARD_STATES.get(getattr(judgement, "state", ""), 1)
-        return states
-
-    def _circuit_states(self, gw: Gateway) -> dict[str, int]:
-        states = dict(self.m.circuits)
-        protection = getattr(gw, "protection", None)
-        if protection is not None:
-            for backend, state in protection.circuit_states().items():
-                states[backend] = CIRCUIT_STATES.get(state, 0)
-        return states
-
-    def _shadow(self, gw: Gateway) -> Iterator[Metric]:
-        skipped = CounterMetricFamily("strangler_shadow_skipped", "Requests not shadowed, by reason",
-                                      labels=["route", "reason"])
-        for route in sorted(gw.stats.names()):
-            for reason, n in sorted(gw.stats.route(route).skipped.items()):
-                skipped.add_metric([route, reason], n)
-        yield skipped
-        yield GaugeMetricFamily("strangler_shadow_queue_depth", "Shadow exchanges running or waiting",
-                                value=gw.shadow.depth)
-        drops = [("comparisons", gw.shadow.store.dropped), ("traces", gw.tracing.store.dropped)]
-        access = getattr(gw, "access_log", None)
-        if access is not None:
-            drops.append(("access_log", access.dropped))
-        yield _counter("strangler_dropped", "Records dropped because a background queue was full", ("store",),
-                       ((name,) for name, _ in drops), (n for _, n in drops))
+        yield counter_family("strangler_shadow_verdicts", "Shadow comparisons by verdict", ("route", "verdict"),
+                             m.verdicts.keys(), m.verdicts.values())
+        yield counter_family("strangler_reloads", "Config reloads by result", ("result",), [("ok",), ("failed",)],
+                             [m.reloads["ok"], m.reloads["failed"]])
+        for source in m.sources:
+            yield from source()
 
 
-def _counter(name: str, doc: str, labels: tuple[str, ...], keys: Any, values: Any) -> CounterMetricFamily:
+def counter_family(name: str, doc: str, labels: tuple[str, ...], keys: Any, values: Any) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=list(labels))
     for key, value in zip(keys, values, strict=False):
         family.add_metric(list(key), value)
     return family
 
 
-def _gauge(name: str, doc: str, labels: tuple[str, ...], items: Any) -> GaugeMetricFamily:
+def gauge_family(name: str, doc: str, labels: tuple[str, ...], items: Any) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, doc, labels=list(labels))
     for key, value in items:
         family.add_metric([key], value)

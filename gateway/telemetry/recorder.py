@@ -1,19 +1,20 @@
-"""What the gateway tells about itself, per request: its trace span, its metrics, its access-log line.
+"""What the gateway tells about each request: statistics windows, its trace span, metrics, the access-log line.
 
 The request handler calls ``start`` first (the span exists before anything can fail, so even a refused request
-has a trace id) and ``Gateway.observe`` calls ``request_done`` once the response is complete; refusals before a
-route is known go through ``refused``. Everything here is built to cost the request as little as possible; the
-expensive parts (span attributes, JSON, SQLite) happen in background threads (``gateway.tracestore``,
+has a trace id) and ``request_done`` once the response is complete; refusals before a route is known go through
+``refused``. Everything here is built to cost the request as little as possible; the expensive parts (span
+attributes, JSON, SQLite) happen in background threads (``gateway.stores.traces``,
 ``observability.logging.AccessLog``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gateway.stores.traces import TraceStore
+from gateway.proxy.forward import Outcome
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.stats import StatsRegistry
 from gateway.telemetry.tracing import ChildSpan, GatewayTracer, RequestSpan
 from observability.logging import AccessLog
 from observability.tracing import CURRENT, TRACE_ID_HEADER
@@ -23,17 +24,16 @@ if TYPE_CHECKING:
 
     from gateway.config.model import Config
     from gateway.errors import GatewayError
+    from gateway.rollout.decision import Decision
     from gateway.routing.table import Route
-    from gateway.runtime.gateway import Gateway
-
-TRACES_DB = "traces.db"
 
 
-class Telemetry:
-    def __init__(self, gateway: Gateway, cfg: Config) -> None:
-        self.tracing = GatewayTracer(TraceStore(cfg.store.dir / TRACES_DB, max_traces=cfg.store.max_traces))
-        self.metrics = Metrics(gateway)
-        self.access = AccessLog()
+class Recorder:
+    def __init__(self, tracing: GatewayTracer, metrics: Metrics, access: AccessLog, stats: StatsRegistry) -> None:
+        self.tracing = tracing
+        self.metrics = metrics
+        self.access = access
+        self.stats = stats
         self._exporting = False
 
     # -- per request -----------------------------------------------------------------------------------------------
@@ -46,8 +46,10 @@ class Telemetry:
         """``X-Trace-Id`` for the response, unless routes.yaml ``tracing.response_header`` is false."""
         return (TRACE_ID_HEADER, span.trace_hex) if cfg.tracing.response_header else None
 
-    def request_done(self, route: Route, decision: Any, request: web.BaseRequest, outcome: Any,
+    def request_done(self, route: Route, decision: Decision, request: web.BaseRequest, outcome: Outcome,
                      elapsed: float) -> None:
+        error = outcome.status >= 500 or outcome.error is not None
+        self.stats.route(route.name).side("legacy" if outcome.fell_back else decision.side).request(elapsed, error)
         span: RequestSpan | None = CURRENT.get()
         if span is not None:
             self.tracing.finish(span, route, decision, outcome)
@@ -58,12 +60,14 @@ class Telemetry:
                               outcome.status, elapsed, outcome.bytes_out, span.trace_id if span else 0,
                               span.span_id if span else 0))
 
+    def attempt_failed(self, route: Route, side: str) -> None:
+        """A failed attempt the user did not see (a fallback retried it): it still counts against its side."""
+        self.stats.route(route.name).side(side).request(0.0, True)
+
     def refused(self, request: web.BaseRequest, error: GatewayError, elapsed: float) -> None:
         """A request answered by the gateway itself before any route was chosen (bad path, body too large)."""
         span: RequestSpan | None = CURRENT.get()
         if span is not None:
-            from gateway.proxy.forward import Outcome
-
             outcome = Outcome("")
             outcome.status, outcome.error = error.status, error
             self.tracing.finish(span, None, None, outcome)
@@ -72,10 +76,11 @@ class Telemetry:
             self.access.emit((time.time(), request.method, request.raw_path, None, None, None, error.status,
                               elapsed, 0, span.trace_id if span else 0, span.span_id if span else 0))
 
-    def shadow_done(self, tap: Any, span: ChildSpan, status: int, error: str | None, verdict: str,
+    def shadow_done(self, route: str, target: str, span: ChildSpan, status: int, error: str | None, verdict: str,
                     seconds: float) -> None:
         self.tracing.exchange_done(span, status, error, verdict)
-        self.metrics.upstream(tap.target_backend.name, "shadow", seconds)
+        self.metrics.upstream(target, "shadow", seconds)
+        self.metrics.verdict(route, verdict)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ over the old (and Kubernetes swaps a ``..data`` symlink); any event there trigge
 digest decides whether anything changed. SIGHUP and ``POST /api/reload`` call the same ``reload``.
 
 A reload builds the new ``Table`` in a thread (a 10,000-route file takes a while to parse) and assigns it to the
-gateway in one statement on the event loop: requests already running keep the table they started with.
+``TableRef`` in one statement on the event loop: requests already running keep the table they started with.
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.config import model as config_mod
-from gateway.routing.table import Table
-
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
+from gateway.routing.table import Table, TableRef
 
 log = logging.getLogger("strangler.reload")
 
@@ -67,10 +65,19 @@ def route_changes(old: config_mod.Config | None, new: config_mod.Config) -> list
     return changes
 
 
+Swapped = Callable[[Table, Table, list[dict[str, Any]], str], None]
+Failed = Callable[["ReloadStatus"], None]
+
+
 class Reloader:
-    def __init__(self, gateway: Gateway, path: Path) -> None:
-        self.gw = gateway
+    """``swapped(old, new, changes, actor)`` runs right after a new table is in place; ``failed(status)`` after a
+    reload that kept the old one."""
+
+    def __init__(self, path: Path, tables: TableRef, swapped: Swapped, failed: Failed) -> None:
         self.path = path
+        self.tables = tables
+        self._swapped = swapped
+        self._failed = failed
         self.last: ReloadStatus | None = None
         self._failed_digest: str | None = None
         self._lock = asyncio.Lock()
@@ -80,7 +87,7 @@ class Reloader:
             return await self._reload(actor, force)
 
     async def _reload(self, actor: str, force: bool) -> ReloadStatus:
-        old = self.gw.table
+        old = self.tables.current
         try:
             built = await asyncio.to_thread(self._build, old.generation + 1, None if force else old.config.digest,
                                             None if force else self._failed_digest)
@@ -90,7 +97,7 @@ class Reloader:
             log.error("config reload failed; still serving generation %d: %s", old.generation, exc,
                       extra={"event": "reload_failed", "generation": old.generation, "errors": exc.problems})
             self.last = status
-            self.gw.on_reload_failed(status)
+            self._failed(status)
             return status
         if built is None:
             # Same bytes as the running generation, or as the broken file already reported: nothing to do
@@ -107,14 +114,14 @@ class Reloader:
         new_config, table = built
         self._failed_digest = None
         changes = route_changes(old.config, new_config)
-        self.gw.swap(table)
+        self.tables.current = table
         status = ReloadStatus(True, time.time(), table.generation, changed=True, actor=actor)
         self.last = status
         for warning in new_config.warnings:
             log.warning("%s", warning)
         log.info("config reloaded: generation %d, %d route(s) changed", table.generation, len(changes),
                  extra={"event": "reloaded", "generation": table.generation, "changes": changes})
-        self.gw.on_reloaded(old.config, new_config, changes, actor)
+        self._swapped(old, table, changes, actor)
         return status
 
     def _build(self, generation: int, current_digest: str | None,
@@ -164,7 +171,7 @@ class Reloader:
         directory = self.path.absolute().parent
         if path.parent != directory:
             return False
-        store = self.gw.table.config.store.dir
+        store = self.tables.current.config.store.dir
         return path != store and not path.name.endswith(("-journal", "-wal", "-shm", ".db"))
 
     async def _poll(self, interval: float) -> None:

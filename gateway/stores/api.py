@@ -1,0 +1,119 @@
+"""What each capability needs of its store: the interfaces callers depend on.
+
+One store per kind of state, each small:
+
+    PinStore          rollback pins, progressive canary steps, the route history   (rollout, admin)
+    ComparisonStore   shadow comparison samples, counters, learned noise           (shadow, admin)
+    TraceStore        spans of the gateway and of the services (OTLP)              (telemetry, admin)
+    PeerExchange      per-second statistics shared between gateway processes       (rollout's guard)
+
+Writers never block the event loop: the comparison and trace stores queue records for a writer thread and count
+what a full queue drops; the pin store's writes are rare (a rollback, a reload). Reads may block, so callers on the
+event loop run them in a worker thread (``asyncio.to_thread``).
+
+``gateway.stores.open.open_stores`` picks the implementation from ``store:`` in routes.yaml: the SQLite files in
+``store.dir`` (the embedded default). A shared implementation for a fleet of gateways, the sync journal and the
+waiting-room queue add their interfaces here and their fields to ``Stores``; callers do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.stores.state import Pin, Step
+
+
+class PinStore(Protocol):
+    """Runtime state that is not in routes.yaml. ``pins`` and ``steps`` are in-memory snapshots, cheap to read on
+    the request path; ``refresh`` re-reads them when another process changed them."""
+
+    @property
+    def pins(self) -> Mapping[str, Pin]: ...
+
+    @property
+    def steps(self) -> Mapping[str, Step]: ...
+
+    def refresh(self) -> bool: ...
+
+    def pin(self, route: str, fingerprint: str, actor: str, reason: str,
+            detail: dict[str, Any] | None = None) -> Pin: ...
+
+    def unpin(self, route: str, actor: str, reason: str = "", kind: str = "resume") -> bool: ...
+
+    def set_step(self, route: str, fingerprint: str, step: int, actor: str, reason: str,
+                 detail: dict[str, Any] | None = None) -> None: ...
+
+    def record(self, kind: str, route: str | None, actor: str, reason: str = "",
+               detail: dict[str, Any] | None = None) -> None: ...
+
+    def history(self, route: str | None = None, limit: int = 200) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class ComparisonStore(Protocol):
+    """Writes (``put``, ``skip``, ``noise_sample``) queue and never block; reads block (run them in a thread)."""
+
+    dropped: int
+
+    def put(self, item: Any) -> bool: ...
+
+    def skip(self, route: str, reason: str) -> None: ...
+
+    def noise_sample(self, route: str, fields: frozenset[str]) -> None: ...
+
+    def flush(self, timeout: float = 5.0) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def list_samples(self, route: str | None = None, verdict: str | None = None, limit: int = 50,
+                     before: int | None = None) -> list[dict[str, Any]]: ...
+
+    def get_sample(self, sample_id: int) -> dict[str, Any] | None: ...
+
+    def replayable(self, route: str, verdict: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    def report(self) -> dict[str, dict[str, Any]]: ...
+
+    def noise_counts(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]: ...
+
+
+class TraceStore(Protocol):
+    dropped: int
+    max_traces: int
+
+    def put(self, item: Any) -> bool: ...
+
+    def flush(self, timeout: float = 5.0) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def add_listener(self, fn: Callable[[list[Any]], None]) -> None: ...
+
+    def list_traces(self, *, route: str | None = None, status: str | None = None, min_ms: float | None = None,
+                    limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None: ...
+
+
+class PeerExchange(Protocol):
+    """Per-second statistics windows of the other gateway processes judging the same routes."""
+
+    def publish(self, rows: list[tuple[object, ...]]) -> None: ...
+
+    def read_peers(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    state: PinStore
+    comparisons: ComparisonStore
+    traces: TraceStore
+
+    def close(self) -> None:
+        for store in (self.comparisons, self.traces, self.state):
+            store.close()
