@@ -1,12 +1,13 @@
 """Connections to backends: one pool per backend and purpose, and the single translation of client errors.
 
-HTTP goes through ``gateway.pool`` (a lean keep-alive pool on httptools, which raises the gateway's own errors);
-WebSocket upgrades go through aiohttp's client, whose exceptions ``translate`` maps.
+HTTP goes through ``gateway.proxy.pool`` (a lean keep-alive pool on httptools, which raises the gateway's own
+errors); WebSocket upgrades go through an aiohttp ``ClientSession`` per backend, whose exceptions ``translate``
+maps. That session is configured as a proxy needs it: no cookie jar, no redirects, no automatic decompression,
+none of the client's default headers, raw (already encoded) request targets.
 
-A pool is an aiohttp ``ClientSession`` configured as a proxy needs it: no cookie jar, no redirects, no automatic
-decompression, none of the client's default headers, raw (already encoded) request targets. Pools survive reloads
-while the backend's address and settings are unchanged, so a reload never drops warm keep-alive connections.
-Shadow traffic gets pools of its own so that a slow shadow target can never take connections from the primary.
+Pools survive reloads while the backend's address and settings are unchanged, so a reload never drops warm
+keep-alive connections (``retain`` closes the others after a grace period). Shadow traffic gets pools of its own
+so that a slow shadow target can never take connections from the primary.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ class GatewaySetup:
     extra_backends: dict[str, int] = field(default_factory=dict)   # name -> port
     tracing_sample: float | None = None  # None: the default (tracing on, 100%)
     workers: int = 1                     # strangler up --workers
+    src: Path | None = None              # run the gateway package found in this checkout (--baseline-src)
 
 
 def gateway_yaml(setup: GatewaySetup, *, listen: int, admin: int, backend: int, store: Path) -> str:

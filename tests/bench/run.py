@@ -54,6 +54,7 @@ class Options:
     out: Path | None = None
     keep: bool = False
     backend: str = "aiohttp"   # which build of tests/bench/backend.py serves as upstream (see its docstring)
+    baseline_src: Path | None = None   # another checkout whose gateway passthrough also measures
 
 
 def label(proxy: str, variant: str) -> str:
@@ -175,8 +176,10 @@ class Bench:
         argv = [procs.python(), "-m", "gateway", "up", "-c", str(routes)]
         if setup.workers > 1:
             argv += ["--workers", str(setup.workers)]
-        proc = self.procs.start(f"{name}-{self._counter}", argv, role=role,
-                                env={"STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN, "STRANGLER_LOG_FORMAT": "json"})
+        env = {"STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN, "STRANGLER_LOG_FORMAT": "json"}
+        if setup.src is not None:
+            env["PYTHONPATH"] = str(setup.src)   # ahead of the installed checkout on sys.path
+        proc = self.procs.start(f"{name}-{self._counter}", argv, role=role, env=env)
         try:
             procs.wait_port(port, 180, proc.popen, "gateway")
             procs.wait_port(admin, 30, proc.popen, "gateway admin")
@@ -448,11 +451,15 @@ def parse_args(argv: list[str] | None) -> Options:
                         "protocol that never limits the proxy")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
     p.add_argument("--out", type=Path, help="JSON results file (default bench-results/bench-TIMESTAMP.json)")
+    p.add_argument("--baseline-src", type=Path, metavar="DIR",
+                   help="another checkout (e.g. a git worktree of an older commit): passthrough also measures its "
+                        "gateway, in turns with this one")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs) for inspection")
     a = p.parse_args(argv)
     return Options(duration=a.duration, warmup=a.warmup, connections=a.connections, big_size=a.big_size,
                    reload_duration=a.reload_duration, repeat=a.repeat, pin=a.pin, scenarios=a.scenario or list(SCENARIOS),
-                   out=a.out, keep=a.keep, backend=a.backend, proxies=tuple(a.proxy or ("nginx", "naive", "gateway")))
+                   out=a.out, keep=a.keep, backend=a.backend, baseline_src=a.baseline_src,
+                   proxies=tuple(a.proxy or ("nginx", "naive", "gateway")))
 
 
 def _size(text: str) -> int:

@@ -112,13 +112,30 @@ def passthrough(b: Bench) -> None:
             b.procs.stop(proc)
     if "gateway" not in b.opts.proxies:
         return
-    gw = _gateway_run(b, name, "", GatewaySetup(), expect_route="fallback")
+    if b.opts.baseline_src is not None:
+        gw = _against_baseline(b, name)
+    else:
+        gw = _gateway_run(b, name, "", GatewaySetup(), expect_route="fallback")
     b.target(name, "gateway CPU per request <= 200 us", gw.cpu_us <= 200, f"{gw.cpu_us:.0f} us")
     for proxy, share in (("nginx", 0.6), ("naive", 1.5)):
         ref = rows.get(proxy)
         if ref is not None and ref.rps:
             b.target(name, f"gateway throughput >= {share}x {proxy}", gw.rps >= share * ref.rps,
                      f"x{gw.rps / ref.rps:.2f}")
+
+
+def _against_baseline(b: Bench, name: str) -> Row:
+    """This checkout's gateway and the one in ``--baseline-src``, measured in turns (A B, A B) in one run."""
+    setups = [GatewaySetup(), GatewaySetup(src=b.opts.baseline_src)]
+    with _gateways(b, setups) as (gw, base):
+        _check_route(b, name, "", gw, MEASURED_PATH, "fallback")
+        row, base_row = b.measure_together(name, [
+            Subject("gateway", "", gw.proc, gw.port, MEASURED_PATH),
+            Subject("gateway", "baseline", base.proc, base.port, MEASURED_PATH)])
+    base_row.extra["src"] = str(b.opts.baseline_src)
+    _within(b, name, "CPU per request no higher than the baseline checkout's (5% noise)", row.cpu_us,
+            base_row.cpu_us, 0.05, higher_is_better=False)
+    return row
 
 
 def routes(b: Bench) -> None:
