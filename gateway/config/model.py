@@ -99,7 +99,7 @@ class CompareSpec:
     tolerance: float = 0.0
     noise: float = 0.0        # percent of shadowed safe requests also sent twice to legacy
     headers: bool = True
-    rules: Any = None         # gateway.compare.CompareRules, compiled once
+    rules: Any = None         # gateway.compare.rules.CompareRules, compiled once
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,7 +587,7 @@ def _unordered_value(u: dict[str, Any]) -> Any:
 
 
 def _compile_compare(c: dict[str, Any], where: KeyPath, issues: Issues) -> Any:
-    from gateway.compare.engine import RuleError, compile_rules
+    from gateway.compare.rules import RuleError, compile_rules
 
     try:
         return compile_rules(ignore=c["ignore"], unordered=[_unordered_value(u) for u in c["unordered"]],
