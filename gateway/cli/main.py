@@ -16,7 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.config import model as config_mod
+from gateway.config.document import json_schema
+from gateway.config.parse import ConfigError, load
 
 DEFAULT_CONFIG = "routes.yaml"
 
@@ -71,8 +72,8 @@ def _admin_client(args: argparse.Namespace) -> AdminClient:
     path = Path(args.config)
     if path.exists():
         try:
-            cfg = config_mod.load(path)
-        except config_mod.ConfigError:
+            cfg = load(path)
+        except ConfigError:
             cfg = None  # the running gateway may still be serving its last good table
     admin = args.admin or (f"{cfg.admin_listen[0]}:{cfg.admin_listen[1]}" if cfg else None)
     if admin is None:
@@ -154,8 +155,8 @@ def _ago(at: float | None) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
-        cfg = config_mod.load(path)
-    except config_mod.ConfigError as exc:
+        cfg = load(path)
+    except ConfigError as exc:
         if args.json:
             _print_json({"ok": False, "errors": exc.problems, "warnings": exc.warnings})
         else:
@@ -173,7 +174,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    _print_json(config_mod.json_schema())
+    _print_json(json_schema())
     return 0
 
 
@@ -203,8 +204,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from gateway.routing.table import Table
 
         try:
-            cfg = config_mod.load(args.config)
-        except config_mod.ConfigError as exc:
+            cfg = load(args.config)
+        except ConfigError as exc:
             raise CLIError("\n".join(exc.problems)) from exc
         result = explain(Table(cfg, 0), args.method, args.path, headers)
         result["source"] = f"{args.config} (no running gateway; rollbacks not shown)"

@@ -120,7 +120,7 @@ async def _serve(directory: Path) -> None:
     """Child process: a fast legacy backend, a hanging server and the gateway; prints the public URL."""
     from aiohttp import web
 
-    from gateway.config import model as config_mod
+    from gateway.config.parse import load
     from gateway.runtime.gateway import Gateway
 
     body = json.dumps({"id": 42, "name": "bench item", "price": 19.99, "stock": 7, "tags": ["a", "b"]}).encode()
@@ -169,7 +169,7 @@ async def _serve(directory: Path) -> None:
             stage: shadow
             shadow: {{percent: 100, timeout: 2s}}
         """))
-    gw = Gateway(config_mod.load(directory / "routes.yaml"))
+    gw = Gateway(load(directory / "routes.yaml"))
     await gw.start()
     host, port = gw.bound["public"]
     ahost, aport = gw.bound["admin"]
