@@ -346,7 +346,8 @@ def _guard(v: dict[str, Any] | None) -> GuardSpec | None:
 
 
 def _check_reachability(routes: list[RouteSpec], issues: Issues) -> None:
-    from gateway.routing.matching import Entry, RouteTable
+    from gateway.routing.index import RouteTable
+    from gateway.routing.precedence import Entry
 
     table = RouteTable([Entry(r.name, r.match, r.order, r.priority) for r in routes])
     for hidden, by in table.unreachable():
