@@ -52,7 +52,8 @@ from gateway.rollout import decision as rollout
 from gateway.shadow.pacer import Pacer
 from gateway.shadow.tap import RESPONSE_CAPTURE, ShadowTap
 from gateway.stores.api import ComparisonStore
-from gateway.stores.diffs import MAX_NOISE_FIELDS, Record, is_noise
+from gateway.stores.diff_schema import MAX_NOISE_FIELDS, is_noise
+from gateway.stores.diffs import Record
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.stats import StatsRegistry
 from gateway.telemetry.tracing import current as current_span

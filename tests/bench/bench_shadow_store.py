@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.stores.diffs import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS, DiffStore, Record
+from gateway.stores.diff_schema import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS
+from gateway.stores.diffs import DiffStore, Record
 
 MAX_SAMPLES = 200           # the routes.yaml default (store.max_samples)
 ROUTES = ("reviews", "likes", "products")
