@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gateway.config import model as config_mod
+from gateway.config.parse import load
 from gateway.runtime.gateway import TOKEN_ENV, Gateway
 
 
@@ -63,12 +63,12 @@ def write_routes(directory: Path, body: str, name: str = "routes.yaml") -> Path:
 async def run_gateway(path: Path, token: str | None = None) -> AsyncIterator[Gateway]:
     """A started gateway for ``path`` (stopped on exit); ``token`` fixes its admin token."""
     if token is None:
-        gw = Gateway(config_mod.load(path))
+        gw = Gateway(load(path))
     else:
         previous = os.environ.get(TOKEN_ENV)
         os.environ[TOKEN_ENV] = token
         try:
-            gw = Gateway(config_mod.load(path))
+            gw = Gateway(load(path))
         finally:
             if previous is None:
                 os.environ.pop(TOKEN_ENV, None)

@@ -1,4 +1,4 @@
-"""Tests for gateway.compare: a pure module, tested as pure functions."""
+"""Tests for gateway.compare: a pure package, tested as pure functions."""
 
 from __future__ import annotations
 
@@ -12,17 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.compare.engine import (
-    MAX_DECOMPRESSED,
-    Captured,
-    CompareRules,
-    Comparison,
-    Difference,
-    RuleError,
-    compare,
-    compile_rules,
-    noisy_fields,
-)
+from gateway.compare.answers import compare, noisy_fields
+from gateway.compare.bodies import MAX_DECOMPRESSED
+from gateway.compare.rules import Captured, CompareRules, RuleError, compile_rules
+from gateway.compare.verdict import Comparison, Difference
 
 JSON = (("Content-Type", "application/json"),)
 PLAIN = compile_rules()

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import model as config_mod
 from gateway.config import units
+from gateway.config.document import json_schema
+from gateway.config.model import Config
+from gateway.config.parse import ConfigError, load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,20 +32,20 @@ routes:
 """
 
 
-def load_text(tmp_path: Path, text: str) -> config_mod.Config:
+def load_text(tmp_path: Path, text: str) -> Config:
     path = tmp_path / "routes.yaml"
     path.write_text(textwrap.dedent(text))
-    return config_mod.load(path)
+    return load(path)
 
 
 def problems(tmp_path: Path, text: str) -> list[str]:
-    with pytest.raises(config_mod.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         load_text(tmp_path, text)
     return info.value.problems
 
 
 def test_shipped_routes_yaml_is_valid_and_shows_every_stage() -> None:
-    cfg = config_mod.load(ROOT / "routes.yaml")
+    cfg = load(ROOT / "routes.yaml")
     assert {r.stage for r in cfg.routes} >= {"shadow", "canary", "legacy"}
     assert cfg.fallback == "legacy"
     assert cfg.warnings == ()
@@ -150,7 +152,7 @@ def test_bad_durations(raw: object) -> None:
 
 
 def test_json_schema_covers_every_key() -> None:
-    schema = config_mod.json_schema()
+    schema = json_schema()
     route = schema["properties"]["routes"]["items"]
     assert route["additionalProperties"] is False
     assert set(route["properties"]) >= {"name", "match", "to", "stage", "shadow", "canary", "guard", "on_error"}

@@ -24,7 +24,7 @@ from playwright.sync_api import sync_playwright
 
 import extracted.likes
 import extracted.reviews
-from gateway.config import model as config
+from gateway.config.parse import load
 from gateway.runtime.gateway import Gateway
 from legacy_app.app import create_app as create_legacy_app
 from legacy_app.db import ensure_database
@@ -107,7 +107,7 @@ class Stack:
         }
         path = self.root / "routes.yaml"
         path.write_text(ROUTES_YAML.format(**ports))
-        self.gateway = Gateway(config.load(path))
+        self.gateway = Gateway(load(path))
         await self.gateway.start()
 
     def stop(self) -> None:

@@ -7,8 +7,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway.stores import diffs as diffstore
-from gateway.stores.diffs import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS, STORED_BODY, DiffStore, Record
+from gateway.stores import diff_queries
+from gateway.stores.diff_schema import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS, SCHEMA, STORED_BODY
+from gateway.stores.diffs import DiffStore, Record
 
 
 def _record(route: str, verdict: str, i: int, fields: tuple[str, ...] = ("$.average",), **kw: object) -> Record:
@@ -61,7 +62,7 @@ def test_field_and_noise_tables_are_bounded_and_keep_the_frequent_fields(tmp_pat
         assert _count(db, "SELECT differed FROM noise WHERE field = '$.generated_at'") == MAX_FIELDS_PER_ROUTE + 300
         # Samples: the newest 5, plus the latest example of each field still counted (bounded by the field table).
         assert _count(db, "SELECT COUNT(*) FROM samples") <= 5 + MAX_FIELDS_PER_ROUTE
-        report = diffstore.report(db)["r"]
+        report = diff_queries.report(db)["r"]
         top = report["fields"][0]
         assert top["field"] == "$.average"
         assert _count(db, "SELECT COUNT(*) FROM samples WHERE id = ?", top["last_sample"]) == 1
@@ -78,8 +79,8 @@ def test_an_old_fields_example_survives_newer_mismatches_of_other_fields(tmp_pat
     assert store.flush(10)
     db = store.reader()
     try:
-        fields = {f["field"]: f for f in diffstore.report(db)["r"]["fields"]}
-        assert diffstore.get_sample(db, fields["$.rare"]["last_sample"]) is not None
+        fields = {f["field"]: f for f in diff_queries.report(db)["r"]["fields"]}
+        assert diff_queries.get_sample(db, fields["$.rare"]["last_sample"]) is not None
         assert _count(db, "SELECT COUNT(*) FROM samples") == 4  # 3 newest + the rare field's example
     finally:
         db.close()
@@ -108,8 +109,8 @@ def test_bodies_are_cut_at_the_stored_cap_and_flagged(tmp_path: Path) -> None:
     assert store.flush(10)
     db = store.reader()
     try:
-        (sample,) = diffstore.list_samples(db)
-        detail = diffstore.get_sample(db, sample["id"])
+        (sample,) = diff_queries.list_samples(db)
+        detail = diff_queries.get_sample(db, sample["id"])
         assert detail is not None
         assert detail["request"]["body"]["size"] == STORED_BODY and detail["request"]["truncated"]
         assert detail["primary"]["body"]["size"] == STORED_BODY and detail["primary"]["truncated"]
@@ -130,7 +131,7 @@ def test_flush_waits_for_every_put_and_the_report_adds_up(tmp_path: Path) -> Non
     assert store.pending == 0
     db = store.reader()
     try:
-        rep = diffstore.report(db)["r"]
+        rep = diff_queries.report(db)["r"]
     finally:
         db.close()
         store.close()
@@ -149,15 +150,15 @@ def test_flush_waits_for_every_put_and_the_report_adds_up(tmp_path: Path) -> Non
 def test_a_store_written_before_request_truncated_existed_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "diffs.db"
     old = sqlite3.connect(path)
-    old.executescript(diffstore.SCHEMA.replace(",\n    request_truncated INTEGER NOT NULL DEFAULT 0", ""))
+    old.executescript(SCHEMA.replace(",\n    request_truncated INTEGER NOT NULL DEFAULT 0", ""))
     old.close()
     store = DiffStore(path)
     store.put(_record("r", "match", 1))
     assert store.flush(10)
     db = store.reader()
     try:
-        (sample,) = diffstore.list_samples(db)
-        assert diffstore.get_sample(db, sample["id"])["request"]["truncated"] is False  # type: ignore[index]
+        (sample,) = diff_queries.list_samples(db)
+        assert diff_queries.get_sample(db, sample["id"])["request"]["truncated"] is False  # type: ignore[index]
     finally:
         db.close()
         store.close()

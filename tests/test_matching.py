@@ -1,5 +1,5 @@
-"""gateway.matching: path kinds, restrictions, the precedence ladder, explain, unreachable, and the index
-checked against a linear reference over random tables."""
+"""gateway.routing's matching, precedence and index: path kinds, restrictions, the precedence ladder, explain,
+unreachable, and the index checked against a linear reference over random tables."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.routing.matching import Entry, MatchSpec, PathMatch, RouteTable, precedence_key
+from gateway.routing.index import RouteTable
+from gateway.routing.matching import MatchSpec, PathMatch
+from gateway.routing.precedence import Entry, precedence_key
 
 
 def route(name: str, kind: str, value: str, *, order: int = 0, methods: Sequence[str] | None = None,

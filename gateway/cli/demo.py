@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.config import model as config_mod
+from gateway.config.model import Config
+from gateway.config.parse import ConfigError, load
 
 # Backend name in routes.yaml -> the module that serves it, and the migration that seeds its database.
 SERVICES = {
@@ -30,7 +31,7 @@ SERVICES = {
 }
 
 
-def _prepare_databases(cfg: config_mod.Config, data_dir: Path) -> dict[str, Path]:
+def _prepare_databases(cfg: Config, data_dir: Path) -> dict[str, Path]:
     from legacy_app.db import ensure_database
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,7 @@ def _prepare_databases(cfg: config_mod.Config, data_dir: Path) -> dict[str, Path
     return dbs
 
 
-def _start_services(cfg: config_mod.Config, dbs: dict[str, Path], admin: tuple[str, int]) -> list[subprocess.Popen]:
+def _start_services(cfg: Config, dbs: dict[str, Path], admin: tuple[str, int]) -> list[subprocess.Popen]:
     procs = []
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{admin[0]}:{admin[1]}",
            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "STRANGLER_LOG_FORMAT": "json"}
@@ -62,7 +63,7 @@ def _start_services(cfg: config_mod.Config, dbs: dict[str, Path], admin: tuple[s
     return procs
 
 
-def _busy_ports(cfg: config_mod.Config) -> list[str]:
+def _busy_ports(cfg: Config) -> list[str]:
     """Addresses the demo needs (the gateway's two listeners and every service it starts) that something else
     already holds: checked first, so the demo never talks to another one's services by mistake."""
     wanted = [cfg.listen, cfg.admin_listen] + [(cfg.backends[n].host, cfg.backends[n].port)
@@ -78,7 +79,7 @@ def _busy_ports(cfg: config_mod.Config) -> list[str]:
     return busy
 
 
-def _wait_healthy(cfg: config_mod.Config, names: list[str], timeout: float = 20.0) -> None:
+def _wait_healthy(cfg: Config, names: list[str], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     for name in names:
         url = cfg.backends[name].origin + "/healthz"
@@ -143,8 +144,8 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
               f"routes.yaml), or point at one with -c FILE.", file=sys.stderr)
         return 1
     try:
-        cfg = config_mod.load(config_path)
-    except config_mod.ConfigError as exc:
+        cfg = load(config_path)
+    except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
     busy = _busy_ports(cfg)
@@ -182,7 +183,7 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
     return 0
 
 
-async def _run(cfg: config_mod.Config, traffic: bool) -> None:
+async def _run(cfg: Config, traffic: bool) -> None:
     from gateway.runtime.gateway import Gateway
 
     gw = Gateway(cfg)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import model as config_mod
+from gateway.config.model import Config
+from gateway.config.parse import ConfigError, parse
 from gateway.routing.table import Table, TableRef
 
 log = logging.getLogger("strangler.reload")
@@ -39,7 +40,7 @@ class ReloadStatus:
                 "changed": self.changed, "actor": self.actor}
 
 
-def route_changes(old: config_mod.Config | None, new: config_mod.Config) -> list[dict[str, Any]]:
+def route_changes(old: Config | None, new: Config) -> list[dict[str, Any]]:
     """What changed per route between two generations, in the user's words (for history and logs)."""
     before = {r.name: r for r in old.routes} if old else {}
     after = {r.name: r for r in new.routes}
@@ -91,7 +92,7 @@ class Reloader:
         try:
             built = await asyncio.to_thread(self._build, old.generation + 1, None if force else old.config.digest,
                                             None if force else self._failed_digest)
-        except config_mod.ConfigError as exc:
+        except ConfigError as exc:
             self._failed_digest = getattr(exc, "digest", None)
             status = ReloadStatus(False, time.time(), old.generation, str(exc), actor=actor)
             log.error("config reload failed; still serving generation %d: %s", old.generation, exc,
@@ -125,17 +126,17 @@ class Reloader:
         return status
 
     def _build(self, generation: int, current_digest: str | None,
-               failed_digest: str | None) -> tuple[config_mod.Config, Table] | None:
+               failed_digest: str | None) -> tuple[Config, Table] | None:
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
-            raise config_mod.ConfigError([f"{self.path}: cannot read: {exc.strerror or exc}"]) from exc
+            raise ConfigError([f"{self.path}: cannot read: {exc.strerror or exc}"]) from exc
         digest = hashlib.sha256(raw).hexdigest()
         if digest in (current_digest, failed_digest):
             return None
         try:
-            cfg = config_mod.parse(raw, self.path)
-        except config_mod.ConfigError as exc:
+            cfg = parse(raw, self.path)
+        except ConfigError as exc:
             exc.digest = digest  # type: ignore[attr-defined]
             raise
         return cfg, Table(cfg, generation)

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.config.model import Backend, Config, RouteSpec
-from gateway.routing.matching import Entry, MatchSpec, PathMatch, RouteTable
+from gateway.routing.index import RouteTable
+from gateway.routing.matching import MatchSpec, PathMatch
+from gateway.routing.precedence import Entry
 
 FALLBACK_ROUTE = "fallback"
 

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.config import model as config_mod
+from gateway.config.model import Config
+from gateway.config.parse import ConfigError, load, parse_listen
 
 log = logging.getLogger("strangler.launch")
 
@@ -36,23 +37,23 @@ def run_gateway(config_path: str, *, listen: str | None = None, admin: str | Non
 
     setup_logging("gateway")
     try:
-        cfg = config_mod.load(config_path)
-    except config_mod.ConfigError as exc:
+        cfg = load(config_path)
+    except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
         print("strangler up: routes.yaml is invalid; not starting", file=sys.stderr)
         return 1
     for warning in cfg.warnings:
         log.warning("%s", warning)
-    listen_addr = config_mod.parse_listen(listen) if listen else cfg.listen
-    admin_addr = config_mod.parse_listen(admin) if admin else cfg.admin_listen
+    listen_addr = parse_listen(listen) if listen else cfg.listen
+    admin_addr = parse_listen(admin) if admin else cfg.admin_listen
     if workers > 1 and worker_index is None:
         return _supervise(config_path, listen_addr, admin_addr, workers)
     _use_uvloop()
     return asyncio.run(_serve(cfg, listen_addr, admin_addr, workers, worker_index or 0))
 
 
-async def _serve(cfg: config_mod.Config, listen: tuple[str, int], admin: tuple[str, int], workers: int,
+async def _serve(cfg: Config, listen: tuple[str, int], admin: tuple[str, int], workers: int,
                  index: int) -> int:
     from gateway.runtime.gateway import Gateway
 

@@ -39,7 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.compare import engine as compare
+from gateway.compare.answers import compare, noisy_fields
+from gateway.compare.rules import Captured, CompareRules, compile_rules
+from gateway.compare.verdict import Difference
 from gateway.config.model import SAFE_METHODS, Backend, CircuitSpec, ShadowSpec
 from gateway.errors import GatewayError
 from gateway.proxy import upstream
@@ -50,7 +52,8 @@ from gateway.rollout import decision as rollout
 from gateway.shadow.pacer import Pacer
 from gateway.shadow.tap import RESPONSE_CAPTURE, ShadowTap
 from gateway.stores.api import ComparisonStore
-from gateway.stores.diffs import MAX_NOISE_FIELDS, Record, is_noise
+from gateway.stores.diff_schema import MAX_NOISE_FIELDS, is_noise
+from gateway.stores.diffs import Record
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.stats import StatsRegistry
 from gateway.telemetry.tracing import current as current_span
@@ -72,13 +75,13 @@ COOLDOWN = 1.0          # seconds an open target is left alone before the next p
 LEARN_FIRST = 20
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 DEFAULT_SPEC = ShadowSpec()
-_DEFAULT_RULES: compare.CompareRules | None = None
+_DEFAULT_RULES: CompareRules | None = None
 
 
-def default_rules() -> compare.CompareRules:
+def default_rules() -> CompareRules:
     global _DEFAULT_RULES
     if _DEFAULT_RULES is None:
-        _DEFAULT_RULES = compare.compile_rules()
+        _DEFAULT_RULES = compile_rules()
     return _DEFAULT_RULES
 
 
@@ -176,7 +179,7 @@ class ShadowDispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _off_loop(self, fn: Any, first: compare.Captured, second: compare.Captured, *args: Any) -> Any:
+    async def _off_loop(self, fn: Any, first: Captured, second: Captured, *args: Any) -> Any:
         """Run a comparison: in the worker thread when the bodies are large enough that it could hold up the event
         loop, inline when they are small (most API answers), where a thread hand-off would cost more than the
         comparison itself."""
@@ -284,7 +287,7 @@ class ShadowDispatcher:
             rules = (spec.compare.rules if spec.compare.rules is not None else default_rules())
             legacy_side, new_side = (shadow, primary) if tap.reverse else (primary, shadow)
             noise = self.noise.get(tap.route.name, frozenset())
-            result = await self._off_loop(compare.compare, legacy_side, new_side, rules, noise)
+            result = await self._off_loop(compare, legacy_side, new_side, rules, noise)
             record.verdict = result.verdict
             record.differences = [_difference(d) for d in result.differences]
             record.ignored = [_difference(d) for d in result.ignored]
@@ -296,7 +299,7 @@ class ShadowDispatcher:
         self.store.put(record)
 
     async def _fetch(self, backend: Backend, method: str, target: str, headers: Headers, body: bytes | None,
-                     timeout: float) -> tuple[compare.Captured | None, str | None]:
+                     timeout: float) -> tuple[Captured | None, str | None]:
         pool = self.upstreams.pool(backend, "shadow")
         try:
             async with asyncio.timeout(timeout):
@@ -312,9 +315,9 @@ class ShadowDispatcher:
         except (OSError, ValueError, RuntimeError) as exc:  # garbage from the target must not escape
             return None, f"{type(exc).__name__}: {exc}"
         headers_out = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers)
-        return compare.Captured(resp.status, headers_out, data, truncated), None
+        return Captured(resp.status, headers_out, data, truncated), None
 
-    async def _maybe_learn_noise(self, tap: ShadowTap, primary: compare.Captured) -> None:
+    async def _maybe_learn_noise(self, tap: ShadowTap, primary: Captured) -> None:
         share = tap.spec.compare.noise
         if share <= 0 or tap.method not in SAFE_METHODS or tap.reverse:
             return
@@ -332,7 +335,7 @@ class ShadowDispatcher:
         if second is None or error is not None:
             return
         rules = tap.spec.compare.rules if tap.spec.compare.rules is not None else default_rules()
-        fields = await self._off_loop(compare.noisy_fields, primary, second, rules)
+        fields = await self._off_loop(noisy_fields, primary, second, rules)
         self._count_noise(tap.route.name, fields)
         self.store.noise_sample(tap.route.name, fields)
 
@@ -363,11 +366,11 @@ class ShadowDispatcher:
         if shadow is None:
             record.reason += f": {error}"
         else:
-            primary = compare.Captured(legacy["status"] or 0, tuple(record.primary_headers),
-                                       record.primary_body or b"", legacy["truncated"])
+            primary = Captured(legacy["status"] or 0, tuple(record.primary_headers),
+                               record.primary_body or b"", legacy["truncated"])
             rules = spec.compare.rules if spec.compare.rules is not None else default_rules()
             noise = self.noise.get(route.name, frozenset())
-            result = await self._off_loop(compare.compare, primary, shadow, rules, noise)
+            result = await self._off_loop(compare, primary, shadow, rules, noise)
             record.verdict = result.verdict
             record.differences = [_difference(d) for d in result.differences]
             record.ignored = [_difference(d) for d in result.ignored]
@@ -394,7 +397,7 @@ def _redact(headers: Any) -> list[tuple[str, str]]:
     return [(k, "[redacted]" if k.lower() in REDACTED else v) for k, v in headers]
 
 
-def _difference(d: compare.Difference) -> dict[str, Any]:
+def _difference(d: Difference) -> dict[str, Any]:
     return {"path": d.path, "field": d.field, "kind": d.kind, "legacy": d.legacy, "shadow": d.shadow}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.compare import engine as compare
+from gateway.compare.rules import Captured
 from gateway.config.model import Backend, ShadowSpec
 from gateway.proxy.headers import Headers
 
@@ -94,6 +94,6 @@ class ShadowTap:
     def request_body(self) -> bytes:
         return b"".join(self.req_chunks)
 
-    def captured_primary(self) -> compare.Captured:
-        return compare.Captured(self.status, tuple(self.resp_headers), b"".join(self.resp_chunks),
-                                self.resp_truncated)
+    def captured_primary(self) -> Captured:
+        return Captured(self.status, tuple(self.resp_headers), b"".join(self.resp_chunks),
+                        self.resp_truncated)

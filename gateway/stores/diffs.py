@@ -1,37 +1,24 @@
 """The comparison store: counters and capped samples of shadow comparisons, in SQLite beside routes.yaml.
 
-Model
------
-Two kinds of data, with different lifetimes:
+The tables and their bounds are described in :mod:`gateway.stores.diff_schema`. ``DiffStore`` owns the writer;
+its read methods run the queries of :mod:`gateway.stores.diff_queries`, each on a fresh connection.
 
-* **Counters** are small and kept for good: verdicts per route, skips per route and reason, per-field difference
-  counts (at most ``MAX_FIELDS_PER_ROUTE`` per route, the least frequent go first), learned-noise counts (at most
-  ``MAX_NOISE_FIELDS`` per route) and a latency histogram per route and side (log buckets, about 9% wide).
-* **Samples** are whole comparisons (request, both answers, differences), capped twice: each body is cut at
-  ``STORED_BODY`` bytes (flagged ``*_truncated``), and retention keeps the newest ``max_samples`` per route,
-  verdict and kind (live or replay), plus the latest example of each counted field (so the report's
-  ``strangler diff ID`` links keep working), and nothing older than ``max_age``.
-
-Samples are also rate-limited as they are written: at most ``SAMPLES_PER_SECOND`` per route and verdict (but
-always one for a field seen for the first time), since only the newest ``max_samples`` are kept anyway and 100%
-shadow on a busy route would otherwise write and delete thousands of rows a second. Counters count everything;
-they are added up per batch (skips in memory, pushed every ``SKIP_FLUSH`` seconds) and written once per key.
-
-So the file is bounded by ``routes x (verdicts x 2 x max_samples + MAX_FIELDS_PER_ROUTE) x (3 x STORED_BODY +
-headers)`` whatever the traffic; in practice samples are a few KiB and the file stays at a few MiB.
+Samples are rate-limited as they are written: at most ``SAMPLES_PER_SECOND`` per route and verdict (but always
+one for a field seen for the first time), since only the newest ``max_samples`` are kept anyway and 100% shadow
+on a busy route would otherwise write and delete thousands of rows a second. Counters count everything; they
+are added up per batch (skips in memory, pushed every ``SKIP_FLUSH`` seconds) and written once per key.
 
 Writes never happen on the request path: ``put`` appends to a bounded in-memory queue (when it is full the record
 is dropped and counted in ``dropped``) and a writer thread commits them in batches of up to ``BATCH``, enforcing
 the bounds in the same transaction, for exactly the routes and verdicts the batch touched. ``flush`` waits until
 everything put so far is committed: the bounds hold whenever it returns. Reads (admin API, CLI) use their own
-connection; WAL mode lets them run beside the writer.
+connection (:meth:`DiffStore.reader`); WAL mode lets them run beside the writer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import queue
 import sqlite3
 import threading
@@ -41,50 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from gateway.stores import sqlite
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS samples (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    route TEXT NOT NULL,
-    method TEXT NOT NULL,
-    target TEXT NOT NULL,
-    verdict TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    trace_id TEXT,
-    primary_backend TEXT, shadow_backend TEXT,
-    primary_status INTEGER, shadow_status INTEGER,
-    primary_ms REAL, shadow_ms REAL,
-    differences TEXT NOT NULL DEFAULT '[]',
-    ignored TEXT NOT NULL DEFAULT '[]',
-    request_headers TEXT NOT NULL DEFAULT '[]', request_body BLOB,
-    primary_headers TEXT NOT NULL DEFAULT '[]', primary_body BLOB, primary_truncated INTEGER DEFAULT 0,
-    shadow_headers TEXT NOT NULL DEFAULT '[]', shadow_body BLOB, shadow_truncated INTEGER DEFAULT 0,
-    replay INTEGER NOT NULL DEFAULT 0,
-    request_truncated INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS samples_kind ON samples(route, verdict, replay, id);
-CREATE INDEX IF NOT EXISTS samples_at ON samples(at);
-CREATE TABLE IF NOT EXISTS verdicts (route TEXT, verdict TEXT, n INTEGER NOT NULL, PRIMARY KEY (route, verdict));
-CREATE TABLE IF NOT EXISTS skips (route TEXT, reason TEXT, n INTEGER NOT NULL, PRIMARY KEY (route, reason));
-CREATE TABLE IF NOT EXISTS fields (
-    route TEXT, field TEXT, kind TEXT, counted INTEGER NOT NULL DEFAULT 0, ignored INTEGER NOT NULL DEFAULT 0,
-    last_id INTEGER, PRIMARY KEY (route, field, kind)
-);
-CREATE TABLE IF NOT EXISTS noise (
-    route TEXT, field TEXT, differed INTEGER NOT NULL, PRIMARY KEY (route, field)
-);
-CREATE TABLE IF NOT EXISTS noise_samples (route TEXT PRIMARY KEY, n INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS latency (
-    route TEXT, side TEXT, bucket INTEGER, n INTEGER NOT NULL, PRIMARY KEY (route, side, bucket)
-);
-"""
+from gateway.stores.diff_queries import get_sample, list_samples, noise_counts, replayable, report
+from gateway.stores.diff_schema import (
+    MAX_FIELDS_PER_ROUTE,
+    MAX_NOISE_FIELDS,
+    SCHEMA,
+    STORED_BODY,
+    latency_bucket,
+    migrate,
+)
 
 SAMPLES_PER_SECOND = 10     # stored samples per route and verdict per second; counters count everything
 SKIP_FLUSH = 0.5            # seconds between two writes of the skip counters
-MAX_FIELDS_PER_ROUTE = 500
-MAX_NOISE_FIELDS = 500
-STORED_BODY = 256 * 1024
 QUEUE_LIMIT = 10_000
 BATCH = 200
 # After the first record of a batch the writer waits this long for more before committing: one transaction
@@ -93,27 +48,6 @@ BATCH = 200
 LINGER = 0.1
 _FLUSH = object()   # put by flush(): commit what is queued now instead of waiting out LINGER
 REDACTED = "[redacted]"
-
-# A field is noise once two answers of legacy to the same request disagreed on it at least NOISE_MIN_DIFFERED
-# times and in at least NOISE_MIN_RATE of the double-checked requests. One disagreement is not enough: a write
-# landing between the two reads changes `count` once, and that must not hide a real mismatch forever.
-NOISE_MIN_DIFFERED = 2
-NOISE_MIN_RATE = 0.10
-
-# Latency histogram: bucket b holds values in [2**(b/8), 2**((b+1)/8)) ms, so a quantile is known within 9%.
-_BUCKETS_PER_OCTAVE = 8
-
-
-def is_noise(differed: int, samples: int) -> bool:
-    return samples > 0 and differed >= NOISE_MIN_DIFFERED and differed >= NOISE_MIN_RATE * samples
-
-
-def latency_bucket(ms: float) -> int:
-    return math.floor(math.log2(max(ms, 0.001)) * _BUCKETS_PER_OCTAVE)
-
-
-def bucket_upper_ms(bucket: int) -> float:
-    return 2.0 ** ((bucket + 1) / _BUCKETS_PER_OCTAVE)
 
 
 @dataclass(slots=True)
@@ -212,7 +146,7 @@ class DiffStore:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
         init = self._connect()
         init.executescript(SCHEMA)
-        _migrate(init)
+        migrate(init)
         init.close()
         # Items put but not yet committed; flush() waits for zero. A counter under a condition, not an Event,
         # so that a put racing with the end of a batch can never make flush() return early.
@@ -306,14 +240,7 @@ class DiffStore:
 
     def replayable(self, route: str, verdict: str | None, limit: int) -> list[dict[str, Any]]:
         """The newest recorded (not replayed) comparisons of a route, whole, for ``strangler replay``."""
-        def load(db: sqlite3.Connection) -> list[dict[str, Any]]:
-            sql, args = "SELECT id FROM samples WHERE route = ? AND replay = 0", [route]
-            if verdict:
-                sql += " AND verdict = ?"
-                args.append(verdict)
-            rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-            return [s for s in (get_sample(db, r[0]) for r in rows) if s]
-        return self._read(load)  # type: ignore[no-any-return]
+        return self._read(replayable, route, verdict, limit)  # type: ignore[no-any-return]
 
     def report(self) -> dict[str, dict[str, Any]]:
         return self._read(report)  # type: ignore[no-any-return]
@@ -465,132 +392,3 @@ def _trim(db: sqlite3.Connection, table: str, route: str, weight: str, keep: int
     if n > keep:
         db.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE route = ? "
                    f"ORDER BY {weight} ASC, rowid ASC LIMIT ?)", (route, n - keep))
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Stores written by an earlier version lack newer columns; add them in place."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(samples)")}
-    if "request_truncated" not in columns:
-        db.execute("ALTER TABLE samples ADD COLUMN request_truncated INTEGER NOT NULL DEFAULT 0")
-
-
-
-def sample_summary(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"], "at": row["at"], "route": row["route"], "method": row["method"], "path": row["target"],
-        "verdict": row["verdict"], "reason": row["reason"], "trace_id": row["trace_id"],
-        "primary": {"backend": row["primary_backend"], "status": row["primary_status"], "ms": row["primary_ms"]},
-        "shadow": {"backend": row["shadow_backend"], "status": row["shadow_status"], "ms": row["shadow_ms"]},
-        "differences": json.loads(row["differences"]), "replay": bool(row["replay"]),
-    }
-
-
-def _body_text(body: bytes | None) -> dict[str, Any]:
-    if body is None:
-        return {"text": None, "base64": None, "size": 0}
-    try:
-        return {"text": body.decode("utf-8"), "size": len(body)}
-    except UnicodeDecodeError:
-        import base64
-
-        return {"text": None, "base64": base64.b64encode(body).decode(), "size": len(body)}
-
-
-def sample_detail(row: sqlite3.Row) -> dict[str, Any]:
-    out = sample_summary(row)
-    out["ignored"] = json.loads(row["ignored"])
-    out["request"] = {"method": row["method"], "target": row["target"],
-                      "headers": json.loads(row["request_headers"]), "body": _body_text(row["request_body"]),
-                      "truncated": bool(row["request_truncated"])}
-    out["primary"].update(headers=json.loads(row["primary_headers"]), body=_body_text(row["primary_body"]),
-                          truncated=bool(row["primary_truncated"]))
-    out["shadow"].update(headers=json.loads(row["shadow_headers"]), body=_body_text(row["shadow_body"]),
-                         truncated=bool(row["shadow_truncated"]))
-    return out
-
-
-def list_samples(db: sqlite3.Connection, route: str | None = None, verdict: str | None = None,
-                 limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
-    sql = "SELECT * FROM samples WHERE 1=1"
-    args: list[Any] = []
-    if route:
-        sql += " AND route = ?"
-        args.append(route)
-    if verdict:
-        sql += " AND verdict = ?"
-        args.append(verdict)
-    if before:
-        sql += " AND id < ?"
-        args.append(before)
-    sql += " ORDER BY id DESC LIMIT ?"
-    args.append(limit)
-    return [sample_summary(r) for r in db.execute(sql, args)]
-
-
-def get_sample(db: sqlite3.Connection, sample_id: int) -> dict[str, Any] | None:
-    row = db.execute("SELECT * FROM samples WHERE id = ?", (sample_id,)).fetchone()
-    return sample_detail(row) if row else None
-
-
-def report(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    """Per route: verdict counts and rates, skips by reason, top differing fields, noise fields with their rates
-    (``learned`` when they pass the noise threshold), and p50/p99 of both sides over the compared requests."""
-    out: dict[str, dict[str, Any]] = {}
-
-    def route(name: str) -> dict[str, Any]:
-        return out.setdefault(name, {"verdicts": {}, "skipped": {}, "fields": [], "noise": [], "noise_samples": 0,
-                                     "compared_latency": {}})
-
-    for r in db.execute("SELECT route, verdict, n FROM verdicts"):
-        route(r["route"])["verdicts"][r["verdict"]] = r["n"]
-    for r in db.execute("SELECT route, reason, n FROM skips"):
-        route(r["route"])["skipped"][r["reason"]] = r["n"]
-    for r in db.execute("SELECT route, field, kind, counted, ignored, last_id FROM fields "
-                        "ORDER BY counted DESC, ignored DESC, field"):
-        fields = route(r["route"])["fields"]
-        if len(fields) < 20:
-            fields.append({"field": r["field"], "kind": r["kind"], "count": r["counted"], "ignored": r["ignored"],
-                           "last_sample": r["last_id"]})
-    for r in db.execute("SELECT route, n FROM noise_samples"):
-        route(r["route"])["noise_samples"] = r["n"]
-    for r in db.execute("SELECT route, field, differed FROM noise ORDER BY differed DESC, field"):
-        entry = route(r["route"])
-        samples = entry["noise_samples"]
-        rate = 100.0 * r["differed"] / samples if samples else 0.0
-        entry["noise"].append({"field": r["field"], "differed": r["differed"], "rate": round(rate, 2),
-                               "learned": is_noise(r["differed"], samples)})
-    histograms: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for r in db.execute("SELECT route, side, bucket, n FROM latency ORDER BY bucket"):
-        histograms.setdefault((r["route"], r["side"]), []).append((r["bucket"], r["n"]))
-    for (name, side), buckets in histograms.items():
-        route(name)["compared_latency"][side] = _quantiles(buckets)
-    for entry in out.values():
-        v = entry["verdicts"]
-        total = sum(v.values())
-        entry["compared"] = total
-        entry["rates"] = {k: round(100.0 * n / total, 2) for k, n in v.items()} if total else {}
-    return out
-
-
-def _quantiles(buckets: list[tuple[int, int]]) -> dict[str, Any]:
-    """p50 and p99 from a sorted histogram, as the upper edge of the bucket that holds them."""
-    total = sum(n for _, n in buckets)
-    out: dict[str, Any] = {"requests": total}
-    for name, q in (("p50_ms", 0.50), ("p99_ms", 0.99)):
-        rank = q * total
-        seen = 0
-        for bucket, n in buckets:
-            seen += n
-            if seen >= rank:
-                out[name] = round(bucket_upper_ms(bucket), 3)
-                break
-    return out
-
-
-def noise_counts(db: sqlite3.Connection) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """Double-checked requests per route, and per route how often each field differed between legacy's answers."""
-    samples = {r[0]: r[1] for r in db.execute("SELECT route, n FROM noise_samples")}
-    fields: dict[str, dict[str, int]] = {}
-    for r in db.execute("SELECT route, field, differed FROM noise"):
-        fields.setdefault(r[0], {})[r[1]] = r[2]
-    return samples, fields

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.stores.diffs import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS, DiffStore, Record
+from gateway.stores.diff_schema import MAX_FIELDS_PER_ROUTE, MAX_NOISE_FIELDS
+from gateway.stores.diffs import DiffStore, Record
 
 MAX_SAMPLES = 200           # the routes.yaml default (store.max_samples)
 ROUTES = ("reviews", "likes", "products")
@@ -120,7 +121,7 @@ async def _serve(directory: Path) -> None:
     """Child process: a fast legacy backend, a hanging server and the gateway; prints the public URL."""
     from aiohttp import web
 
-    from gateway.config import model as config_mod
+    from gateway.config.parse import load
     from gateway.runtime.gateway import Gateway
 
     body = json.dumps({"id": 42, "name": "bench item", "price": 19.99, "stock": 7, "tags": ["a", "b"]}).encode()
@@ -169,7 +170,7 @@ async def _serve(directory: Path) -> None:
             stage: shadow
             shadow: {{percent: 100, timeout: 2s}}
         """))
-    gw = Gateway(config_mod.load(directory / "routes.yaml"))
+    gw = Gateway(load(directory / "routes.yaml"))
     await gw.start()
     host, port = gw.bound["public"]
     ahost, aport = gw.bound["admin"]
