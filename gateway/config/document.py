@@ -134,7 +134,17 @@ ROUTES_SCHEMA = Obj({
     "store": Field(Obj({"dir": Field(Str(min_length=1), default=".strangler"),
                         "max_samples": Field(Int(minimum=1), default=200),
                         "max_age": Field(Duration(), default=7 * 86400.0),
-                        "max_traces": Field(Int(minimum=10), default=2000)}), default=SECTION_DEFAULTS),
+                        "max_traces": Field(Int(minimum=10), default=2000),
+                        "url": Field(Str(pattern=r"postgres(ql)?://([^:@/\s]+@)?[^\s@/]+(/[^\s]*)?",
+                                         expected="a postgresql://USER@HOST:PORT/DATABASE URL without a "
+                                                  "password (the password comes from PGPASSWORD or "
+                                                  "store.password_file)",
+                                         secret=True,
+                                         description="a PostgreSQL database shared by a fleet of gateways "
+                                                     "(STRANGLER_STORE_URL overrides it); absent: SQLite in dir")),
+                        "password_file": Field(Str(min_length=1, description="a file holding the PostgreSQL "
+                                                                             "password (else PGPASSWORD)"))}),
+                     default=SECTION_DEFAULTS),
     "limits": Field(Obj({"max_request_body": Field(Size("larger request bodies get 413")),
                          "client_idle": Field(Duration("a client connection idle (or still sending its request "
                                                        "head) this long is closed"), default=60.0),

@@ -120,6 +120,8 @@ class StoreSpec:
     max_samples: int = 200            # comparison samples kept per route and verdict
     max_age: float = 7 * 86400.0
     max_traces: int = 2000
+    url: str | None = None            # postgresql://... : the fleet's shared store; None: SQLite in dir
+    password_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

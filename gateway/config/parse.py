@@ -206,10 +206,19 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         fallback=v["fallback"],
         routes=tuple(routes),
         tracing=TracingSpec(tracing["sample"], tracing["response_header"], tracing["max_per_second"]),
-        store=StoreSpec(store_dir, store["max_samples"], store["max_age"], store["max_traces"]),
+        store=StoreSpec(store_dir, store["max_samples"], store["max_age"], store["max_traces"], store["url"],
+                        _relative(path, store["password_file"])),
         limits=Limits(limits["max_request_body"], limits["client_idle"], limits["drain"]),
         digest=hashlib.sha256(raw).hexdigest(),
     )
+
+
+def _relative(path: Path, value: str | None) -> Path | None:
+    """A path from routes.yaml, relative to the file's directory."""
+    if value is None:
+        return None
+    found = Path(value)
+    return found if found.is_absolute() else path.resolve().parent / found
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -74,8 +74,12 @@ class Str(Node):
     enum: tuple[str, ...] | None = None
     expected: str = ""
     min_length: int = 0
+    secret: bool = False      # may hold a secret someone typed by mistake: never echoed in an error
 
     def check(self, value: Any, path: KeyPath, issues: Issues) -> Any:
+        if self.secret and isinstance(value, str) and not (self.pattern and re.fullmatch(self.pattern, value)):
+            issues.error(path, f"expected {self.expected}")
+            return _MISSING
         if not isinstance(value, str):
             issues.error(path, f"expected {self.expected or 'a string'}, got {_type_name(value)}")
             return _MISSING
