@@ -10,7 +10,9 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from gateway.admin.app import API, create_admin_app
 from gateway.admin.diffs import DiffsAPI
+from gateway.admin.fleet import FleetAPI, StoreGauges, gateway_version
 from gateway.admin.gauges import MetricsAPI, StateGauges
 from gateway.admin.routes import RoutesAPI
 from gateway.admin.status import Lifecycle, StatusAPI
@@ -43,6 +46,11 @@ log = logging.getLogger("strangler.gateway")
 
 TOKEN_ENV = "STRANGLER_ADMIN_TOKEN"
 TOKEN_FILE = "admin.token"
+
+
+def instance_name(worker: int | None) -> str:
+    """This process's name among the gateways sharing a store: host, process id, worker index."""
+    return f"{socket.gethostname()}:{os.getpid()}" + (f":w{worker}" if worker is not None else "")
 
 
 def token_path(cfg: config_mod.Config) -> Path:
@@ -83,11 +91,14 @@ class Gateway:
         self.reuse_port = reuse_port
         self.serve_admin = serve_admin
         self.lifecycle = Lifecycle()
-        self.stores = open_stores(cfg)
+        self.instance = instance_name(worker)
+        self.started = time.time()
+        self.stores = open_stores(cfg, instance=self.instance, worker=worker)
         self.state = self.stores.state
         self.stats = StatsRegistry()
-        # With several worker processes, each shares its statistics so the guard judges combined traffic.
-        self.fleet = (Fleet(cfg.store.dir / "state.db", worker, self.stats) if worker is not None else None)
+        # With several worker processes, or a fleet sharing a store, each process shares its statistics so the
+        # guard judges their combined traffic.
+        self.fleet = Fleet(self.stores.peers, self.stats) if self.stores.peers is not None else None
         self.rollout = Rollout(self.state, self.stats, primary=primary,
                                peers=self.fleet.peer_stats if self.fleet is not None else None)
         self.upstreams = Upstreams()
@@ -102,6 +113,7 @@ class Gateway:
         self.metrics.sources.append(StateGauges(
             self.tables, self.rollout, self.protection, self.stats, self.shadow,
             {"comparisons": self.stores.comparisons, "traces": self.stores.traces, "access_log": self.access}))
+        self.metrics.sources.append(StoreGauges(self.stores.members))
         self.reloader = Reloader(cfg.path, self.tables, self._swapped, self._reload_failed)
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
@@ -125,6 +137,7 @@ class Gateway:
         self.upstreams.retain(new.config.backends.values())
         self.metrics.reloaded(True)
         self.rollout.reloaded(new.config, changes, actor, new.generation)
+        self._announce()
 
     def _reload_failed(self, status: ReloadStatus) -> None:
         self.metrics.reloaded(False)
@@ -137,7 +150,19 @@ class Gateway:
         configured = {"public": self.listen, "admin": self.admin_listen}
         return [StatusAPI(self.lifecycle, self.tables, self.reloader, self.state, configured), routes,
                 DiffsAPI(self.tables, self.stores.comparisons, self.shadow, self.stats, routes),
-                TraceAPI(self.stores.traces, self.tracing.instance), MetricsAPI(self.metrics)]
+                TraceAPI(self.stores.traces, self.tracing.instance), MetricsAPI(self.metrics),
+                FleetAPI(self.stores.members, self.instance)]
+
+    def _announce(self) -> None:
+        """Tell the other instances sharing the store who this one is and what it serves."""
+        if self.stores.members is None or "public" not in self.bound:
+            return
+        table = self.table
+        admin = self.bound.get("admin")
+        self.stores.members.announce({
+            "id": self.instance, "address": _hostport(self.bound["public"]),
+            "admin": _hostport(admin) if admin else "", "version": gateway_version(),
+            "generation": table.generation, "digest": table.config.digest, "started": self.started})
 
     async def start(self) -> None:
         handler = PublicHandler(self.tables, self.rollout, self.shadow, self.recorder, self.upstreams,
@@ -160,6 +185,7 @@ class Gateway:
             await admin_site.start()
             self.bound["admin"] = _bound_address(admin)
         self.recorder.start_export()
+        self._announce()
 
         self._spawn(self.reloader.watch())
         self._spawn(self._follow_state())
@@ -215,8 +241,6 @@ class Gateway:
         await self.shadow.drain()
         await self.upstreams.close()
         self.recorder.close()
-        if self.fleet is not None:
-            self.fleet.close()
         self.stores.close()
 
     def banner(self) -> str:
@@ -273,6 +297,10 @@ class Gateway:
         log.info("stopping: /readyz answers 503; serving for %gs more (signal again to stop now)", drain)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(hurry.wait(), drain)
+
+
+def _hostport(addr: tuple[str, int]) -> str:
+    return f"{addr[0]}:{addr[1]}"
 
 
 def _bound_address(runner: web.BaseRunner) -> tuple[str, int]:

@@ -6,14 +6,16 @@ One store per kind of state, each small:
     ComparisonStore   shadow comparison samples, counters, learned noise           (shadow, admin)
     TraceStore        spans of the gateway and of the services (OTLP)              (telemetry, admin)
     PeerExchange      per-second statistics shared between gateway processes       (rollout's guard)
+    Membership        the gateway instances sharing the store, the store's health  (admin)
 
 Writers never block the event loop: the comparison and trace stores queue records for a writer thread and count
 what a full queue drops; the pin store's writes are rare (a rollback, a reload). Reads may block, so callers on the
 event loop run them in a worker thread (``asyncio.to_thread``).
 
 ``gateway.stores.open.open_stores`` picks the implementation from ``store:`` in routes.yaml: the SQLite files in
-``store.dir`` (the embedded default). A shared implementation for a fleet of gateways, the sync journal and the
-waiting-room queue add their interfaces here and their fields to ``Stores``; callers do not change.
+``store.dir`` (the embedded default), or PostgreSQL (``store.url``) shared by a fleet (``stores/postgres``).
+The sync journal and the waiting-room queue add their interfaces here and their fields to ``Stores``; callers
+do not change.
 """
 
 from __future__ import annotations
@@ -99,11 +101,25 @@ class TraceStore(Protocol):
 
 
 class PeerExchange(Protocol):
-    """Per-second statistics windows of the other gateway processes judging the same routes."""
+    """Per-second statistics windows of the other gateway processes judging the same routes: the worker
+    processes of one machine (SQLite) or every instance of a fleet (PostgreSQL), through the same interface.
+    ``rows`` are (route, side, second, requests, errors, compared, mismatches, histogram JSON)."""
 
     def publish(self, rows: list[tuple[object, ...]]) -> None: ...
 
     def read_peers(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Membership(Protocol):
+    """The gateway instances sharing the store, and the store's own health as this instance sees it."""
+
+    def announce(self, info: dict[str, Any]) -> None: ...
+
+    def members(self) -> list[dict[str, Any]]: ...
+
+    def status(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -113,7 +129,10 @@ class Stores:
     state: PinStore
     comparisons: ComparisonStore
     traces: TraceStore
+    members: Membership | None = None
+    peers: PeerExchange | None = None
 
     def close(self) -> None:
-        for store in (self.comparisons, self.traces, self.state):
-            store.close()
+        for store in (self.comparisons, self.traces, self.peers, self.members, self.state):
+            if store is not None:
+                store.close()

@@ -1,18 +1,30 @@
-"""Open the stores that ``store:`` in routes.yaml names: today the SQLite files in ``store.dir``."""
+"""Open the stores that ``store:`` in routes.yaml names: the SQLite files in ``store.dir`` (the default), or the
+PostgreSQL database of ``store.url`` / ``STRANGLER_STORE_URL`` shared by a fleet."""
 
 from __future__ import annotations
 
 from gateway.config.model import Config
 from gateway.stores.api import Stores
 from gateway.stores.diffs import DiffStore
+from gateway.stores.members import LocalMembership
+from gateway.stores.postgres.connect import store_url
+from gateway.stores.postgres.open import open_postgres
 from gateway.stores.state import StateStore
 from gateway.stores.traces import TraceStore
+from gateway.stores.workers import SqlitePeers
 
 STATE_DB, DIFFS_DB, TRACES_DB = "state.db", "diffs.db", "traces.db"
 
 
-def open_stores(cfg: Config) -> Stores:
+def open_stores(cfg: Config, *, instance: str = "", worker: int | None = None) -> Stores:
+    """``instance``: this gateway's name in a fleet; ``worker``: its index among ``--workers N`` processes."""
     spec = cfg.store
-    return Stores(state=StateStore(spec.dir / STATE_DB),
-                  comparisons=DiffStore(spec.dir / DIFFS_DB, max_samples=spec.max_samples, max_age=spec.max_age),
-                  traces=TraceStore(spec.dir / TRACES_DB, max_traces=spec.max_traces))
+    comparisons = DiffStore(spec.dir / DIFFS_DB, max_samples=spec.max_samples, max_age=spec.max_age)
+    traces = TraceStore(spec.dir / TRACES_DB, max_traces=spec.max_traces)
+    url = store_url(spec)
+    if url:
+        state, members, peers = open_postgres(url, spec, instance, worker)
+        return Stores(state=state, comparisons=comparisons, traces=traces, members=members, peers=peers)
+    return Stores(state=StateStore(spec.dir / STATE_DB), comparisons=comparisons, traces=traces,
+                  members=LocalMembership(str(spec.dir)),
+                  peers=SqlitePeers(spec.dir / STATE_DB, worker) if worker is not None else None)

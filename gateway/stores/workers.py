@@ -1,12 +1,15 @@
-"""Several worker processes on one machine (``strangler up --workers N``) judge routes on their combined traffic.
+"""Gateway processes judge routes on their combined traffic: the worker processes of one machine
+(``strangler up --workers N``) and the instances of a fleet sharing a PostgreSQL store, by one mechanism.
 
-Every second each worker publishes the seconds its windows finished (counters and latency histograms, per route
-and side) to the shared state database, and reads what the other workers published into a *peer* copy of each
-window. The guard adds the peer windows to its own (``Window.counts(also=...)``), so a route failing on every
-worker is judged on all its requests, not on a per-worker share that may stay below ``min_requests`` forever.
-Windows are keyed by CLOCK_MONOTONIC seconds, which every process on the machine shares.
+Every second ``Fleet`` collects the seconds this process's windows finished (counters and latency histograms,
+per route and side), hands them to a ``PeerExchange``, and takes what the other processes published into a
+*peer* copy of each window. The guard adds the peer windows to its own (``Window.counts(also=...)``), so a route
+failing everywhere is judged on all its requests, not on a per-process share that may stay below
+``min_requests`` forever.
 
-Rollback pins need nothing of this: they live in the state database and every worker re-reads it twice a second.
+``SqlitePeers`` is the exchange of the worker processes of one machine: a table in the shared state database,
+keyed by CLOCK_MONOTONIC seconds, which every process on the machine shares. ``stores.postgres.peers`` is the
+fleet's. Rollback pins need nothing of this: they live in the pin store, which every process follows.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from gateway.stores import sqlite
+from gateway.stores.api import PeerExchange
 from gateway.telemetry.stats import RouteStats, StatsRegistry, Window
 
 log = logging.getLogger("strangler.fleet")
@@ -35,14 +39,13 @@ CREATE TABLE IF NOT EXISTS fleet (
 """
 
 
-class Fleet:
-    def __init__(self, path: Path, worker: int, stats: StatsRegistry) -> None:
+class SqlitePeers:
+    """The worker processes of one machine, through the state database in ``store.dir``."""
+
+    def __init__(self, path: Path, worker: int) -> None:
         self.worker = worker
-        self.stats = stats
         self._db = sqlite.connect(path)
         self._db.executescript(SCHEMA)
-        self._published: dict[tuple[str, str], int] = {}
-        self.peers: dict[str, RouteStats] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -52,31 +55,13 @@ class Fleet:
             return
         self._db.execute("BEGIN")
         try:
-            self._db.executemany("INSERT OR REPLACE INTO fleet VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO fleet VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [(self.worker, *row) for row in rows])
             self._db.execute("DELETE FROM fleet WHERE second < ?", (int(time.monotonic()) - KEEP_SECONDS,))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-
-    def peer_stats(self, route: str) -> RouteStats | None:
-        return self.peers.get(route)
-
-    def collect(self) -> list[tuple[object, ...]]:
-        """This worker's finished seconds not yet published (runs on the event loop: it reads live windows)."""
-        rows: list[tuple[object, ...]] = []
-        for name in list(self.stats.names()):
-            stats = self.stats.route(name)
-            for side in SIDES:
-                window: Window = getattr(stats, side)
-                after = self._published.get((name, side), -1)
-                done = window.completed(after)
-                for second, requests, errors, compared, mismatches, hist in done:
-                    rows.append((self.worker, name, side, second, requests, errors, compared, mismatches,
-                                 json.dumps(hist)))
-                if done:
-                    self._published[(name, side)] = max(d[0] for d in done)
-        return rows
 
     def read_peers(self) -> dict[str, RouteStats]:
         since = int(time.monotonic()) - KEEP_SECONDS
@@ -91,12 +76,40 @@ class Fleet:
                                         {int(k): v for k, v in json.loads(hist).items()})
         return peers
 
+
+class Fleet:
+    """This process's side of the exchange: publish its finished seconds, keep the peers' windows."""
+
+    def __init__(self, exchange: PeerExchange, stats: StatsRegistry) -> None:
+        self.exchange = exchange
+        self.stats = stats
+        self._published: dict[tuple[str, str], int] = {}
+        self.peers: dict[str, Any] = {}
+
+    def peer_stats(self, route: str) -> RouteStats | None:
+        return self.peers.get(route)
+
+    def collect(self) -> list[tuple[object, ...]]:
+        """This process's finished seconds not yet published (runs on the event loop: it reads live windows)."""
+        rows: list[tuple[object, ...]] = []
+        for name in list(self.stats.names()):
+            stats = self.stats.route(name)
+            for side in SIDES:
+                window: Window = getattr(stats, side)
+                after = self._published.get((name, side), -1)
+                done = window.completed(after)
+                for second, requests, errors, compared, mismatches, hist in done:
+                    rows.append((name, side, second, requests, errors, compared, mismatches, json.dumps(hist)))
+                if done:
+                    self._published[(name, side)] = max(d[0] for d in done)
+        return rows
+
     async def run(self, interval: float = 1.0) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
                 rows = self.collect()
-                await asyncio.to_thread(self.publish, rows)
-                self.peers = await asyncio.to_thread(self.read_peers)
-            except (sqlite3.Error, OSError) as exc:
-                log.warning("sharing statistics with the other workers failed: %s", exc)
+                await asyncio.to_thread(self.exchange.publish, rows)
+                self.peers = await asyncio.to_thread(self.exchange.read_peers)
+            except Exception as exc:  # noqa: BLE001 - sharing statistics must never stop; the next second retries
+                log.warning("sharing statistics with the other gateway processes failed: %s", exc)

@@ -1,0 +1,65 @@
+"""The shared store's tables, as numbered migrations applied at start.
+
+Several instances may start at once: the migrations run under a transaction-level advisory lock, so one applies
+them and the others wait, then find nothing left to do. A migration is never edited once released; a change
+is a new one at the end of the list.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+# pg_advisory_xact_lock key: any constant unique to this application ("strangle" in ASCII).
+MIGRATION_LOCK = 0x737472616E676C65
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, """
+CREATE TABLE pins (
+    route TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL, instance TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE steps (
+    route TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, step INTEGER NOT NULL, at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE history (
+    id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, route TEXT,
+    actor TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', detail JSONB NOT NULL DEFAULT '{}',
+    instance TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX history_route ON history (route, id);
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY, address TEXT NOT NULL, admin TEXT NOT NULL DEFAULT '', version TEXT NOT NULL,
+    generation INTEGER NOT NULL, digest TEXT NOT NULL, started DOUBLE PRECISION NOT NULL,
+    last_seen TIMESTAMPTZ NOT NULL DEFAULT now(), buffered INTEGER NOT NULL DEFAULT 0,
+    dropped BIGINT NOT NULL DEFAULT 0
+);
+-- per-second guard statistics: ``second`` is wall-clock (epoch) seconds, shared by every machine.
+CREATE TABLE peer_stats (
+    instance TEXT NOT NULL, route TEXT NOT NULL, side TEXT NOT NULL, second BIGINT NOT NULL,
+    requests INTEGER NOT NULL, errors INTEGER NOT NULL, compared INTEGER NOT NULL, mismatches INTEGER NOT NULL,
+    hist JSONB NOT NULL, PRIMARY KEY (instance, route, side, second)
+);
+CREATE INDEX peer_stats_second ON peer_stats (second);
+"""),
+)
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Apply the migrations this database lacks; returns the schema version now in place."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                     "applied DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM now()))")
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        current = int(row[0]) if row else 0
+        if current > LATEST:
+            raise RuntimeError(f"the store's schema is version {current}, newer than this gateway's {LATEST}: "
+                               "upgrade this gateway")
+        for version, sql in MIGRATIONS:
+            if version > current:
+                conn.execute(sql.encode())
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                current = version
+    return current
