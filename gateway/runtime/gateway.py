@@ -98,7 +98,8 @@ class Gateway:
         self.stats = StatsRegistry()
         # With several worker processes, or a fleet sharing a store, each process shares its statistics so the
         # guard judges their combined traffic.
-        self.fleet = Fleet(self.stores.peers, self.stats) if self.stores.peers is not None else None
+        self.fleet = (Fleet(self.stores.peers, self.stats, self._judge_guarded)
+                      if self.stores.peers is not None else None)
         self.rollout = Rollout(self.state, self.stats, primary=primary,
                                peers=self.fleet.peer_stats if self.fleet is not None else None)
         self.upstreams = Upstreams()
@@ -138,6 +139,10 @@ class Gateway:
         self.metrics.reloaded(True)
         self.rollout.reloaded(new.config, changes, actor, new.generation)
         self._announce()
+
+    def _judge_guarded(self) -> None:
+        for route in self.table.routes:
+            self.rollout.observed(route)
 
     def _reload_failed(self, status: ReloadStatus) -> None:
         self.metrics.reloaded(False)

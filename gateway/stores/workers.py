@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,12 @@ class SqlitePeers:
 class Fleet:
     """This process's side of the exchange: publish its finished seconds, keep the peers' windows."""
 
-    def __init__(self, exchange: PeerExchange, stats: StatsRegistry) -> None:
+    def __init__(self, exchange: PeerExchange, stats: StatsRegistry,
+                 on_peers: Callable[[], None] | None = None) -> None:
         self.exchange = exchange
         self.stats = stats
+        # Called after each read: the guards judge the peers' traffic even when this process gets no request.
+        self.on_peers = on_peers
         self._published: dict[tuple[str, str], int] = {}
         self.peers: dict[str, Any] = {}
 
@@ -111,5 +115,7 @@ class Fleet:
                 rows = self.collect()
                 await asyncio.to_thread(self.exchange.publish, rows)
                 self.peers = await asyncio.to_thread(self.exchange.read_peers)
+                if self.peers and self.on_peers is not None:
+                    self.on_peers()
             except Exception as exc:  # noqa: BLE001 - sharing statistics must never stop; the next second retries
                 log.warning("sharing statistics with the other gateway processes failed: %s", exc)
