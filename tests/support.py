@@ -105,10 +105,13 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def process(args: list[str], log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
-    """A subprocess with its output in ``log``; on exit, SIGTERM, then SIGKILL after 10 s."""
+def process(args: list[str], log: Path, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """A subprocess with its output in ``log`` (``env``: added to this process's environment); on exit, SIGTERM,
+    then SIGKILL after 10 s."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env} if env else None)
         try:
             yield proc
         finally:

@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.cli.client import CLIError
 from gateway.cli.config_commands import cmd_check, cmd_explain, cmd_schema
+from gateway.cli.fleet_commands import cmd_fleet
 from gateway.cli.output import print_json
 from gateway.cli.rollout_commands import cmd_history, cmd_resume, cmd_rollback, cmd_routes
 from gateway.cli.run_commands import cmd_demo, cmd_up
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--status", choices=["ok", "error"])
     sp.add_argument("--min-ms", type=float, help="only traces that took at least this long")
     sp.add_argument("--limit", type=int, default=30)
+
+    command("fleet", cmd_fleet, "the gateways sharing this store, and any config drift between them", admin=True)
 
     sp = command("trace", cmd_trace, "one trace as a waterfall: spans, services, durations to scale", admin=True)
     sp.add_argument("trace_id", help="the X-Trace-Id of a response (32 hex digits)")

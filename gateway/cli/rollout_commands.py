@@ -8,6 +8,7 @@ import argparse
 import urllib.parse
 
 from gateway.cli.client import admin_client
+from gateway.cli.fleet_commands import store_line
 from gateway.cli.output import ago, console, fmt_ms, print_json
 
 
@@ -15,8 +16,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
     client = admin_client(args)
     routes = client.call("GET", "/api/routes")
     status = client.call("GET", "/api/config")
+    fleet = client.call("GET", "/api/fleet")
     if args.json:
-        print_json({"config": status, "routes": routes})
+        print_json({"config": status, "routes": routes, "store": fleet["store"]})
         return 0
     from rich.table import Table as RTable
 
@@ -24,6 +26,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
     last = status["last_reload"]
     head = f"generation {status['generation']} from {status['path']}"
     con.print(head)
+    outage = store_line(fleet["store"])
+    if outage:
+        con.print(outage)
     if not last["ok"]:
         con.print(f"[bold red]LAST RELOAD FAILED[/bold red] {ago(last['at'])}; still serving generation "
                   f"{status['generation']}:\n[red]{last['error']}[/red]")

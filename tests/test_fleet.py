@@ -1,0 +1,172 @@
+"""Several gateways, one state: three real gateway processes on one real PostgreSQL (a throwaway cluster).
+
+A rollback through one instance reaches the others within a second; the guard judges the fleet's traffic and
+records one rollback; instances serving a different routes.yaml are flagged; ``strangler fleet`` lists them.
+The store outage test is in test_fleet_outage.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.config.parse import load
+from gateway.stores.open import open_stores
+from gateway.stores.postgres.schema import LATEST, migrate
+from tests.fleet_support import TOKEN, apoll, env_for, fleet, routes_text
+from tests.pg_cluster import PASSWORD, Cluster, cluster
+from tests.support import Backend, serve_app, write_routes
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Cluster]:
+    with cluster() as c:
+        yield c
+
+
+@pytest.fixture
+def db_url(pg: Cluster, request: pytest.FixtureRequest) -> str:
+    return pg.create_database(request.node.name.lower().replace("[", "_").replace("]", "")[:60])
+
+
+def _open(tmp_path: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("STRANGLER_STORE_URL", url)
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    d = tmp_path / name
+    d.mkdir()
+    cfg = load(write_routes(d, 'backends: {legacy: {url: "http://127.0.0.1:1"}}\nfallback: legacy\n'))
+    return open_stores(cfg, instance=name)
+
+
+def test_migrations_are_applied_once_when_instances_start_together(pg: Cluster, db_url: str) -> None:
+    versions: list[int] = []
+
+    def start() -> None:
+        with pg.connect(db_url.rsplit("/", 1)[1]) as conn:
+            versions.append(migrate(conn))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert versions == [LATEST] * 4
+    with pg.connect(db_url.rsplit("/", 1)[1]) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_version").fetchone() == (LATEST,)
+
+
+async def test_two_stores_pinning_at_once_record_one_rollback(tmp_path: Path, db_url: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _open(tmp_path, db_url, "a", monkeypatch), _open(tmp_path, db_url, "b", monkeypatch)
+    try:
+        a.state.pin("feature", "fp", "guard", "error rate 100%")
+        b.state.pin("feature", "fp", "guard", "error rate 100%")
+        assert "feature" in a.state.pins and "feature" in b.state.pins   # each applied it at once
+        await apoll(lambda: len([h for h in a.state.history("feature") if h["kind"] == "rollback"]) >= 1, 5)
+        await asyncio.sleep(0.3)   # give a second, wrong, record the chance to appear
+        rollbacks = [h for h in a.state.history("feature") if h["kind"] == "rollback"]
+        assert len(rollbacks) == 1
+        b.state.unpin("feature", "cli", "fixed")
+        await apoll(lambda: "feature" not in a.state.pins, 1.0)
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_a_rollback_through_one_instance_reaches_the_others_within_a_second(tmp_path: Path,
+                                                                                  db_url: str) -> None:
+    legacy, new = Backend("legacy"), Backend("new")
+    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
+        with fleet(tmp_path, db_url, routes_text(lu, nu, "    stage: extracted\n")) as (a, b, c):
+            rollbacks, resumes = [], []
+            for i in range(20):
+                await asyncio.to_thread(a.post, "/api/routes/feature/rollback", {"reason": f"drill {i}"})
+                took = await asyncio.gather(*(apoll(lambda x=x: x.route()["effective_stage"] == "legacy", 5, 0.01)
+                                              for x in (b, c)))
+                rollbacks.append(max(took))
+                await asyncio.to_thread(a.post, "/api/routes/feature/resume", {})
+                took = await asyncio.gather(*(apoll(lambda x=x: x.route()["effective_stage"] == "extracted", 5,
+                                                    0.01) for x in (b, c)))
+                resumes.append(max(took))
+            print(f"\nrollback through A seen by B and C: worst of 20 {max(rollbacks) * 1000:.0f} ms, "
+                  f"median {sorted(rollbacks)[10] * 1000:.0f} ms; resume: worst {max(resumes) * 1000:.0f} ms")
+            assert max(rollbacks) < 1.0
+            assert max(resumes) < 1.0
+            # Every instance answers from legacy after a rollback: the pin is in effect, not only shown.
+            await asyncio.to_thread(c.post, "/api/routes/feature/rollback", {"reason": "last"})
+            await apoll(lambda: a.route()["effective_stage"] == "legacy", 1.0, 0.01)
+            async with aiohttp.ClientSession() as s:
+                for inst in (a, b, c):
+                    async with s.get(inst.public_url + "/f/1") as resp:
+                        assert resp.headers["X-Served-By"] == "legacy"
+            history = await asyncio.to_thread(b.get, "/api/history?route=feature&limit=100")
+            assert [h["kind"] for h in history].count("rollback") == 21
+
+
+async def test_the_guard_judges_the_fleets_traffic_and_records_one_rollback(tmp_path: Path, db_url: str) -> None:
+    legacy, new = Backend("legacy"), Backend("new", status=500)
+    route = ("    stage: canary\n    canary: {weight: 100}\n"
+             "    guard: {window: 60s, min_requests: 30, max_error_rate: 10%}\n")
+    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
+        with fleet(tmp_path, db_url, routes_text(lu, nu, route)) as instances:
+            async with aiohttp.ClientSession() as s:
+                for inst in instances:   # 12 failures each: 36 in the fleet, fewer than 30 on any one
+                    for _ in range(12):
+                        async with s.get(inst.public_url + "/f/x") as resp:
+                            await resp.read()
+            took = await apoll(lambda: all(i.route()["effective_stage"] == "legacy" for i in instances), 10)
+            print(f"\nguard rolled the fleet back {took:.2f}s after the last request")
+            await asyncio.sleep(1.5)   # every instance has judged the same figures by now
+            history = await asyncio.to_thread(instances[1].get, "/api/history?route=feature&limit=100")
+            rollbacks = [h for h in history if h["kind"] == "rollback"]
+            assert len(rollbacks) == 1, rollbacks
+            assert rollbacks[0]["actor"] == "guard"
+            assert rollbacks[0]["detail"]["figures"]["requests"] >= 30
+            assert new.hits == 36
+
+
+async def test_fleet_lists_the_instances_and_flags_drift(tmp_path: Path, db_url: str) -> None:
+    legacy, new = Backend("legacy"), Backend("new")
+    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
+        text = routes_text(lu, nu, "    stage: shadow\n")
+        with fleet(tmp_path, db_url, text) as (a, b, c):
+            view = await asyncio.to_thread(a.get, "/api/fleet")
+            await apoll(lambda: len(a.get("/api/fleet")["instances"]) == 3, 5)
+            view = await asyncio.to_thread(a.get, "/api/fleet")
+            assert view["store"]["kind"] == "postgresql" and view["store"]["up"] is True
+            assert PASSWORD not in str(view)
+            assert not view["drift"]
+            assert {i["address"] for i in view["instances"]} == {f"127.0.0.1:{x.public}" for x in (a, b, c)}
+            # C is edited (and reloads); A and B still serve the old file.
+            c.config.write_text(text + "# edited on one machine only\n")
+            await apoll(lambda: a.get("/api/fleet")["drift"], 10)
+            view = await asyncio.to_thread(a.get, "/api/fleet")
+            drifting = [i["address"] for i in view["instances"] if i["drift"]]
+            assert drifting == [f"127.0.0.1:{c.public}"]
+            out = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "gateway", "fleet", "-c", str(a.config), "--admin",
+                                 f"127.0.0.1:{a.admin}"], capture_output=True, text=True, timeout=30,
+                env={**env_for(db_url), "COLUMNS": "200"})
+            assert out.returncode == 0, out.stderr
+            assert "DRIFT" in out.stdout and f"127.0.0.1:{c.public}" in out.stdout
+            metrics = await asyncio.to_thread(_text, f"{a.admin_url}/metrics")
+            assert "strangler_store_up 1.0" in metrics
+            for inst in (a, b, c):
+                log = "".join(p.read_text() for p in inst.directory.glob("gateway-*.log"))
+                assert PASSWORD not in log and TOKEN not in log
+
+
+def _text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read().decode()
