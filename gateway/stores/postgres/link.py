@@ -38,7 +38,7 @@ MAX_BUFFERED = 100_000
 BATCH = 500
 REREAD_S = 1.0
 HEARTBEAT_S = 1.0
-BACKOFF_S = (0.1, 5.0)   # first retry, longest wait between two retries
+BACKOFF_S = (0.1, 2.0)   # first retry, longest wait between two retries
 
 
 class Op(Protocol):
