@@ -139,3 +139,24 @@ async def apoll(check: Any, timeout: float, interval: float = 0.05) -> float:
             return time.monotonic() - start
         assert time.monotonic() - start < timeout, "condition not reached in time"
         await asyncio.sleep(interval)
+
+
+def console_texts(url: str, selectors: list[str], timeout_ms: float = 10_000) -> list[str]:
+    """Open the console at ``url`` in headless Chromium and return the text of each selector once it shows.
+    Playwright's sync API refuses to run inside an event loop: call this through ``asyncio.to_thread``."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_console import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            out = []
+            for selector in selectors:
+                page.wait_for_selector(selector, timeout=timeout_ms)
+                out.append(page.locator(selector).inner_text())
+            return out
+        finally:
+            browser.close()

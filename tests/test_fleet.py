@@ -20,7 +20,7 @@ import pytest
 from gateway.config.parse import load
 from gateway.stores.open import open_stores
 from gateway.stores.postgres.schema import LATEST, migrate
-from tests.fleet_support import TOKEN, apoll, env_for, fleet, routes_text
+from tests.fleet_support import TOKEN, apoll, console_texts, env_for, fleet, routes_text
 from tests.pg_cluster import PASSWORD, Cluster, cluster
 from tests.support import Backend, serve_app, write_routes
 
@@ -158,6 +158,10 @@ async def test_fleet_lists_the_instances_and_flags_drift(tmp_path: Path, db_url:
                 env={**env_for(db_url), "COLUMNS": "200"})
             assert out.returncode == 0, out.stderr
             assert "DRIFT" in out.stdout and f"127.0.0.1:{c.public}" in out.stdout
+            table, drift = await asyncio.to_thread(console_texts, f"{a.admin_url}/#/fleet",
+                                                   ["#fleet-table", "#fleet-drift"])
+            assert "drift" in table and f"127.0.0.1:{c.public}" in table and "this one" in table
+            assert "different routes.yaml" in drift
             metrics = await asyncio.to_thread(_text, f"{a.admin_url}/metrics")
             assert "strangler_store_up 1.0" in metrics
             for inst in (a, b, c):

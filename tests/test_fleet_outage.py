@@ -16,7 +16,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fleet_support import Instance, apoll, env_for, fleet, routes_text, run_instance, wait_ready
+from tests.fleet_support import (
+    Instance,
+    apoll,
+    console_texts,
+    env_for,
+    fleet,
+    routes_text,
+    run_instance,
+    wait_ready,
+)
 from tests.pg_cluster import cluster
 from tests.support import Backend, serve_app
 
@@ -109,6 +118,8 @@ async def test_store_outage_fails_no_request_and_loses_nothing(tmp_path: Path) -
                 metrics = await asyncio.to_thread(_text, f"{a.admin_url}/metrics")
                 assert "strangler_store_up 0.0" in metrics
                 assert "STORE UNREACHABLE" in await _cli_routes(a, url)
+                (banner,) = await asyncio.to_thread(console_texts, f"{a.admin_url}/#/fleet", ["#store-outage"])
+                assert "store unreachable" in banner
 
                 # A rollback asked of A applies to A at once.
                 await asyncio.to_thread(a.post, "/api/routes/feature/rollback", {"reason": "during the outage"})

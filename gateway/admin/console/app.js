@@ -8,11 +8,12 @@
 import { getJSON } from "./api.js";
 import { fmtAgo, fmtDateTime, h } from "./dom.js";
 import { diffsPage } from "./diffs.js";
+import { fleetPage, storeBanner } from "./fleet.js";
 import { routesPage } from "./routes.js";
 import { tracesPage } from "./traces.js";
 
 const POLL_MS = 2000;
-const PAGES = { routes: routesPage, diffs: diffsPage, traces: tracesPage };
+const PAGES = { routes: routesPage, diffs: diffsPage, traces: tracesPage, fleet: fleetPage };
 
 let current = null;      // the mounted page
 let timer = 0;
@@ -40,7 +41,7 @@ function navigate() {
 
 async function refreshReloadStatus() {
   const box = document.getElementById("reload-status");
-  const cfg = await getJSON("/api/config");
+  const [cfg, fleet] = await Promise.all([getJSON("/api/config"), getJSON("/api/fleet")]);
   const last = cfg.last_reload || {};
   const parts = [
     h("span", { class: "gen", title: `digest ${cfg.digest || ""}` }, `generation ${cfg.generation}`),
@@ -51,6 +52,8 @@ async function refreshReloadStatus() {
       `last reload failed ${fmtAgo(last.at)}: ${last.error || "unknown error"} (still serving generation `
       + `${cfg.generation})`));
   }
+  const outage = storeBanner(fleet);
+  if (outage) parts.push(outage);
   box.replaceChildren(...parts);
   box.classList.toggle("failed", last.ok === false);
 }
