@@ -146,6 +146,14 @@ async def test_fleet_lists_the_instances_and_flags_drift(tmp_path: Path, db_url:
             assert PASSWORD not in str(view)
             assert not view["drift"]
             assert {i["address"] for i in view["instances"]} == {f"127.0.0.1:{x.public}" for x in (a, b, c)}
+            # Comparisons are shared too: A reports the shadow copies of all three instances' requests.
+            async with aiohttp.ClientSession() as s:
+                for inst in (a, b, c):
+                    for _ in range(5):
+                        async with s.get(inst.public_url + "/f/1") as resp:
+                            await resp.read()
+            await apoll(lambda: [r["compared"] for r in a.get("/api/report")["routes"] if r["route"] == "feature"]
+                        == [15], 10)
             # C is edited (and reloads); A and B still serve the old file.
             c.config.write_text(text + "# edited on one machine only\n")
             await apoll(lambda: a.get("/api/fleet")["drift"], 10)

@@ -119,22 +119,26 @@ class _BatchCounts:
 
     def write(self, db: sqlite3.Connection) -> None:
         for (route, verdict), n in self.verdicts.items():
-            db.execute("INSERT INTO verdicts VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                       (route, verdict, n))
+            db.execute("INSERT INTO verdicts VALUES (?, ?, ?) ON CONFLICT (route, verdict) DO UPDATE "
+                       "SET n = verdicts.n + excluded.n", (route, verdict, n))
         for (route, name, kind, column), n in self.fields.items():
             last_id = self.last_ids.get((route, name, kind))
             db.execute(f"INSERT INTO fields (route, field, kind, {column}, last_id) VALUES (?, ?, ?, ?, ?) "
-                       f"ON CONFLICT DO UPDATE SET {column} = {column} + excluded.{column}, "
-                       f"last_id = COALESCE(excluded.last_id, last_id)", (route, name, kind, n, last_id))
+                       f"ON CONFLICT (route, field, kind) DO UPDATE SET {column} = fields.{column} + "
+                       f"excluded.{column}, last_id = COALESCE(excluded.last_id, fields.last_id)",
+                       (route, name, kind, n, last_id))
         for (route, side, bucket), n in self.latency.items():
-            db.execute("INSERT INTO latency VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                       (route, side, bucket, n))
+            db.execute("INSERT INTO latency VALUES (?, ?, ?, ?) ON CONFLICT (route, side, bucket) DO UPDATE "
+                       "SET n = latency.n + excluded.n", (route, side, bucket, n))
         for (route, reason), n in self.skips.items():
-            db.execute("INSERT INTO skips VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                       (route, reason, n))
+            db.execute("INSERT INTO skips VALUES (?, ?, ?) ON CONFLICT (route, reason) DO UPDATE "
+                       "SET n = skips.n + excluded.n", (route, reason, n))
 
 
 class DiffStore:
+    # What a failed batch raises: the batch is dropped and counted (a subclass may retry some first).
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
     def __init__(self, path: Path, *, max_samples: int = 200, max_age: float = 7 * 86400.0,
                  samples_per_second: int = SAMPLES_PER_SECOND) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,10 +148,7 @@ class DiffStore:
         self.max_age = max_age
         self.dropped = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
-        init = self._connect()
-        init.executescript(SCHEMA)
-        migrate(init)
-        init.close()
+        self._prepare()
         # Items put but not yet committed; flush() waits for zero. A counter under a condition, not an Event,
         # so that a put racing with the end of a batch can never make flush() return early.
         self._pending = 0
@@ -161,6 +162,13 @@ class DiffStore:
         self._has_example: set[tuple[str, str, str]] = set()
         self._thread = threading.Thread(target=self._writer, name="strangler-diffstore", daemon=True)
         self._thread.start()
+
+    def _prepare(self) -> None:
+        """Create the tables (the PostgreSQL store applies its migrations instead)."""
+        init = self._connect()
+        init.executescript(SCHEMA)
+        migrate(init)
+        init.close()
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite.connect(self.path)
@@ -273,7 +281,7 @@ class DiffStore:
             batch, stop = self._gather(item)
             try:
                 self._write(db, batch)
-            except sqlite3.Error:
+            except self.errors:
                 self.dropped += len(batch)
             finally:
                 self._finished(len(batch))
@@ -354,20 +362,22 @@ class DiffStore:
             "shadow_backend, primary_status, shadow_status, primary_ms, shadow_ms, differences, ignored, "
             "request_headers, request_body, primary_headers, primary_body, primary_truncated, shadow_headers, "
             "shadow_body, shadow_truncated, replay, request_truncated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (r.at, r.route, r.method, r.target, r.verdict, r.reason, r.trace_id, r.primary_backend,
              r.shadow_backend, r.primary_status, r.shadow_status, r.primary_ms, r.shadow_ms,
              json.dumps(r.differences, default=str), json.dumps(r.ignored, default=str),
              json.dumps(r.request_headers), request_body, json.dumps(r.primary_headers), primary_body,
              int(r.primary_truncated or primary_cut), json.dumps(r.shadow_headers), shadow_body,
              int(r.shadow_truncated or shadow_cut), int(r.replay), int(r.request_truncated or request_cut)))
-        return cur.lastrowid
+        row = cur.fetchone()
+        return int(row[0]) if row else None
 
     def _noise(self, db: sqlite3.Connection, route: str, fields: list[str]) -> None:
-        db.execute("INSERT INTO noise_samples VALUES (?, 1) ON CONFLICT DO UPDATE SET n = n + 1", (route,))
+        db.execute("INSERT INTO noise_samples VALUES (?, 1) ON CONFLICT (route) DO UPDATE "
+                   "SET n = noise_samples.n + 1", (route,))
         for f in fields:
-            db.execute("INSERT INTO noise VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET differed = differed + 1",
-                       (route, f))
+            db.execute("INSERT INTO noise VALUES (?, ?, 1) ON CONFLICT (route, field) DO UPDATE "
+                       "SET differed = noise.differed + 1", (route, f))
 
     def _retain(self, db: sqlite3.Connection, touched: set[tuple[str, str, int]]) -> None:
         """Enforce the bounds for what this batch touched: ``max_samples`` per route, verdict and kind (besides

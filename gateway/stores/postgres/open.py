@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.config.model import StoreSpec
+from gateway.stores.postgres.comparisons import PgDiffStore
 from gateway.stores.postgres.connect import conninfo, redact
 from gateway.stores.postgres.link import Link
 from gateway.stores.postgres.members import PgMembership
@@ -16,9 +17,14 @@ def open_postgres(url: str, spec: StoreSpec, instance: str, worker: int | None
                   ) -> tuple[PgPinStore, PgMembership, PgPeers]:
     """Connect (or, when the store is away, start on the local copy of its state) and follow it."""
     link = Link(conninfo(url, spec.password_file), redact(url), instance)
+
     copy = LOCAL_COPY if worker is None else f"fleet-state-{worker}.json"
     state = PgPinStore(link, instance, spec.dir / copy)
     members = PgMembership(link, instance)
     peers = PgPeers(link, instance)
     state.start()
     return state, members, peers
+
+
+def open_comparisons(url: str, spec: StoreSpec) -> PgDiffStore:
+    return PgDiffStore(conninfo(url, spec.password_file), max_samples=spec.max_samples, max_age=spec.max_age)

@@ -41,6 +41,31 @@ CREATE TABLE peer_stats (
 );
 CREATE INDEX peer_stats_second ON peer_stats (second);
 """),
+    # The comparison store (gateway.stores.diff_schema has the same tables in SQLite, and says what they hold).
+    (2, """
+CREATE TABLE samples (
+    id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, route TEXT NOT NULL, method TEXT NOT NULL,
+    target TEXT NOT NULL, verdict TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', trace_id TEXT,
+    primary_backend TEXT, shadow_backend TEXT, primary_status INTEGER, shadow_status INTEGER,
+    primary_ms DOUBLE PRECISION, shadow_ms DOUBLE PRECISION,
+    differences TEXT NOT NULL DEFAULT '[]', ignored TEXT NOT NULL DEFAULT '[]',
+    request_headers TEXT NOT NULL DEFAULT '[]', request_body BYTEA,
+    primary_headers TEXT NOT NULL DEFAULT '[]', primary_body BYTEA, primary_truncated INTEGER DEFAULT 0,
+    shadow_headers TEXT NOT NULL DEFAULT '[]', shadow_body BYTEA, shadow_truncated INTEGER DEFAULT 0,
+    replay INTEGER NOT NULL DEFAULT 0, request_truncated INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX samples_kind ON samples (route, verdict, replay, id);
+CREATE INDEX samples_at ON samples (at);
+CREATE TABLE verdicts (route TEXT, verdict TEXT, n BIGINT NOT NULL, PRIMARY KEY (route, verdict));
+CREATE TABLE skips (route TEXT, reason TEXT, n BIGINT NOT NULL, PRIMARY KEY (route, reason));
+CREATE TABLE fields (
+    route TEXT, field TEXT, kind TEXT, counted BIGINT NOT NULL DEFAULT 0, ignored BIGINT NOT NULL DEFAULT 0,
+    last_id BIGINT, PRIMARY KEY (route, field, kind)
+);
+CREATE TABLE noise (route TEXT, field TEXT, differed BIGINT NOT NULL, PRIMARY KEY (route, field));
+CREATE TABLE noise_samples (route TEXT PRIMARY KEY, n BIGINT NOT NULL);
+CREATE TABLE latency (route TEXT, side TEXT, bucket INTEGER, n BIGINT NOT NULL, PRIMARY KEY (route, side, bucket));
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]

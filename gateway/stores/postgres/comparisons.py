@@ -1,0 +1,132 @@
+"""``ComparisonStore`` on the shared store: the same writer, bounds and queries as the SQLite store
+(``stores.diffs``, ``stores.diff_queries``), on a PostgreSQL connection.
+
+The comparison store's statements are written once, in the SQL both databases speak (upserts name their conflict
+target and qualify the old value), with sqlite3's ``?`` placeholders and ``rowid``; ``Compat`` turns those into
+psycopg's ``%s`` and PostgreSQL's ``ctid``, and gives rows that answer by name and by index as ``sqlite3.Row``
+does. Counters are additive upserts, so every instance of a fleet adds to the same ones.
+
+An outage: the writer keeps the batch it could not commit and reconnects with backoff until it can (a deadlock
+between two instances trimming the same rows is retried the same way); meanwhile comparisons queue in the
+store's bounded queue, and what does not fit is dropped and counted (``strangler_dropped_total{store=
+"comparisons"}``). Reads during an outage fail, and the admin API says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from gateway.stores.diffs import SAMPLES_PER_SECOND, DiffStore
+from gateway.stores.postgres.link import BACKOFF_S
+from gateway.stores.postgres.schema import migrate
+
+log = logging.getLogger("strangler.store")
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A row that answers ``row["name"]`` and ``row[0]``, like ``sqlite3.Row``."""
+
+    _index: dict[str, int]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> Any:
+    names = {c.name: i for i, c in enumerate(cursor.description or ())}
+
+    def make(values: Any) -> Row:
+        row = Row(values)
+        row._index = names
+        return row
+
+    return make
+
+
+@functools.lru_cache(maxsize=256)
+def _translate(sql: str) -> bytes:
+    return sql.replace("%", "%%").replace("?", "%s").replace("rowid", "ctid").encode()
+
+
+class Compat:
+    """A psycopg connection speaking the sqlite3 dialect of the comparison store's statements."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._conn: psycopg.Connection[Any] = psycopg.connect(conninfo, autocommit=True, row_factory=_rows)
+
+    def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor[Any]:
+        return self._conn.execute(_translate(sql), tuple(args))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def reconnect(self, stop: threading.Event) -> bool:
+        """Reconnect with backoff until it works (True) or ``stop`` is set (False)."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        wait = BACKOFF_S[0]
+        while not stop.wait(wait):
+            try:
+                self._conn = psycopg.connect(self.conninfo, autocommit=True, row_factory=_rows)
+                return True
+            except psycopg.Error:
+                wait = min(wait * 2, BACKOFF_S[1])
+        return False
+
+
+class PgDiffStore(DiffStore):
+    errors = (psycopg.Error,)
+
+    def __init__(self, conninfo: str, *, max_samples: int = 200, max_age: float = 7 * 86400.0,
+                 samples_per_second: int = SAMPLES_PER_SECOND) -> None:
+        self.conninfo = conninfo
+        self._closing = threading.Event()
+        super().__init__(Path("."), max_samples=max_samples, max_age=max_age,
+                         samples_per_second=samples_per_second)
+
+    def _prepare(self) -> None:
+        try:
+            with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                migrate(conn)
+        except psycopg.OperationalError as exc:
+            log.warning("comparison store: the store is unreachable (%s); comparisons queue until it is back",
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+    def _connect(self) -> Compat:  # type: ignore[override]
+        while True:
+            try:
+                return Compat(self.conninfo)
+            except psycopg.OperationalError:
+                if self._closing.wait(BACKOFF_S[1]):
+                    raise
+
+    def reader(self) -> Compat:  # type: ignore[override]
+        return Compat(self.conninfo)
+
+    def _write(self, db: Any, batch: list[Any]) -> None:
+        while True:
+            try:
+                super()._write(db, batch)
+                return
+            except psycopg.OperationalError:
+                # The server went away, or this batch lost a deadlock with another instance: keep the batch.
+                if not db.reconnect(self._closing):
+                    raise
+
+    def close(self) -> None:
+        self.flush()
+        self._closing.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(timeout=5.0)
