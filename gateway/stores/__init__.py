@@ -1,7 +1,7 @@
 """stores: the gateway's state, behind small interfaces.
 
 ``gateway.stores.api`` declares what each capability needs of its store (pins and history, comparisons, traces,
-worker statistics); the SQLite implementations here are the embedded default. Callers depend on the interfaces,
-so another backend (PostgreSQL for a fleet) is added without touching them. May import ``config`` and
-``observability``.
+worker statistics, membership); the SQLite implementations here are the embedded default, and
+``stores.postgres`` holds the PostgreSQL ones a fleet of gateways shares. Callers depend on the interfaces, so
+neither knows which backend it talks to. May import ``config``, ``telemetry.stats`` and ``observability``.
 """
