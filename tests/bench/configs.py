@@ -24,6 +24,7 @@ class GatewaySetup:
     tracing_sample: float | None = None  # None: the default (tracing on, 100%)
     workers: int = 1                     # strangler up --workers
     src: Path | None = None              # run the gateway package found in this checkout (--baseline-src)
+    env: dict[str, str] = field(default_factory=dict)   # added to the gateway's environment (a store URL)
 
 
 def gateway_yaml(setup: GatewaySetup, *, listen: int, admin: int, backend: int, store: Path) -> str:

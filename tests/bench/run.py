@@ -176,7 +176,7 @@ class Bench:
         argv = [procs.python(), "-m", "gateway", "up", "-c", str(routes)]
         if setup.workers > 1:
             argv += ["--workers", str(setup.workers)]
-        env = {"STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN, "STRANGLER_LOG_FORMAT": "json"}
+        env = {"STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN, "STRANGLER_LOG_FORMAT": "json", **setup.env}
         if setup.src is not None:
             env["PYTHONPATH"] = str(setup.src)   # ahead of the installed checkout on sys.path
         proc = self.procs.start(f"{name}-{self._counter}", argv, role=role, env=env)

@@ -14,6 +14,7 @@ size, shadow, canary, tracing) is not skewed by load that other users of the mac
     stream-upload    1 GiB streamed from the client through gateway and nginx: MB/s, gateway RSS growth
     reload           1,000 routes, without and with a rewrite (atomic rename) of routes.yaml every second
     workers          --workers 1 vs 2, nothing pinned (throughput over the machine's cores)
+    fleet-store      pass-through with the PostgreSQL store of a fleet vs the SQLite default
 
 The naive proxy is left out of the transfers on purpose: it buffers whole bodies, so 1 GiB would cost it 1 GiB
 of memory (or more), which says nothing new.
@@ -387,6 +388,28 @@ def workers(b: Bench) -> None:
              f"x{two.rps / one.rps:.2f}" if one.rps else "no throughput")
 
 
+def fleet_store(b: Bench) -> None:
+    """Pass-through with the PostgreSQL store of a fleet against the SQLite default, measured in turns in one
+    run: the request path reads the same in-memory snapshots either way, so the CPU per request should not move.
+    A throwaway PostgreSQL cluster is started for it (``tests/pg_cluster.py``: needs Debian's postgresql)."""
+    from tests.pg_cluster import PASSWORD, cluster
+
+    name = "fleet-store"
+    with cluster() as pg:
+        url = pg.create_database("bench")
+        setups = [GatewaySetup(), GatewaySetup(env={"STRANGLER_STORE_URL": url, "PGPASSWORD": PASSWORD})]
+        with _gateways(b, setups) as (sqlite_gw, pg_gw):
+            store = pg_gw.admin_get("/api/fleet")["store"]
+            b.check(name, "gateway: postgresql: the store is PostgreSQL and reachable",
+                    store.get("kind") == "postgresql" and store.get("up") is True, str(store))
+            lite, shared = b.measure_together(name, [
+                Subject("gateway", "sqlite store", sqlite_gw.proc, sqlite_gw.port, MEASURED_PATH),
+                Subject("gateway", "postgresql store", pg_gw.proc, pg_gw.port, MEASURED_PATH,
+                        baseline="sqlite store")])
+    _within(b, name, "CPU per request with the PostgreSQL store within 5% of SQLite's", shared.cpu_us,
+            lite.cpu_us, 0.05, higher_is_better=False)
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "passthrough": passthrough,
     "routes": routes,
@@ -399,4 +422,5 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "stream-upload": stream_upload,
     "reload": reload,
     "workers": workers,
+    "fleet-store": fleet_store,
 }
