@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +21,9 @@ import pytest
 from gateway.config.parse import load
 from gateway.stores.open import open_stores
 from gateway.stores.postgres.schema import LATEST, migrate
-from tests.fleet_support import TOKEN, apoll, console_texts, env_for, fleet, routes_text
+from tests.fleet_support import TOKEN, Instance, apoll, console_texts, env_for, fleet, routes_text, wait_ready
 from tests.pg_cluster import PASSWORD, Cluster, cluster
-from tests.support import Backend, serve_app, write_routes
+from tests.support import Backend, free_port, process, serve_app, write_routes
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -182,3 +183,43 @@ def _text(url: str) -> str:
 
     with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.read().decode()
+
+
+async def test_worker_processes_are_instances_of_the_fleet(tmp_path: Path, db_url: str) -> None:
+    """`--workers N` with a PostgreSQL store: each worker is an instance, and a rollback reaches every one."""
+    legacy, new = Backend("legacy"), Backend("new")
+    async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu:
+        public, admin = free_port(), free_port()
+        config = tmp_path / "routes.yaml"
+        config.write_text(routes_text(lu, nu, "    stage: extracted\n"))
+        args = [sys.executable, "-m", "gateway", "up", "-c", str(config), "--workers", "2", "--listen",
+                f"127.0.0.1:{public}", "--admin", f"127.0.0.1:{admin}"]
+        with process(args, tmp_path / "workers.log", env=env_for(db_url)):
+            inst = Instance("w", tmp_path, public, admin)
+            await asyncio.to_thread(wait_ready, inst)
+            await apoll(lambda: len(inst.get("/api/fleet")["instances"]) == 2, 10)
+            ids = sorted(m["id"] for m in (await asyncio.to_thread(inst.get, "/api/fleet"))["instances"])
+            assert ids[0].endswith(":w0") and ids[1].endswith(":w1")
+            await asyncio.to_thread(inst.post, "/api/routes/feature/rollback", {"reason": "drill"})
+            rolled_back = time.monotonic()
+            async with aiohttp.ClientSession() as s:
+                async def served() -> set[str]:
+                    seen = set()
+                    for _ in range(40):   # new connections: the kernel spreads them over both workers
+                        async with s.get(inst.public_url + "/f/1", headers={"Connection": "close"}) as resp:
+                            seen.add(resp.headers["X-Served-By"])
+                    return seen
+
+                while (seen := await served()) != {"legacy"}:
+                    assert time.monotonic() - rolled_back < 1.0, seen
+
+
+def test_a_password_in_the_store_url_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, 'backends: {legacy: {url: "http://127.0.0.1:1"}}\nfallback: legacy\n'
+                                  'store: {url: "postgresql://gw:hunter2@db:5432/strangler"}\n')
+    path.write_text(path.read_text().replace("store: {dir: store}\n", ""))
+    out = subprocess.run([sys.executable, "-m", "gateway", "check", "-c", str(path)], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 1
+    assert "store.url" in out.stdout + out.stderr and "PGPASSWORD" in out.stdout + out.stderr
+    assert "hunter2" not in out.stdout + out.stderr

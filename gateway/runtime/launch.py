@@ -56,9 +56,14 @@ def run_gateway(config_path: str, *, listen: str | None = None, admin: str | Non
 async def _serve(cfg: Config, listen: tuple[str, int], admin: tuple[str, int], workers: int,
                  index: int) -> int:
     from gateway.runtime.gateway import Gateway
+    from gateway.stores.postgres.connect import StoreURLError
 
-    gw = Gateway(cfg, listen=listen, admin_listen=admin if index == 0 else None, reuse_port=workers > 1,
-                 primary=index == 0, serve_admin=index == 0, worker=index if workers > 1 else None)
+    try:
+        gw = Gateway(cfg, listen=listen, admin_listen=admin if index == 0 else None, reuse_port=workers > 1,
+                     primary=index == 0, serve_admin=index == 0, worker=index if workers > 1 else None)
+    except StoreURLError as exc:
+        print(f"strangler up: {exc}; not starting", file=sys.stderr)
+        return 1
     _tune_gc()
     try:
         await gw.run_with_banner() if index == 0 else await gw.run()
