@@ -155,6 +155,11 @@ async def test_fleet_lists_the_instances_and_flags_drift(tmp_path: Path, db_url:
                             await resp.read()
             await apoll(lambda: [r["compared"] for r in a.get("/api/report")["routes"] if r["route"] == "feature"]
                         == [15], 10)
+            # So are traces: A lists the requests every instance served, and shows one B served in full.
+            await apoll(lambda: len(a.get("/api/traces?route=feature&limit=100")) == 15, 10)
+            some = (await asyncio.to_thread(b.get, "/api/traces?route=feature&limit=1"))[0]["trace_id"]
+            trace = await asyncio.to_thread(a.get, f"/api/traces/{some}")
+            assert trace["trace_id"] == some and trace["spans"]
             # C is edited (and reloads); A and B still serve the old file.
             c.config.write_text(text + "# edited on one machine only\n")
             await apoll(lambda: a.get("/api/fleet")["drift"], 10)

@@ -8,7 +8,7 @@ from gateway.stores.api import Stores
 from gateway.stores.diffs import DiffStore
 from gateway.stores.members import LocalMembership
 from gateway.stores.postgres.connect import store_url
-from gateway.stores.postgres.open import open_comparisons, open_postgres
+from gateway.stores.postgres.open import open_comparisons, open_postgres, open_traces
 from gateway.stores.state import StateStore
 from gateway.stores.traces import TraceStore
 from gateway.stores.workers import SqlitePeers
@@ -19,13 +19,13 @@ STATE_DB, DIFFS_DB, TRACES_DB = "state.db", "diffs.db", "traces.db"
 def open_stores(cfg: Config, *, instance: str = "", worker: int | None = None) -> Stores:
     """``instance``: this gateway's name in a fleet; ``worker``: its index among ``--workers N`` processes."""
     spec = cfg.store
-    traces = TraceStore(spec.dir / TRACES_DB, max_traces=spec.max_traces)
     url = store_url(spec)
     if url:
         state, members, peers = open_postgres(url, spec, instance, worker)
-        comparisons = open_comparisons(url, spec)
-        return Stores(state=state, comparisons=comparisons, traces=traces, members=members, peers=peers)
+        return Stores(state=state, comparisons=open_comparisons(url, spec), traces=open_traces(url, spec),
+                      members=members, peers=peers)
     comparisons = DiffStore(spec.dir / DIFFS_DB, max_samples=spec.max_samples, max_age=spec.max_age)
+    traces = TraceStore(spec.dir / TRACES_DB, max_traces=spec.max_traces)
     return Stores(state=StateStore(spec.dir / STATE_DB), comparisons=comparisons, traces=traces,
                   members=LocalMembership(str(spec.dir)),
                   peers=SqlitePeers(spec.dir / STATE_DB, worker) if worker is not None else None)

@@ -237,6 +237,9 @@ def insert_many(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]])
 
 
 class TraceStore(BatchWriter):
+    # What a failed batch raises and is logged and dropped for (a subclass lets an outage through, to count it).
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
     def __init__(self, path: Path, *, max_traces: int = 2000) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -246,6 +249,12 @@ class TraceStore(BatchWriter):
         self.written = 0
         self._orphans: list[tuple[float, list[Row]]] = []
         self._listeners: list[Callable[[list[Row]], None]] = []
+        self._prepare()
+        self._db: sqlite3.Connection | None = None   # the writer thread's own connection
+        super().__init__("strangler-traces", interval=INTERVAL, limit=QUEUE_LIMIT, max_batch=MAX_BATCH)
+
+    def _prepare(self) -> None:
+        """Create the tables (the PostgreSQL store applies its migrations instead)."""
         db = self._connect()
         if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             # Traces are disposable diagnostics: a file from another layout is started afresh, not migrated.
@@ -254,8 +263,6 @@ class TraceStore(BatchWriter):
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.close()
-        self._db: sqlite3.Connection | None = None   # the writer thread's own connection
-        super().__init__("strangler-traces", interval=INTERVAL, limit=QUEUE_LIMIT, max_batch=MAX_BATCH)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite.connect(self.path)
@@ -345,7 +352,7 @@ class TraceStore(BatchWriter):
             self._evict(db)
             db.execute("COMMIT")
             self.written += len(records) + len(rows)
-        except sqlite3.Error:
+        except self.errors:
             log.exception("trace store write failed; %d item(s) lost", len(batch))
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -462,7 +469,7 @@ def _summary(db: sqlite3.Connection, row: Sequence[Any]) -> dict[str, Any] | Non
     # The spans' JSON is read only for sets holding a shadow span: the shadow exchange carries its verdict.
     for service, start, end, err, shd, count, has_root, root_name, root_start, shadow_spans in db.execute(
             "SELECT service, start_ns, end_ns, error, shadow, span_count, has_root, root_name, root_start, "
-            "CASE WHEN shadow THEN spans END FROM span_sets WHERE tkey = ?", (tkey,)):
+            "CASE WHEN shadow <> 0 THEN spans END FROM span_sets WHERE tkey = ?", (tkey,)):
         starts.append(start)
         ends.append(end)
         services.add(service)

@@ -1,9 +1,9 @@
-"""``ComparisonStore`` on the shared store: the same writer, bounds and queries as the SQLite store
+"""``ComparisonStore`` on the shared store (and ``Compat``, which ``traces`` uses too): the same writer, bounds and queries as the SQLite store
 (``stores.diffs``, ``stores.diff_queries``), on a PostgreSQL connection.
 
 The comparison store's statements are written once, in the SQL both databases speak (upserts name their conflict
 target and qualify the old value), with sqlite3's ``?`` placeholders and ``rowid``; ``Compat`` turns those into
-psycopg's ``%s`` and PostgreSQL's ``ctid``, and gives rows that answer by name and by index as ``sqlite3.Row``
+psycopg's ``%s`` and PostgreSQL's ``ctid`` (and ``INSERT OR IGNORE`` into ``ON CONFLICT DO NOTHING``), and gives rows that answer by name and by index as ``sqlite3.Row``
 does. Counters are additive upserts, so every instance of a fleet adds to the same ones.
 
 An outage: the writer keeps the batch it could not commit and reconnects with backoff until it can (a deadlock
@@ -55,7 +55,10 @@ def _rows(cursor: psycopg.Cursor[Any]) -> Any:
 
 @functools.lru_cache(maxsize=256)
 def _translate(sql: str) -> bytes:
-    return sql.replace("%", "%%").replace("?", "%s").replace("rowid", "ctid").encode()
+    out = sql.replace("%", "%%").replace("?", "%s").replace("rowid", "ctid")
+    if out.startswith("INSERT OR IGNORE "):
+        out = "INSERT " + out.removeprefix("INSERT OR IGNORE ") + " ON CONFLICT DO NOTHING"
+    return out.encode()
 
 
 class Compat:
@@ -67,6 +70,10 @@ class Compat:
 
     def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor[Any]:
         return self._conn.execute(_translate(sql), tuple(args))
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def close(self) -> None:
         self._conn.close()

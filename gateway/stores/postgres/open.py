@@ -9,6 +9,7 @@ from gateway.stores.postgres.link import Link
 from gateway.stores.postgres.members import PgMembership
 from gateway.stores.postgres.peers import PgPeers
 from gateway.stores.postgres.pins import PgPinStore
+from gateway.stores.postgres.traces import PgTraceStore
 
 LOCAL_COPY = "fleet-state.json"
 
@@ -28,3 +29,7 @@ def open_postgres(url: str, spec: StoreSpec, instance: str, worker: int | None
 
 def open_comparisons(url: str, spec: StoreSpec) -> PgDiffStore:
     return PgDiffStore(conninfo(url, spec.password_file), max_samples=spec.max_samples, max_age=spec.max_age)
+
+
+def open_traces(url: str, spec: StoreSpec) -> PgTraceStore:
+    return PgTraceStore(conninfo(url, spec.password_file), max_traces=spec.max_traces)

@@ -66,6 +66,18 @@ CREATE TABLE noise (route TEXT, field TEXT, differed BIGINT NOT NULL, PRIMARY KE
 CREATE TABLE noise_samples (route TEXT PRIMARY KEY, n BIGINT NOT NULL);
 CREATE TABLE latency (route TEXT, side TEXT, bucket INTEGER, n BIGINT NOT NULL, PRIMARY KEY (route, side, bucket));
 """),
+    # The trace store (gateway.stores.traces has the same tables in SQLite, and says what they hold).
+    (3, """
+CREATE TABLE traces (
+    seq BIGSERIAL PRIMARY KEY, tkey BIGINT NOT NULL UNIQUE, trace_id TEXT NOT NULL, route TEXT, gateway TEXT
+);
+CREATE TABLE span_sets (
+    id BIGSERIAL PRIMARY KEY, tkey BIGINT NOT NULL, service TEXT NOT NULL, start_ns BIGINT NOT NULL,
+    end_ns BIGINT NOT NULL, error INTEGER NOT NULL, shadow INTEGER NOT NULL, span_count INTEGER NOT NULL,
+    has_root INTEGER NOT NULL, root_name TEXT NOT NULL, root_start BIGINT NOT NULL, spans TEXT NOT NULL
+);
+CREATE INDEX span_sets_tkey ON span_sets (tkey);
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]
