@@ -134,6 +134,22 @@ async def test_the_guard_judges_the_fleets_traffic_and_records_one_rollback(tmp_
             assert rollbacks[0]["detail"]["figures"]["requests"] >= 30
             assert new.hits == 36
 
+            # Fixed and resumed through B: no instance rolls back again on the failures from before the resume.
+            new.status = 200
+            await asyncio.to_thread(instances[1].post, "/api/routes/feature/resume", {})
+            await apoll(lambda: all(i.route()["effective_stage"] == "canary" for i in instances), 1.0)
+            async with aiohttp.ClientSession() as s:
+                for inst in instances:
+                    for _ in range(12):
+                        async with s.get(inst.public_url + "/f/x") as resp:
+                            assert resp.status == 200
+            # (an instance that learns of the resume at its first request after it starts counting after that one)
+            await apoll(lambda: all(i.route()["stats"]["extracted"]["requests"] >= 11 for i in instances), 5)
+            await asyncio.sleep(2.5)   # two rounds of statistics shared: a wrong judgement would have happened
+            assert all(i.route()["effective_stage"] == "canary" for i in instances)
+            history = await asyncio.to_thread(instances[0].get, "/api/history?route=feature&limit=100")
+            assert [h["kind"] for h in history if h["kind"] in ("rollback", "resume")] == ["resume", "rollback"]
+
 
 async def test_fleet_lists_the_instances_and_flags_drift(tmp_path: Path, db_url: str) -> None:
     legacy, new = Backend("legacy"), Backend("new")

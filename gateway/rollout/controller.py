@@ -34,11 +34,15 @@ Peers = Callable[[str], RouteStats | None]
 
 class Rollout:
     def __init__(self, state: PinStore, stats: StatsRegistry, *, peers: Peers | None = None,
-                 primary: bool = True) -> None:
+                 forget_peers: Callable[[str], None] | None = None, primary: bool = True) -> None:
         self.state = state
         self.stats = stats
         self.guards = Guards()
         self._peers = peers
+        self._forget_peers = forget_peers
+        # Guarded routes seen pinned: when one is no longer pinned (resumed here or by another process), its guard
+        # starts on fresh evidence before it judges again.
+        self._seen_pinned: set[str] = set()
         # With several workers, one of them (the primary) takes canary steps and writes shared history entries.
         self.primary = primary
         self._marked: dict[str, Route] = {}
@@ -91,6 +95,7 @@ class Rollout:
     def rollback(self, route: Route, actor: str, reason: str, detail: dict[str, Any] | None = None) -> None:
         """Pin a route to legacy now; persisted, so it survives restarts and reaches every worker."""
         fingerprint = route.spec.fingerprint if route.spec else ""
+        self._seen_pinned.add(route.name)
         self.state.pin(route.name, fingerprint, actor, reason, {"stage": route.stage, **(detail or {})})
         log.warning("route %s rolled back to legacy by %s: %s", route.name, actor, reason,
                     extra={"event": "rollback", "route": route.name, "actor": actor, "reason": reason})
@@ -107,6 +112,8 @@ class Rollout:
         """The guard judges a new intent (a resume, an edited route) on new-side requests made after it."""
         self.stats.route(name).reset_new_side()
         self.guards.forget(name)
+        if self._forget_peers is not None:
+            self._forget_peers(name)
 
     # -- the guard ------------------------------------------------------------------------------------------------
 
@@ -130,7 +137,14 @@ class Rollout:
 
     def judge(self, route: Route) -> guard_mod.Judgement | None:
         spec = route.spec
-        if spec is None or spec.guard is None or self.pinned(route) or route.stage == "legacy":
+        if self.pinned(route):
+            self._seen_pinned.add(route.name)
+            return None
+        if route.name in self._seen_pinned:
+            # Resumed, maybe through another gateway: the failures that caused the rollback are not evidence.
+            self._seen_pinned.discard(route.name)
+            self._fresh_evidence(route.name)
+        if spec is None or spec.guard is None or route.stage == "legacy":
             return None
         previous = self.guards.state.get(route.name)
         peers = self._peers(route.name) if self._peers is not None else None

@@ -101,7 +101,8 @@ class Gateway:
         self.fleet = (Fleet(self.stores.peers, self.stats, self._judge_guarded)
                       if self.stores.peers is not None else None)
         self.rollout = Rollout(self.state, self.stats, primary=primary,
-                               peers=self.fleet.peer_stats if self.fleet is not None else None)
+                               peers=self.fleet.peer_stats if self.fleet is not None else None,
+                               forget_peers=self.fleet.forget if self.fleet is not None else None)
         self.upstreams = Upstreams()
         self.protection = Protection()
         self.protection.update(cfg.backends.values())

@@ -87,11 +87,27 @@ class Fleet:
         self.stats = stats
         # Called after each read: the guards judge the peers' traffic even when this process gets no request.
         self.on_peers = on_peers
+        # Per route: the peers' new-side seconds before this one are old evidence (a resume happened since).
+        self._cutoff: dict[str, int] = {}
         self._published: dict[tuple[str, str], int] = {}
         self.peers: dict[str, Any] = {}
 
     def peer_stats(self, route: str) -> RouteStats | None:
         return self.peers.get(route)
+
+    def forget(self, route: str) -> None:
+        """The guard judges ``route`` afresh: the other processes' new-side seconds up to now no longer count."""
+        self._cutoff[route] = int(time.monotonic()) + 1
+        self._apply_cutoffs(self.peers)
+
+    def _apply_cutoffs(self, peers: dict[str, Any]) -> None:
+        oldest = int(time.monotonic()) - KEEP_SECONDS
+        for route, second in list(self._cutoff.items()):
+            if second < oldest:
+                del self._cutoff[route]
+            elif (stats := peers.get(route)) is not None:
+                stats.extracted.forget_before(second)
+                stats.shadow.forget_before(second)
 
     def collect(self) -> list[tuple[object, ...]]:
         """This process's finished seconds not yet published (runs on the event loop: it reads live windows)."""
@@ -114,7 +130,9 @@ class Fleet:
             try:
                 rows = self.collect()
                 await asyncio.to_thread(self.exchange.publish, rows)
-                self.peers = await asyncio.to_thread(self.exchange.read_peers)
+                peers = await asyncio.to_thread(self.exchange.read_peers)
+                self._apply_cutoffs(peers)
+                self.peers = peers
                 if self.peers and self.on_peers is not None:
                     self.on_peers()
             except Exception as exc:  # noqa: BLE001 - sharing statistics must never stop; the next second retries

@@ -121,6 +121,12 @@ class Window:
         for slot in self._slots:
             slot.reset(-1)
 
+    def forget_before(self, second: int) -> None:
+        """Drop the seconds before ``second`` (another process's seconds from before a resume)."""
+        for slot in self._slots:
+            if 0 <= slot.second < second:
+                slot.reset(-1)
+
     def summary(self, span: float = 60.0, also: Iterable[Window] = ()) -> Summary:
         now = int(self._clock())
         oldest = now - min(int(span), self.seconds) + 1
