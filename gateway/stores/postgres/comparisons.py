@@ -121,6 +121,15 @@ class PgDiffStore(DiffStore):
     def reader(self) -> Compat:  # type: ignore[override]
         return Compat(self.conninfo)
 
+    def noise_counts(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Learned noise, read once at start: an instance starting during an outage starts without it (and
+        learns again) rather than not at all."""
+        try:
+            return super().noise_counts()
+        except psycopg.OperationalError:
+            log.warning("comparison store: the store is unreachable; starting without the learned noise fields")
+            return {}, {}
+
     def _write(self, db: Any, batch: list[Any]) -> None:
         while True:
             try:
