@@ -244,3 +244,19 @@ def test_a_password_in_the_store_url_is_refused_without_echoing_it(tmp_path: Pat
     assert out.returncode == 1
     assert "store.url" in out.stdout + out.stderr and "PGPASSWORD" in out.stdout + out.stderr
     assert "hunter2" not in out.stdout + out.stderr
+
+
+def test_fleet_view_flags_stale_instances_and_the_minority_digest() -> None:
+    from gateway.admin.fleet import STALE_S, fleet_view
+
+    members = [{"id": "a", "digest": "d1", "age_s": 0.5}, {"id": "b", "digest": "d1", "age_s": 1.0},
+               {"id": "c", "digest": "d2", "age_s": 0.2}, {"id": "gone", "digest": "d3", "age_s": STALE_S + 1}]
+    view = fleet_view(members, {"up": True}, "a")
+    flags = {m["id"]: (m["drift"], m["stale"], m["self"]) for m in view["instances"]}
+    assert flags == {"a": (False, False, True), "b": (False, False, False), "c": (True, False, False),
+                     "gone": (False, True, False)}
+    assert view["drift"] and view["stale"] == 1 and view["reference_digest"] == "d1"
+    # Two against two: no majority, so every live instance is flagged.
+    tie = fleet_view(members[:3] + [{"id": "d", "digest": "d2", "age_s": 0.1}], {"up": True}, "a")
+    assert all(m["drift"] for m in tie["instances"]) and tie["reference_digest"] is None
+    assert not fleet_view(members[:2], {"up": True}, "a")["drift"]

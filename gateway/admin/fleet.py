@@ -5,7 +5,8 @@
                                    self}],
                       drift: bool, stale: int}
 
-``fleet_view`` is the one place that decides which instances are stale (no heartbeat for ``STALE_S``) and which
+``fleet_view`` is the one place that decides which instances are stale (no heartbeat for ``STALE_S``; the store
+forgets them after an hour) and which
 drift (serve a routes.yaml whose digest differs from the one most live instances serve); the CLI and the console
 show its flags. ``StoreGauges`` puts the store's health in ``/metrics``.
 """

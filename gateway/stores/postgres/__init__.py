@@ -6,7 +6,10 @@
     pins.py       PinStore: rollback pins, canary steps, history (in-memory snapshot + write-behind buffer)
     peers.py      PeerExchange: each instance's per-second guard statistics, shared with the others
     members.py    Membership: the instances sharing the store, their heartbeats
+    comparisons.py  ComparisonStore: the SQLite store's writer and queries on PostgreSQL (``Compat``)
+    traces.py     TraceStore: the embedded collector's traces, likewise
     connect.py    the URL, the password (PGPASSWORD or a file; never logged)
+    open.py       the stores of one gateway process on one link
 
 The request path never waits for the database: it reads snapshots that the link thread replaces. May import
 ``config``, ``stores`` and ``telemetry.stats``.

@@ -64,7 +64,8 @@ class PgPeers:
 
     def _read(self, cur: psycopg.Cursor[Any]) -> None:
         since = int(time.time()) - KEEP_SECONDS
-        cur.execute("DELETE FROM peer_stats WHERE instance = %s AND second < %s", (self.instance, since))
+        # Also the rows of instances gone for good (a restarted instance has a new name).
+        cur.execute("DELETE FROM peer_stats WHERE second < %s", (since,))
         cur.execute("SELECT route, side, second, requests, errors, compared, mismatches, hist FROM peer_stats "
                     "WHERE instance <> %s AND second >= %s", (self.instance, since))
         peers: dict[str, RouteStats] = {}
