@@ -84,6 +84,11 @@ async def _cli_routes(inst: Instance, url: str) -> str:
     return out.stdout
 
 
+def _total(pg_conn) -> int:
+    row = pg_conn.execute("SELECT sum(requests) FROM peer_stats WHERE side IN ('legacy', 'extracted')").fetchone()
+    return int(row[0] or 0)
+
+
 def _counted(pg_conn, instances: dict[str, str]) -> dict[str, int]:
     rows = pg_conn.execute("SELECT instance, sum(requests) FROM peer_stats WHERE side IN ('legacy', 'extracted') "
                            "GROUP BY instance").fetchall()
@@ -162,11 +167,13 @@ async def test_store_outage_fails_no_request_and_loses_nothing(tmp_path: Path) -
                     assert failed and {h["instance"] for h in failed} == {iid["b"]}
 
                     # Statistics published during the outage were buffered, not lost: the store counts every
-                    # request A and B answered (C restarted, so its first life's share is not compared).
+                    # request each instance answered, C's first life included (it left them in its local copy
+                    # when it stopped, and its second life wrote them).
                     await load.stop()
                     with pg.connect("outage") as conn:
                         await apoll(lambda: _counted(conn, {"a": iid["a"], "b": iid["b"]})
                                     == {"a": load.ok["a"], "b": load.ok["b"]}, 10)
+                        await apoll(lambda: _total(conn) == sum(load.ok.values()), 10)
                     fleet_view = await asyncio.to_thread(a.get, "/api/fleet")
                     assert fleet_view["store"]["up"] and fleet_view["store"]["dropped"] == 0
                     assert fleet_view["store"]["outages"] == 1

@@ -247,6 +247,8 @@ class Gateway:
         await self.shadow.drain()
         await self.upstreams.close()
         self.recorder.close()
+        if self.fleet is not None:
+            await self.fleet.publish_rest()
         self.stores.close()
 
     def banner(self) -> str:

@@ -109,20 +109,28 @@ class Fleet:
                 stats.extracted.forget_before(second)
                 stats.shadow.forget_before(second)
 
-    def collect(self) -> list[tuple[object, ...]]:
-        """This process's finished seconds not yet published (runs on the event loop: it reads live windows)."""
+    def collect(self, current: bool = False) -> list[tuple[object, ...]]:
+        """This process's finished seconds not yet published (runs on the event loop: it reads live windows);
+        ``current``: the unfinished second too, when the process stops."""
         rows: list[tuple[object, ...]] = []
         for name in list(self.stats.names()):
             stats = self.stats.route(name)
             for side in SIDES:
                 window: Window = getattr(stats, side)
                 after = self._published.get((name, side), -1)
-                done = window.completed(after)
+                done = window.completed(after, current)
                 for second, requests, errors, compared, mismatches, hist in done:
                     rows.append((name, side, second, requests, errors, compared, mismatches, json.dumps(hist)))
                 if done:
                     self._published[(name, side)] = max(d[0] for d in done)
         return rows
+
+    async def publish_rest(self) -> None:
+        """At a stop: publish what this process counted and has not published yet, the current second too."""
+        try:
+            await asyncio.to_thread(self.exchange.publish, self.collect(current=True))
+        except Exception as exc:  # noqa: BLE001 - stopping must not fail for it
+            log.warning("publishing the last statistics failed: %s", exc)
 
     async def run(self, interval: float = 1.0) -> None:
         while True:

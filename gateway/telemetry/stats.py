@@ -143,13 +143,14 @@ class Window:
                         hist = [a + b for a, b in zip(hist, slot.hist, strict=True)]
         return Summary(requests, errors, compared, mismatches, _percentile(hist, 0.5), _percentile(hist, 0.99))
 
-    def completed(self, after: int) -> list[tuple[int, int, int, int, int, dict[int, int]]]:
+    def completed(self, after: int, current: bool = False) -> list[tuple[int, int, int, int, int, dict[int, int]]]:
         """Finished seconds newer than ``after``: (second, requests, errors, compared, mismatches, histogram as
-        {bin: count}), for publishing to other worker processes."""
-        now = int(self._clock())
+        {bin: count}), for publishing to other worker processes; ``current``: the unfinished second too (the
+        last publication of a process that stops)."""
+        end = int(self._clock()) + (1 if current else 0)
         out = []
         for slot in self._slots:
-            if after < slot.second < now and (slot.requests or slot.compared):
+            if after < slot.second < end and (slot.requests or slot.compared):
                 hist = {i: n for i, n in enumerate(slot.hist) if n}
                 out.append((slot.second, slot.requests, slot.errors, slot.compared, slot.mismatches, hist))
         return out

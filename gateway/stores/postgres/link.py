@@ -102,6 +102,11 @@ class Link:
     def buffered(self) -> int:
         return len(self._ops)
 
+    def unwritten(self) -> list[Op]:
+        """What is still buffered (after ``close``: what could not be written before stopping)."""
+        with self._lock:
+            return list(self._ops)
+
     def status(self) -> dict[str, Any]:
         return {"kind": "postgresql", "url": self.display_url, "up": self.up, "since": self.since,
                 "error": self.error, "buffered": self.buffered, "dropped": self.dropped, "outages": self.outages}

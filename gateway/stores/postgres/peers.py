@@ -32,6 +32,9 @@ class StatsOp:
     keep: bool = False
     done: bool = field(default=False, repr=False)
 
+    def __post_init__(self) -> None:
+        self.rows = [tuple(row) for row in self.rows]   # from the local copy's JSON: lists
+
     def apply(self, cur: psycopg.Cursor[Any]) -> bool:
         cur.executemany(
             "INSERT INTO peer_stats VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT "

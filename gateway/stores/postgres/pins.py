@@ -11,7 +11,9 @@ history, so it is recorded exactly once. A resume is a delete that records only 
 step is an upsert that only moves forward.
 
 The snapshot, and the pins and steps not yet committed, are also kept in a small file in ``store.dir``: an
-instance that restarts while the store is away starts on them instead of on nothing.
+instance that restarts while the store is away starts on them instead of on nothing. At a stop, everything the
+link could not write (history entries and statistics too) goes into that file, and the next start queues it
+again, so a restart during an outage loses nothing written.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from gateway.stores.postgres.link import Link
+from gateway.stores.postgres.peers import StatsOp
 from gateway.stores.state import Pin, Step
 
 log = logging.getLogger("strangler.store")
@@ -136,8 +139,9 @@ class RecordOp:
 
 
 StateOp = PinOp | UnpinOp | StepOp
-_OP_TYPES: dict[str, type[PinOp] | type[UnpinOp] | type[StepOp]] = {"pin": PinOp, "unpin": UnpinOp,
-                                                                      "step": StepOp}
+# Every buffered write the local copy can hold, by name.
+_OP_TYPES: dict[str, Any] = {"pin": PinOp, "unpin": UnpinOp, "step": StepOp, "record": RecordOp, "stats": StatsOp}
+_OP_NAMES = {t: name for name, t in _OP_TYPES.items()}
 
 
 def _history(cur: psycopg.Cursor[Any], at: float, kind: str, route: str | None, actor: str, reason: str,
@@ -167,15 +171,16 @@ class PgPinStore:
         link.add_reader(self._read)
 
     def start(self) -> None:
-        """Read the state now if the store answers; else start on the local copy. Then follow it."""
-        if not self.link.connect_now():
-            self._load_local_copy()
+        """Read the state now if the store answers, else start on the local copy; either way, queue again what
+        the last run could not write. Then follow the store."""
+        connected = self.link.connect_now()
+        self._load_local_copy(snapshot=not connected)
         self.link.start()
 
     def close(self) -> None:
         self.link.close()
         with self._lock:
-            self._save_local_copy()
+            self._save_local_copy(unwritten=self.link.unwritten())
 
     # -- the snapshots ---------------------------------------------------------------------------------------------
 
@@ -204,14 +209,17 @@ class PgPinStore:
 
     def _rebuild(self) -> None:
         """Lay the writes not yet committed over the database's rows (with ``_lock`` held)."""
+        before = len(self._pending)
         self._pending = [op for op in self._pending if not op.done]
         self._records = [op for op in self._records if not op.done]
         pins, steps = dict(self._db_pins), dict(self._db_steps)
         for op in self._pending:
             op.overlay(pins, steps)
-        if pins != self._pins or steps != self._steps:
+        changed = pins != self._pins or steps != self._steps
+        if changed:
             self._version += 1
             self._pins, self._steps = pins, steps
+        if changed or len(self._pending) != before:
             self._save_local_copy()
 
     def _submit(self, op: StateOp) -> None:
@@ -262,11 +270,13 @@ class PgPinStore:
 
     # -- the local copy --------------------------------------------------------------------------------------------
 
-    def _save_local_copy(self) -> None:
+    def _save_local_copy(self, unwritten: list[Any] | None = None) -> None:
+        """The snapshot and the pins and steps not yet written; at a stop, everything not yet written."""
+        ops = unwritten if unwritten is not None else [op for op in self._pending if not op.done]
         data = {"saved_at": time.time(),
                 "pins": {k: [p.fingerprint, p.actor, p.reason, p.at] for k, p in self._db_pins.items()},
                 "steps": {k: list(s) for k, s in self._db_steps.items()},
-                "pending": [{"op": _op_name(op), **_fields(op)} for op in self._pending if not op.done]}
+                "pending": [{"op": _op_name(op), **_fields(op)} for op in ops if type(op) in _OP_NAMES]}
         tmp = self.local_copy.with_name(f".{self.local_copy.name}.{os.getpid()}.tmp")
         try:
             self.local_copy.parent.mkdir(parents=True, exist_ok=True)
@@ -275,35 +285,43 @@ class PgPinStore:
         except OSError as exc:
             log.warning("could not save the local copy of the state in %s: %s", self.local_copy, exc)
 
-    def _load_local_copy(self) -> None:
+    def _load_local_copy(self, snapshot: bool) -> None:
+        """Queue again what the last run left unwritten; with ``snapshot`` (the store is away), also start on the
+        pins and steps it last knew."""
         try:
             data = json.loads(self.local_copy.read_text())
         except FileNotFoundError:
-            log.error("the store is unreachable and there is no local copy of its state (%s): starting with no "
-                      "rollback pins", self.local_copy)
+            if snapshot:
+                log.error("the store is unreachable and there is no local copy of its state (%s): starting with "
+                          "no rollback pins", self.local_copy)
             return
         except (OSError, ValueError) as exc:
-            log.error("the store is unreachable and the local copy %s is unreadable (%s): starting with no "
-                      "rollback pins", self.local_copy, exc)
+            log.error("the local copy of the state %s is unreadable (%s)%s", self.local_copy, exc,
+                      ": starting with no rollback pins" if snapshot else "")
             return
         with self._lock:
-            self._db_pins = {k: Pin(k, *v) for k, v in data.get("pins", {}).items()}
-            self._db_steps = {k: Step(*v) for k, v in data.get("steps", {}).items()}
+            if snapshot:
+                self._db_pins = {k: Pin(k, *v) for k, v in data.get("pins", {}).items()}
+                self._db_steps = {k: Step(*v) for k, v in data.get("steps", {}).items()}
             for item in data.get("pending", []):
-                kind = item.pop("op")
-                op = _OP_TYPES[kind](**item)
-                self._pending.append(op)
+                op = _OP_TYPES[item.pop("op")](**item)
+                if isinstance(op, RecordOp):
+                    self._records.append(op)
+                elif not isinstance(op, StatsOp):
+                    self._pending.append(op)
                 self.link.submit(op)
             self._rebuild()
-        log.warning("the store is unreachable: starting on the local copy of its state saved at %s (%d pin(s))",
-                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data.get("saved_at", 0))), len(self._pins))
+        if snapshot:
+            log.warning("the store is unreachable: starting on the local copy of its state saved at %s "
+                        "(%d pin(s))", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data.get("saved_at", 0))),
+                        len(self._pins))
 
 
-def _op_name(op: StateOp) -> str:
-    return {PinOp: "pin", UnpinOp: "unpin", StepOp: "step"}[type(op)]
+def _op_name(op: Any) -> str:
+    return _OP_NAMES[type(op)]
 
 
-def _fields(op: StateOp) -> dict[str, Any]:
+def _fields(op: Any) -> dict[str, Any]:
     out = asdict(op)
     out.pop("done", None)
     out.pop("keep", None)
