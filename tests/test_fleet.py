@@ -260,3 +260,27 @@ def test_fleet_view_flags_stale_instances_and_the_minority_digest() -> None:
     tie = fleet_view(members[:3] + [{"id": "d", "digest": "d2", "age_s": 0.1}], {"up": True}, "a")
     assert all(m["drift"] for m in tie["instances"]) and tie["reference_digest"] is None
     assert not fleet_view(members[:2], {"up": True}, "a")["drift"]
+
+
+def test_the_password_comes_from_a_file_and_a_wrong_one_is_an_outage_that_names_no_secret(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.delenv("STRANGLER_STORE_URL", raising=False)
+    (tmp_path / "db.password").write_text(PASSWORD + "\n")
+    body = ('backends: {legacy: {url: "http://127.0.0.1:1"}}\nfallback: legacy\n'
+            f'store: {{dir: store, url: "{db_url}", password_file: db.password}}\n')
+    path = write_routes(tmp_path, body)
+    path.write_text(path.read_text().replace("store: {dir: store}\n", "", 1))
+    stores = open_stores(load(path), instance="file")
+    try:
+        assert stores.members is not None and stores.members.status()["up"] is True
+    finally:
+        stores.close()
+    (tmp_path / "db.password").write_text("not-the-password\n")
+    stores = open_stores(load(path), instance="wrong")
+    try:
+        status = stores.members.status() if stores.members else {}
+        assert status["up"] is False and "password authentication failed" in status["error"]
+        assert "not-the-password" not in str(status) and PASSWORD not in str(status)
+    finally:
+        stores.close()

@@ -130,6 +130,18 @@ class PgDiffStore(DiffStore):
             log.warning("comparison store: the store is unreachable; starting without the learned noise fields")
             return {}, {}
 
+    def _writer(self) -> None:
+        # The base writer connects and reads the fields that have examples before its first batch: when the
+        # store goes away in that moment, start again; when the store is closing meanwhile, stop.
+        while True:
+            try:
+                super()._writer()
+                return
+            except psycopg.OperationalError:
+                if self._closing.is_set():
+                    self.dropped += self._queue.qsize()
+                    return
+
     def _write(self, db: Any, batch: list[Any]) -> None:
         while True:
             try:
