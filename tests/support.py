@@ -104,6 +104,22 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
+async def wait_ready(*urls: str, timeout: float = 20.0) -> None:
+    """Poll each URL until it answers below 500 (a gateway process that has bound its listeners)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        for url in urls:
+            while True:
+                try:
+                    async with s.get(url) as resp:
+                        if resp.status < 500:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, f"{url} not ready"
+                await asyncio.sleep(0.1)
+
+
 @contextlib.contextmanager
 def process(args: list[str], log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
     """A subprocess with its output in ``log``; on exit, SIGTERM, then SIGKILL after 10 s."""

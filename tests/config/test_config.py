@@ -15,7 +15,7 @@ from gateway.config.document import json_schema
 from gateway.config.model import Config
 from gateway.config.parse import ConfigError, load
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = """\
 version: 1
