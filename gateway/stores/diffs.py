@@ -47,7 +47,6 @@ BATCH = 200
 # its queue steadily) a commit per record would cost the gateway more CPU than the comparisons themselves.
 LINGER = 0.1
 _FLUSH = object()   # put by flush(): commit what is queued now instead of waiting out LINGER
-REDACTED = "[redacted]"
 
 
 @dataclass(slots=True)

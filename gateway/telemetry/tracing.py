@@ -126,7 +126,7 @@ class RequestSpan:
             a.error = error
 
     def snapshot(self) -> tuple[Any, ...]:
-        """The finished span as plain values (``gateway.tracestore.pack_request`` says which). This, not the span,
+        """The finished span as plain values (``gateway.stores.traces.pack_request`` says which). This, not the span,
         is what waits in the store's queue: nothing the request allocated outlives it, because objects kept for a
         second would reach the collector's oldest generation and make every full collection slower."""
         route, decision, outcome = self.route, self.decision, self.outcome
