@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -36,6 +38,7 @@ from gateway.proxy.pool import Pool, UpstreamResponse
 CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024   # a complete body up to this size is sent with the headers in one write
 BODYLESS_STATUS = frozenset({204, 304})
+_LINGER_ZERO = struct.pack("ii", 1, 0)   # SO_LINGER on, 0 s: close() resets the connection
 
 
 class Tap(Protocol):
@@ -184,16 +187,25 @@ def _reason(status: int) -> str:
 
 
 def _abort_client(out: web.StreamResponse) -> None:
-    """Close the client connection without completing the response (no final chunk, fewer bytes than
-    Content-Length): the client sees a broken transfer, never a short body that looks complete."""
+    """Reset the client connection without completing the response (no final chunk, fewer bytes than
+    Content-Length): the client sees a broken transfer, never a short body that looks complete.
+
+    The transport is taken *before* the protocol is told to close: ``force_close`` closes gracefully and forgets
+    the transport, and a graceful close behind a client that stopped reading waits for ever for a full TCP window
+    to drain. Instead the socket lingers zero seconds, so closing it sends RST (RFC 9293 §3.6: an abort) and the
+    kernel drops the unsent queue at once, rather than keeping megabytes per stalled client."""
     req = getattr(out, "_req", None)
     if req is None:
         return
-    with contextlib.suppress(Exception):
-        req.protocol.force_close()
     transport = req.transport
     if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
         transport.abort()
+    with contextlib.suppress(Exception):
+        req.protocol.force_close()   # stop the protocol from serving this connection any further
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:
