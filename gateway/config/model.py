@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.config.schema import (
+    ADMIN_ACCESS,
     MISSING,
     SECTION_DEFAULTS,
+    WIRE_LIMITS,
     Bool,
     Duration,
     Field,
@@ -167,6 +169,10 @@ class Limits:
     max_request_body: int | None = None   # None: unlimited (streamed)
     client_idle: float = 60.0             # an idle keep-alive connection, or a request head still arriving
     drain: float = 0.0                    # on SIGTERM: keep serving this long with /readyz at 503
+    # schema.WIRE_LIMITS (defaults there): 431 beyond this head size; '_' header names; ';' path parameters
+    max_request_head: int = field(kw_only=True)
+    underscores_in_headers: str = field(kw_only=True)
+    path_parameters: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +180,8 @@ class Config:
     path: Path
     listen: tuple[str, int]
     admin_listen: tuple[str, int]
+    admin_hosts: tuple[str, ...]       # more Host values the admin listener answers (schema.ADMIN_ACCESS)
+    admin_read_token: bool             # reads need the admin token too
     backends: Mapping[str, Backend]
     fallback: str
     routes: tuple[RouteSpec, ...]
@@ -298,7 +306,8 @@ ROUTE = Obj({
 ROUTES_SCHEMA = Obj({
     "version": Field(Int(minimum=1, maximum=1), required=True),
     "listen": Field(LISTEN, default="127.0.0.1:8080"),
-    "admin": Field(Obj({"listen": Field(LISTEN, default="127.0.0.1:9901")}), default=SECTION_DEFAULTS),
+    "admin": Field(Obj({"listen": Field(LISTEN, default="127.0.0.1:9901"), **ADMIN_ACCESS}),
+                   default=SECTION_DEFAULTS),
     "backends": Field(MapOf(BACKEND, key_pattern=NAME_PATTERN, key_expected="a backend name"), required=True),
     "fallback": Field(Str(pattern=NAME_PATTERN, expected="a backend name"), required=True),
     "routes": Field(ListOf(ROUTE), default=[]),
@@ -315,7 +324,8 @@ ROUTES_SCHEMA = Obj({
                          "client_idle": Field(Duration("a client connection idle (or still sending its request "
                                                        "head) this long is closed"), default=60.0),
                          "drain": Field(Duration("on SIGTERM, keep serving this long while /readyz answers 503, "
-                                                 "so a load balancer moves traffic away first"), default=0.0)}),
+                                                 "so a load balancer moves traffic away first"), default=0.0),
+                         **WIRE_LIMITS}),
                     default=SECTION_DEFAULTS),
 }, description="Strangler gateway configuration (routes.yaml, version 1).")
 
@@ -464,9 +474,11 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         return None
     _check_reachability(routes, issues)
     admin_host = parse_listen(v["admin"]["listen"])[0]
-    if admin_host not in ("127.0.0.1", "::1", "localhost") and not admin_host.startswith("127."):
+    if admin_host not in ("127.0.0.1", "::1", "localhost") and not admin_host.startswith("127.") \
+            and not v["admin"]["read_token"]:
         issues.warn(("admin", "listen"), f"the admin listener on {admin_host} is reachable from other machines: "
-                                         "reads (routes, diffs with captured bodies, traces) need no token")
+                                         "reads (routes, diffs with captured bodies, traces) need no token "
+                                         "unless admin.read_token is true")
     store = v["store"]
     store_dir = Path(store["dir"])
     if not store_dir.is_absolute():
@@ -476,12 +488,14 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         path=path,
         listen=parse_listen(v["listen"]),
         admin_listen=parse_listen(v["admin"]["listen"]),
+        admin_hosts=tuple(v["admin"]["hosts"]),
+        admin_read_token=v["admin"]["read_token"],
         backends=MappingProxyType(backends),
         fallback=v["fallback"],
         routes=tuple(routes),
         tracing=TracingSpec(tracing["sample"], tracing["response_header"], tracing["max_per_second"]),
         store=StoreSpec(store_dir, store["max_samples"], store["max_age"], store["max_traces"]),
-        limits=Limits(limits["max_request_body"], limits["client_idle"], limits["drain"]),
+        limits=Limits(**limits),
         digest=hashlib.sha256(raw).hexdigest(),
     )
 
