@@ -72,7 +72,7 @@ class PublicHandler:
         if refusal is None:
             try:
                 path, query = split_target(raw)
-                norm = normalize_path(path)
+                norm = normalize_path(path, table.config.limits.path_parameters)
             except PathError as exc:
                 refusal = BadRequest(f"invalid request path: {exc}")
         if refusal is not None:
