@@ -87,7 +87,8 @@ class PublicHandler:
         outcome = proxy.Outcome(decision.backend.name)
 
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
-                                           keep_upgrade=False)
+                                           keep_upgrade=False,
+                                           underscores=table.config.limits.underscores_in_headers)
         shadow = self.gw.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
         extra = _cookie_header(decision)
         if trace_header is not None:
