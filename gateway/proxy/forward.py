@@ -21,7 +21,7 @@ from http import HTTPStatus
 from typing import Protocol
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.config.model import Backend
 from gateway.errors import (
@@ -39,6 +39,28 @@ CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024   # a complete body up to this size is sent with the headers in one write
 BODYLESS_STATUS = frozenset({204, 304})
 _LINGER_ZERO = struct.pack("ii", 1, 0)   # SO_LINGER on, 0 s: close() resets the connection
+
+
+class _Relayed(web.StreamResponse):
+    """A response relayed from a backend: its headers are the backend's. aiohttp fills in ``Server`` and, for a body
+    without one, ``Content-Type: application/octet-stream``; a proxy invents neither (RFC 9110 §10.2.4: Server
+    names the origin's software; §8.3: without Content-Type the recipient decides, not an intermediary). ``Date``
+    is still added when missing, as RFC 9110 §6.6.1 asks of a recipient with a clock."""
+
+    async def _prepare_headers(self) -> None:
+        headers = self._headers
+        invented = [name for name in (hdrs.CONTENT_TYPE, hdrs.SERVER) if name not in headers]
+        await super()._prepare_headers()
+        for name in invented:
+            headers.popall(name, None)
+
+
+class RelayedStreamResponse(_Relayed):
+    pass
+
+
+class RelayedResponse(_Relayed, web.Response):
+    pass
 
 
 class Tap(Protocol):
@@ -124,7 +146,7 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
             # instead of streaming headers and body separately.
             return _complete_response(resp.status, out_headers, extra_response_headers, whole, outcome, tap,
                                       started)
-        out = web.StreamResponse(status=resp.status, reason=_reason(resp.status), headers=out_headers)
+        out = RelayedStreamResponse(status=resp.status, reason=_reason(resp.status), headers=out_headers)
         for name, value in extra_response_headers:
             out.headers.add(name, value)
         await out.prepare(request)
@@ -167,7 +189,7 @@ async def _stream_body(resp: UpstreamResponse, out: web.StreamResponse, backend:
 
 def _complete_response(status: int, headers: Headers, extra: Headers, body: bytes, outcome: Outcome,
                        tap: Tap | None, started: float) -> web.Response:
-    out = web.Response(status=status, reason=_reason(status), headers=headers)
+    out = RelayedResponse(status=status, reason=_reason(status), headers=headers)
     for name, value in extra:
         out.headers.add(name, value)
     out.body = body   # keeps the backend's Content-Length header when it had one; aiohttp sets it otherwise
