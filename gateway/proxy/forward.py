@@ -26,6 +26,7 @@ from aiohttp import hdrs, web
 from gateway.config.model import Backend
 from gateway.errors import (
     GatewayError,
+    MalformedRequest,
     PayloadTooLarge,
     RequestTimeout,
     UpstreamBodyError,
@@ -107,6 +108,10 @@ async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | N
                     chunk = await reader.read(CHUNK)
             except TimeoutError:
                 raise RequestTimeout(f"the request body stalled for {idle:g}s") from None
+            except web.RequestPayloadError as exc:
+                # The parser found the body's framing broken (a bad chunk): the upload must not reach the
+                # backend looking complete, and the connection cannot be read further.
+                raise MalformedRequest(f"the request body is malformed: {exc}") from None
             if not chunk:
                 break
             seen += len(chunk)
@@ -127,7 +132,9 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
                   ) -> web.StreamResponse:
     """Proxy ``request`` to ``backend`` and stream the answer back; raises ``GatewayError`` before the response
     started (the caller turns it into a problem+json response)."""
-    body = request_body(request, tap, body_limit, backend.timeouts.idle) if request.can_read_body else None
+    # Whether the request has a body by its framing, not whether bytes are waiting: a body the screen refused
+    # is at its end with an error, and must fail the exchange rather than be sent on as an empty one.
+    body = request_body(request, tap, body_limit, backend.timeouts.idle) if request.body_exists else None
     if body is None and tap is not None:
         tap.request_end(True)
     started = time.perf_counter()

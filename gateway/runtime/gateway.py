@@ -203,7 +203,7 @@ class Gateway:
     async def start(self) -> None:
         from gateway.admin.app import create_admin_app
 
-        public = public_server(PublicHandler(self), self.table.config.limits.client_idle)
+        public = public_server(PublicHandler(self), lambda: self.table.config.limits)
         runner = web.ServerRunner(public, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
