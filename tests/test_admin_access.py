@@ -9,9 +9,10 @@ import stat
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from tests.support import public_url, run_gateway, serve_app, write_routes
+from tests.support import admin_url, public_url, run_gateway, serve_app, write_routes
 
 TOKEN = "test-admin-token"
 
@@ -75,5 +76,25 @@ async def test_state_files_are_private(tmp_path: Path) -> None:
                         assert _mode(store / name) == 0o600, (name, oct(_mode(store / name)))
     finally:
         os.umask(previous)
+
+
+@pytest.mark.parametrize(("target", "status"), [
+    ("/api/diffs/99999999999999999999999", 404),
+    ("/api/diffs/9223372036854775808", 404),
+    ("/api/diffs/-9223372036854775809", 404),
+    ("/api/diffs/1e5", 400),
+    ("/console/app.js%00.css", 404),
+    ("/console/%00", 404),
+])
+async def test_hostile_admin_urls_are_400_or_404(tmp_path: Path, target: str, status: int) -> None:
+    async with serve_app(_backend()) as up:
+        path = write_routes(tmp_path, f"""\
+            backends: {{legacy: {{url: "{up}"}}}}
+            fallback: legacy
+            """)
+        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
+            async with s.get(admin_url(gw) + target) as resp:
+                assert resp.status == status
+                assert resp.content_type == "application/problem+json"
 
 
