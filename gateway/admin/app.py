@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.admin import console
+from gateway.admin.hosts import admin_access
 from gateway.admin.traces import OTLP_PATH, TraceAPI
 from gateway.errors import problem
 from gateway.routing.table import Route, describe_match
@@ -53,7 +54,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 def create_admin_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[problems, require_token])
+    app = web.Application(middlewares=[admin_access(gateway), problems, require_token])
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

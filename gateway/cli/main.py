@@ -48,7 +48,7 @@ class AdminClient:
         req = urllib.request.Request(url, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        if method != "GET" and self.token:
+        if self.token:   # reads too: the gateway may have admin.read_token set
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
