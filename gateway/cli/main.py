@@ -35,9 +35,10 @@ class CLIError(Exception):
 
 
 class AdminClient:
-    def __init__(self, base: str, token: str | None) -> None:
+    def __init__(self, base: str, token: str | None, terminal: bool = False) -> None:
         self.base = base.rstrip("/")
         self.token = token
+        self.terminal = terminal   # answers are drawn for people: control characters escaped (render.safe)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              query: dict[str, Any] | None = None) -> Any:
@@ -52,7 +53,8 @@ class AdminClient:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
-                return json.loads(resp.read() or b"null")
+                data = json.loads(resp.read() or b"null")
+                return _terminal_safe(data) if self.terminal else data
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             try:
@@ -85,7 +87,7 @@ def _admin_client(args: argparse.Namespace) -> AdminClient:
         except OSError:
             token = None
     base = admin if admin.startswith("http") else f"http://{admin}"
-    return AdminClient(base, token)
+    return AdminClient(base, token, terminal=not getattr(args, "json", False))
 
 
 def _admin_from_raw(path: Path) -> str | None:
@@ -101,6 +103,12 @@ def _admin_from_raw(path: Path) -> str | None:
 # --------------------------------------------------------------------------------------------------------------
 # Output helpers
 # --------------------------------------------------------------------------------------------------------------
+
+
+def _terminal_safe(data: Any) -> Any:
+    from gateway.cli.render import terminal_safe
+
+    return terminal_safe(data)
 
 
 def _print_json(data: Any) -> None:
