@@ -17,6 +17,11 @@ Layout, shaped by what is written most (one gateway request per client request, 
   trace and service and batch, with the spans as JSON and a summary (time span, error, shadow, count, root) in
   columns so listing traces needs no JSON.
 
+The store only ever appends to a trace. A client may send a ``traceparent`` naming a trace the gateway recorded
+before (the id is in every ``X-Trace-Id``): its request joins that trace, as W3C Trace Context intends, but must
+not erase it. So a gateway request whose trace already holds one (only possible when the client chose the trace
+id: the gateway's own ids are random 128-bit numbers) is written as a span set beside it, never over it.
+
 Items queued are either a ``RequestSpan.snapshot()`` tuple (the gateway's request, packed into its ``traces``
 row by ``pack_request`` here, never on the request path) or objects with ``rows()`` and ``export`` (shadow spans,
 a ``Received`` OTLP batch). Listeners registered with ``add_listener`` get the rows of every batch whose items have
@@ -65,8 +70,10 @@ QUEUE_LIMIT = 50_000
 INTERVAL = 1.0
 MAX_BATCH = 20_000
 ORPHAN_WAIT = 5.0
+# A trace row made first by spans from elsewhere gets the gateway's request; one that has it keeps it.
 _INSERT_GATEWAY = ("INSERT INTO traces (tkey, trace_id, route, gateway) VALUES {values} "
-                   "ON CONFLICT (tkey) DO UPDATE SET route = excluded.route, gateway = excluded.gateway")
+                   "ON CONFLICT (tkey) DO UPDATE SET route = coalesce(traces.route, excluded.route), "
+                   "gateway = coalesce(traces.gateway, excluded.gateway)")
 _INSERT_SETS = ("INSERT INTO span_sets (tkey, service, start_ns, end_ns, error, shadow, span_count, has_root, "
                 "root_name, root_start, spans) VALUES {values}")
 CHUNK = 500
@@ -153,6 +160,7 @@ class TraceStore(BatchWriter):
 
     def _write_batch(self, db: sqlite3.Connection, batch: list[Any]) -> None:
         records: list[tuple[Any, ...]] = []
+        joined: list[tuple[Any, ...]] = []   # requests that continued a caller's trace (a remote parent)
         rows: list[Row] = []
         exported: list[Row] = []
         # Above max_traces requests per flush, the older ones would be evicted by this very transaction: they are
@@ -167,7 +175,7 @@ class TraceStore(BatchWriter):
                         skip -= 1
                         continue
                     values = pack_request(item)
-                    records.append(values)
+                    (joined if item[2] else records).append(values)
                     if self._listeners:
                         exported.extend(gateway_rows(decode_record(*values[:2], values[3])))
                     continue
@@ -186,6 +194,8 @@ class TraceStore(BatchWriter):
                     log.exception("trace listener failed")
         try:
             db.execute("BEGIN")
+            if joined:
+                records.extend(self._place_joined(db, joined, rows))
             if records:
                 insert_many(db, _INSERT_GATEWAY, records)
             if rows or self._orphans:
@@ -197,6 +207,26 @@ class TraceStore(BatchWriter):
             log.exception("trace store write failed; %d item(s) lost", len(batch))
             if db.in_transaction:
                 db.execute("ROLLBACK")
+
+    @staticmethod
+    def _place_joined(db: sqlite3.Connection, joined: list[tuple[Any, ...]], rows: list[Row]) -> list[tuple[Any, ...]]:
+        """Requests that joined a caller's trace: the first request of a trace the store has no gateway request
+        for takes the trace's row (returned); any other is added to ``rows``, to be written as a span set."""
+        taken: set[int] = set()
+        keys = list({values[0] for values in joined})
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            taken.update(k for (k,) in db.execute(
+                f"SELECT tkey FROM traces WHERE gateway IS NOT NULL AND tkey IN ({','.join('?' * len(chunk))})",
+                chunk))
+        first: list[tuple[Any, ...]] = []
+        for values in joined:
+            if values[0] in taken:
+                rows.extend(gateway_rows(decode_record(values[0], values[1], values[3])))
+            else:
+                taken.add(values[0])
+                first.append(values)
+        return first
 
     def _write_sets(self, db: sqlite3.Connection, rows: list[Row]) -> None:
         now = time.monotonic()

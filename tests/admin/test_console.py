@@ -28,10 +28,8 @@ from gateway.config.parse import load
 from gateway.runtime.gateway import Gateway
 from legacy_app.app import create_app as create_legacy_app
 from legacy_app.db import ensure_database
+from tests.support import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CONSOLE_DIR = Path(__file__).resolve().parents[2] / "gateway" / "admin" / "console"
 XSS_TEXT = '<img src=x onerror="window.__pwned=1"> great'

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support import Backend, free_port, process, serve_app, wait_ready
+from tests.support import Backend, free_port, process, serve_app, wait_listening, wait_ready
 
 
 @contextlib.asynccontextmanager
@@ -40,6 +40,7 @@ routes:
         with process([sys.executable, "-m", "gateway", "up", "-c", str(config), "--workers", "2"],
                      tmp_path / "gateway.log"):
             await wait_ready(f"http://127.0.0.1:{admin}/readyz", f"http://127.0.0.1:{public}/healthz")
+            await wait_listening(public, sockets=2)   # both workers, or the kernel sends everything to one
             yield {"public": f"http://127.0.0.1:{public}", "admin": f"127.0.0.1:{admin}", "config": config,
                    "legacy": legacy, "new": new}
 
