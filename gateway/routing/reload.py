@@ -66,6 +66,8 @@ def route_changes(old: Config | None, new: Config) -> list[dict[str, Any]]:
     return changes
 
 
+SERVED = "served"   # what ``_build`` answers when the file holds exactly the generation being served
+
 Swapped = Callable[[Table, Table, list[dict[str, Any]], str], None]
 Failed = Callable[["ReloadStatus"], None]
 
@@ -100,12 +102,20 @@ class Reloader:
             self.last = status
             self._failed(status)
             return status
-        if built is None:
+        if built is None or built == SERVED:
+            if built == SERVED:
+                # The file is back to exactly what is served (a bad edit reverted): the file on disk is the
+                # truth, so there is no failure left to report.
+                recovered = self._failed_digest is not None or (self.last is not None and not self.last.ok)
+                self._failed_digest = None
+                if recovered:
+                    self.last = ReloadStatus(True, time.time(), old.generation, changed=False, actor=actor)
+                    log.info("config file is valid again and equals generation %d: nothing to reload",
+                             old.generation, extra={"event": "reload_recovered", "generation": old.generation})
             # Same bytes as the running generation, or as the broken file already reported: nothing to do
             # (editors touch files without changing them; the poll must not log the same error every second).
-            if self._failed_digest is None and (self.last is None or not self.last.ok):
+            if self.last is None:
                 self.last = ReloadStatus(True, time.time(), old.generation, changed=False, actor=actor)
-            assert self.last is not None
             if actor != "file":
                 # Asked for explicitly (SIGHUP, the admin API): answer with this attempt, not the last change.
                 log.info("reload requested by %s: %s", actor, "file unchanged" if self.last.ok else
@@ -126,13 +136,17 @@ class Reloader:
         return status
 
     def _build(self, generation: int, current_digest: str | None,
-               failed_digest: str | None) -> tuple[Config, Table] | None:
+               failed_digest: str | None) -> tuple[Config, Table] | str | None:
+        """The new generation; ``SERVED`` when the file equals the served one; None when it is the broken file
+        already reported."""
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
             raise ConfigError([f"{self.path}: cannot read: {exc.strerror or exc}"]) from exc
         digest = hashlib.sha256(raw).hexdigest()
-        if digest in (current_digest, failed_digest):
+        if digest == current_digest:
+            return SERVED
+        if digest == failed_digest:
             return None
         try:
             cfg = parse(raw, self.path)
