@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.app import json_body
+from gateway.admin.lookup import route_or_404
 from gateway.rollout.controller import Rollout
 from gateway.rollout.explain import explain
 from gateway.routing.table import Route, TableRef, describe_match
@@ -60,10 +61,10 @@ class RoutesAPI:
         return web.json_response([self.view(r) for r in (*table.routes, table.fallback)])
 
     def route_or_404(self, name: str) -> Route:
-        by_name = self.tables.current.by_name
-        route = by_name.get(name)
-        if route is None:
-            raise web.HTTPNotFound(text=f"no route named {name!r}; routes: {', '.join(by_name) or 'none'}")
+        route = route_or_404(self.tables, name)
+        if route.is_fallback:
+            raise web.HTTPConflict(text=f"{name!r} is the fallback (what no route matches): it is always served by "
+                                        f"{route.legacy.name} and cannot be rolled back, resumed or replayed")
         return route
 
     async def post_rollback(self, request: web.Request) -> web.Response:

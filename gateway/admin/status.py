@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.app import int_param
+from gateway.admin.lookup import route_filter
 from gateway.errors import problem
 from gateway.routing.reload import Reloader
 from gateway.routing.table import TableRef
@@ -80,5 +81,5 @@ class StatusAPI:
 
     async def get_history(self, request: web.Request) -> web.Response:
         limit = int_param(request, "limit", 200, 1, 5000)
-        rows = await asyncio.to_thread(self.state.history, request.query.get("route") or None, limit)
+        rows = await asyncio.to_thread(self.state.history, route_filter(self.tables, request), limit)
         return web.json_response(rows)

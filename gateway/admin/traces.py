@@ -19,7 +19,9 @@ import re
 
 from aiohttp import web
 
+from gateway.admin.lookup import route_filter
 from gateway.errors import problem
+from gateway.routing.table import TableRef
 from gateway.stores import traces as tracestore
 from gateway.stores.api import TraceStore
 from gateway.telemetry import otlp
@@ -31,9 +33,10 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class TraceAPI:
-    def __init__(self, store: TraceStore, instance: str) -> None:
+    def __init__(self, store: TraceStore, instance: str, tables: TableRef | None = None) -> None:
         self.store = store
         self.instance = instance    # this gateway's relay id: spans it exported itself are not exported again
+        self.tables = tables        # to check a ``route=`` filter names a real route
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(OTLP_PATH, self.receive), web.get("/api/traces", self.list),
@@ -64,7 +67,8 @@ class TraceAPI:
             raise web.HTTPBadRequest(text="status must be ok or error")
         min_ms = _number(request, "min_ms")
         limit = int(min(1000, max(1, _number(request, "limit") or 50)))
-        rows = await asyncio.to_thread(self.store.list_traces, route=request.query.get("route") or None,
+        route = route_filter(self.tables, request) if self.tables is not None else request.query.get("route")
+        rows = await asyncio.to_thread(self.store.list_traces, route=route or None,
                                        status=status, min_ms=min_ms, limit=limit)
         return web.json_response(rows)
 

@@ -140,8 +140,9 @@ def print_report(con: Console, rep: dict[str, Any]) -> None:
     if not routes:
         con.print("no routes with comparisons yet")
         return
-    t = Table(title="shadow comparison per route (latency over the compared requests)", title_justify="left",
-              show_edge=False)
+    windows = sorted({r.get("window", "everything stored") for r in routes})
+    t = Table(title="shadow comparison per route: " + "; ".join(windows) + " (rates: share of the compared "
+              "requests; latency: p50/p99 over the compared requests)", title_justify="left", show_edge=False)
     for col in ("route", "stage", "compared", "match", "mismatch", "ignored", "error", "skipped",
                 "legacy p50/p99 ms", "new p50/p99 ms"):
         t.add_column(col)
@@ -158,14 +159,25 @@ def print_report(con: Console, rep: dict[str, Any]) -> None:
     con.print(Text("match: identical answers; ignored: differed only in ignored or learned-noise fields (equal for "
                    "the migration); mismatch: a field that counts differs; error: the shadow failed", style="dim"))
     for r in routes:
+        if len(windows) > 1 and r.get("window"):
+            con.print(Text(f"{r['route']}: {r['window']}", style="dim"))
+        if r.get("match", {}).get("compared"):
+            con.print(f"{r['route']}: equal for the migration (match + ignored): {r['match']['text']}")
         if r.get("fields"):
             ft = Table(title=f"{r['route']}: top differing fields", title_justify="left", show_edge=False)
             for col in ("field", "kind", "mismatching", "ignored", "example"):
                 ft.add_column(col)
             for f in r["fields"][:10]:
-                ft.add_row(Text(f["field"], style="bold red" if f["count"] else "cyan"), f["kind"], str(f["count"]),
-                           str(f["ignored"]), f"strangler diff {f['last_sample']}" if f.get("last_sample") else "")
+                covered = f.get("ignored_by_rule")
+                name = Text(f["field"], style="cyan" if covered or not f["count"] else "bold red")
+                if covered:
+                    name.append(" (ignored by a rule now)", style="cyan")
+                ft.add_row(name, f["kind"], str(f["count"]), str(f["ignored"]),
+                           f"strangler diff {f['last_sample']}" if f.get("last_sample") else "")
             con.print(ft)
+        if r.get("ignore_rules"):
+            con.print(Text(f"{r['route']}: ignored by rules in routes.yaml: " + ", ".join(r["ignore_rules"]),
+                           style="cyan"))
         learned = [n for n in r.get("noise", []) if n.get("learned", True)]
         candidates = [n for n in r.get("noise", []) if not n.get("learned", True)]
         if learned:
@@ -177,13 +189,11 @@ def print_report(con: Console, rep: dict[str, Any]) -> None:
 
 
 def _latency(r: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """p50/p99 of both sides: over the compared requests when the store has them, else the live window."""
+    """p50/p99 of both sides over the compared requests; nothing compared, no latency to show."""
     compared = r.get("compared_latency") or {}
-    if compared.get("legacy") and compared.get("extracted"):
-        return compared["legacy"], compared["extracted"]
-    lat = r.get("latency") or {}
-    new = lat.get("shadow") if r.get("stage") == "shadow" else lat.get("extracted")
-    return lat.get("legacy") or {}, new or {}
+    if not r.get("compared"):
+        return {}, {}
+    return compared.get("legacy") or {}, compared.get("extracted") or {}
 
 
 def _skipped(r: dict[str, Any]) -> str:

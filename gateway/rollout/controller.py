@@ -205,6 +205,13 @@ class Rollout:
                 self._fresh_evidence(change["route"])
         self.clear_stale_pins(new, actor)
 
+    def changed_at(self, name: str) -> float | None:
+        """When routes.yaml last changed the route (added or modified it), from history; None if never seen."""
+        for event in self.state.history(name, 1000):
+            if event["kind"] == "config":
+                return float(event["at"])
+        return None
+
     def reload_failed(self, actor: str, error: str) -> None:
         if self.primary:
             self.state.record("reload_failed", None, actor, error)

@@ -23,11 +23,12 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.stores import sqlite
+from gateway.stores import diff_slots, sqlite
 from gateway.stores.diff_queries import get_sample, list_samples, noise_counts, replayable, report
 from gateway.stores.diff_schema import (
     MAX_FIELDS_PER_ROUTE,
@@ -80,6 +81,7 @@ class Record:
     at: float = field(default_factory=time.time)
     replay: bool = False
     reverse: bool = False     # the primary was the extracted side (stage extracted with reverse_shadow)
+    version: str = ""         # the route's fingerprint when compared: reports can be scoped to this version
 
 
 def _capped(body: bytes | None) -> tuple[bytes | None, bool]:
@@ -98,14 +100,17 @@ class _BatchCounts:
         self.latency: dict[tuple[str, str, int], int] = {}
         self.skips: dict[tuple[str, str], int] = {}
         self.examples: set[tuple[str, str, str]] = set()
+        self.slots = diff_slots.SlotCounts()     # the same counts by time, for scoped reports
 
     def add_record(self, r: Record, sample_id: int | None) -> None:
         key = (r.route, r.verdict)
         self.verdicts[key] = self.verdicts.get(key, 0) + 1
+        self.slots.add(r.route, r.version, r.at, "v", r.verdict)
         for diffs, column in ((r.differences, "counted"), (r.ignored, "ignored")):
             for name, kind in {(d.get("field", d.get("path", "?")), d.get("kind", "changed")) for d in diffs}:
                 fkey = (r.route, name, kind, column)
                 self.fields[fkey] = self.fields.get(fkey, 0) + 1
+                self.slots.add(r.route, r.version, r.at, "f" if column == "counted" else "i", name, kind)
                 if sample_id is not None:
                     self.last_ids[(r.route, name, kind)] = sample_id
                     if column == "counted":
@@ -116,6 +121,7 @@ class _BatchCounts:
             if ms is not None and r.verdict != "error":
                 lkey = (r.route, side, latency_bucket(ms))
                 self.latency[lkey] = self.latency.get(lkey, 0) + 1
+                self.slots.add(r.route, r.version, r.at, "l", side, str(lkey[2]))
 
     def write(self, db: sqlite3.Connection) -> None:
         for (route, verdict), n in self.verdicts.items():
@@ -132,6 +138,7 @@ class _BatchCounts:
         for (route, reason), n in self.skips.items():
             db.execute("INSERT INTO skips VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
                        (route, reason, n))
+        self.slots.write(db)
 
 
 class DiffStore:
@@ -146,6 +153,7 @@ class DiffStore:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
         init = self._connect()
         init.executescript(SCHEMA)
+        init.executescript(diff_slots.SCHEMA)
         migrate(init)
         init.close()
         # Items put but not yet committed; flush() waits for zero. A counter under a condition, not an Event,
@@ -159,6 +167,7 @@ class DiffStore:
         self._sampled: dict[tuple[str, str], int] = {}
         self._sampled_second = 0
         self._has_example: set[tuple[str, str, str]] = set()
+        self._pruned = 0.0
         self._thread = threading.Thread(target=self._writer, name="strangler-diffstore", daemon=True)
         self._thread.start()
 
@@ -198,6 +207,13 @@ class DiffStore:
     def noise_sample(self, route: str, fields: frozenset[str]) -> None:
         self.put(("noise", route, json.dumps(sorted(fields))))
 
+    def clear(self, route: str) -> bool:
+        """Forget a route's results (samples, verdict, field, skip and latency counters), after a fix: what the
+        route does from now on is what its report shows. Learned noise stays: it is about legacy, not the new
+        service. Goes through the writer, in order with the records queued before it; True once committed."""
+        self.push_skips()
+        return self.put(("clear", route)) and self.flush()
+
     @property
     def pending(self) -> int:
         return self._pending
@@ -232,8 +248,8 @@ class DiffStore:
             db.close()
 
     def list_samples(self, route: str | None = None, verdict: str | None = None, limit: int = 50,
-                     before: int | None = None) -> list[dict[str, Any]]:
-        return self._read(list_samples, route, verdict, limit, before)  # type: ignore[no-any-return]
+                     before: int | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        return self._read(list_samples, route, verdict, limit, before, since)  # type: ignore[no-any-return]
 
     def get_sample(self, sample_id: int) -> dict[str, Any] | None:
         return self._read(get_sample, sample_id)  # type: ignore[no-any-return]
@@ -242,8 +258,10 @@ class DiffStore:
         """The newest recorded (not replayed) comparisons of a route, whole, for ``strangler replay``."""
         return self._read(replayable, route, verdict, limit)  # type: ignore[no-any-return]
 
-    def report(self) -> dict[str, dict[str, Any]]:
-        return self._read(report)  # type: ignore[no-any-return]
+    def report(self, since: Mapping[str, float | str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per route, everything stored; or, for the routes in ``since``, what happened from that moment on (a
+        time), or what that version of the route did (a route fingerprint)."""
+        return self._read(report, since)  # type: ignore[no-any-return]
 
     def noise_counts(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         db = self.reader()
@@ -314,8 +332,14 @@ class DiffStore:
                     if not item.replay:
                         counts.add_record(item, sample_id)
                 elif item[0] == "skips":
+                    now = time.time()
                     for key, n in item[1].items():
                         counts.skips[key] = counts.skips.get(key, 0) + n
+                        counts.slots.add(key[0], "", now, "s", key[1], n=n)
+                elif item[0] == "clear":
+                    counts.write(db)       # what was queued before the clear is cleared with the rest
+                    counts = _BatchCounts()
+                    self._clear(db, item[1])
                 elif item[0] == "noise":
                     self._noise(db, item[1], json.loads(item[2]))
             counts.write(db)
@@ -325,6 +349,11 @@ class DiffStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _clear(self, db: sqlite3.Connection, route: str) -> None:
+        for table in ("samples", "verdicts", "skips", "fields", "latency", "slots"):
+            db.execute(f"DELETE FROM {table} WHERE route = ?", (route,))
+        self._has_example = {key for key in self._has_example if key[0] != route}
 
     def _keep_sample(self, r: Record) -> bool:
         """Whether to store this comparison as a sample (counters always count it). At most
@@ -373,6 +402,9 @@ class DiffStore:
         """Enforce the bounds for what this batch touched: ``max_samples`` per route, verdict and kind (besides
         the latest example of each counted field), field and noise counters per route, and ``max_age``."""
         db.execute("DELETE FROM samples WHERE at < ?", (time.time() - self.max_age,))
+        if time.monotonic() - self._pruned >= diff_slots.PRUNE_EVERY:
+            self._pruned = time.monotonic()
+            diff_slots.prune(db)
         # Fields first: a field trimmed away no longer holds its example sample.
         for route in {t[0] for t in touched}:
             _trim(db, "fields", route, "counted + ignored", MAX_FIELDS_PER_ROUTE)
