@@ -1,6 +1,6 @@
 """Shadow comparisons: recent samples, one sample whole, the per-route report, and replays.
 
-    GET  /api/diffs?route=&verdict=&limit=&before=&since=
+    GET  /api/diffs?route=&verdict=&limit=&before=&since=&trace=
     GET  /api/diffs/{id}
     GET  /api/report?route=&since=      since: a duration (10m) or "reload" (see ``scope``)
     POST /api/routes/{name}/replay?limit=&verdict=
@@ -56,8 +56,9 @@ class DiffsAPI:
         if scope.kind == "reload" and route is None:
             raise web.HTTPBadRequest(text="since=reload is per route: add route=NAME")
         since = await asyncio.to_thread(scope.since, route or "", self.route_api.rollout.changed_at, time.time())
+        trace_id = (request.query.get("trace") or "").strip().lower() or None
         rows = await asyncio.to_thread(self.comparisons.list_samples, route,
-                                       request.query.get("verdict") or None, limit, before, since)
+                                       request.query.get("verdict") or None, limit, before, since, trace_id)
         return web.json_response(rows)
 
     async def get_diff(self, request: web.Request) -> web.Response:

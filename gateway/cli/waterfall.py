@@ -107,6 +107,13 @@ def print_trace(console: Console, trace: dict[str, Any], width: int = BAR_WIDTH)
         table.add_row(name, Text(span["service"], style=service_style(span["service"])), f"{duration:.2f}",
                       _bar(span["start_ns"], span["end_ns"], t0, total, width, style))
     console.print(table)
+    for c in trace.get("comparisons") or []:
+        console.print(Text(f"shadow comparison #{c['id']}: {c['verdict']}   (strangler diff {c['id']})",
+                           style="bold red" if c["verdict"] in ("mismatch", "error") else "magenta"))
+    waiting = trace.get("awaiting") or {}
+    if waiting.get("text"):
+        console.print(Text(waiting["text"] + ("; run the command again in a moment" if waiting["state"] == "arriving"
+                                              else ""), style="yellow"))
 
 
 def print_traces(console: Console, rows: list[dict[str, Any]]) -> None:
@@ -117,7 +124,9 @@ def print_traces(console: Console, rows: list[dict[str, Any]]) -> None:
         when = dt.datetime.fromtimestamp(r["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
         status = Text("error", style="red") if r["status"] == "error" else Text("ok", style="green")
         if r.get("has_shadow"):
-            status.append(" shadow", style="magenta")
+            verdict = r.get("shadow_verdict")
+            status.append(" shadow" + (f" {verdict}" if verdict else ""),
+                          style="bold red" if verdict in ("mismatch", "error") else "magenta")
         table.add_row(r["trace_id"], when, r["route"] or "-", r["root"] or "-",
                       ", ".join(r["services"]), str(r["span_count"]), f"{r['duration_ms']:.2f}", status)
     console.print(table)

@@ -51,9 +51,13 @@ def sample_detail(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def list_samples(db: sqlite3.Connection, route: str | None = None, verdict: str | None = None,
-                 limit: int = 50, before: int | None = None, since: float | None = None) -> list[dict[str, Any]]:
+                 limit: int = 50, before: int | None = None, since: float | None = None,
+                 trace_id: str | None = None) -> list[dict[str, Any]]:
     sql = "SELECT * FROM samples WHERE 1=1"
     args: list[Any] = []
+    if trace_id is not None:
+        sql += " AND trace_id = ?"
+        args.append(trace_id)
     if since is not None:
         sql += " AND at >= ?"
         args.append(since)

@@ -248,8 +248,10 @@ class DiffStore:
             db.close()
 
     def list_samples(self, route: str | None = None, verdict: str | None = None, limit: int = 50,
-                     before: int | None = None, since: float | None = None) -> list[dict[str, Any]]:
-        return self._read(list_samples, route, verdict, limit, before, since)  # type: ignore[no-any-return]
+                     before: int | None = None, since: float | None = None,
+                     trace_id: str | None = None) -> list[dict[str, Any]]:
+        return self._read(list_samples, route, verdict, limit, before, since,  # type: ignore[no-any-return]
+                          trace_id)
 
     def get_sample(self, sample_id: int) -> dict[str, Any] | None:
         return self._read(get_sample, sample_id)  # type: ignore[no-any-return]
