@@ -133,7 +133,8 @@ def report_entry(route: Route, entry: dict[str, Any], stats: RouteStats, window:
     rules = _rules(route)
     compared = entry.get("compared") or sum(entry["verdicts"].values())
     verdicts = entry["verdicts"]
-    fields = [{**f, "ignored_by_rule": ignored_by(rules, f["field"])} for f in entry["fields"]]
+    fields = [{**f, "ignored_by_rule": ignored_by(rules, f["field"]),
+               "share": round(100.0 * f["count"] / compared, 2) if compared else None} for f in entry["fields"]]
     return {**entry, "fields": fields, "compared": compared,
             "rates": {k: round(100.0 * n / compared, 2) for k, n in verdicts.items()} if compared else {},
             "route": route.name, "stage": route.stage, "window": window, "since": since,

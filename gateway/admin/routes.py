@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.app import json_body
+from gateway.admin.format import equal_rate
 from gateway.admin.lookup import route_or_404
 from gateway.rollout.controller import Rollout
 from gateway.rollout.explain import explain
@@ -49,6 +50,9 @@ class RoutesAPI:
             "legacy": route.legacy.name,
             "line": spec.line if spec else None,
             "priority": spec.priority if spec else None,
+            # Match (answers equal for the migration) over the last minute's comparisons; the report gives the
+            # same figure over its own window. Surfaces show ``text``: the rate with its window and denominator.
+            "shadow_match": equal_rate(shadow.compared - shadow.mismatches, shadow.compared, "last 60s"),
             "shadow_match_rate": (None if not shadow.compared else round(100.0 - shadow.mismatch_rate, 2)),
             "stats": stats.as_dict(60.0),
             # Requests per second over the last minute, oldest first: the console's sparklines.

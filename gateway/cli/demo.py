@@ -130,9 +130,17 @@ def _log_to_file(path: Path, setup_logging: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     setup_logging("gateway", json_lines=True, stream=open(path, "a", buffering=1))  # noqa: SIM115
     terminal = logging.StreamHandler(sys.stderr)
-    terminal.setLevel(logging.WARNING)
+    terminal.addFilter(_worth_saying)
     terminal.setFormatter(logging.Formatter("strangler: %(levelname)s %(message)s"))
     logging.getLogger().addHandler(terminal)
+
+
+# Besides warnings and errors, the terminal says when something the user did took effect.
+TERMINAL_EVENTS = frozenset({"reloaded", "reload_recovered", "reload_unchanged", "resume", "canary_step"})
+
+
+def _worth_saying(record: Any) -> bool:
+    return bool(record.levelno >= 30 or getattr(record, "event", None) in TERMINAL_EVENTS)
 
 
 def run_demo(config_path: str, traffic: bool = True) -> int:

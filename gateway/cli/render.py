@@ -108,8 +108,8 @@ def print_diff(con: Console, d: dict[str, Any], *, context: int = 3) -> None:
         for col in ("path", "kind", "legacy", "new"):
             t.add_column(col, overflow="fold")
         for x in diffs[:50]:
-            t.add_row(x["path"], x["kind"], Text(json.dumps(x["legacy"], default=str), style="red"),
-                      Text(json.dumps(x["shadow"], default=str), style="green"))
+            t.add_row(x["path"], x["kind"], _value(x, "legacy", "extra", "red"),
+                      _value(x, "shadow", "missing", "green"))
         con.print(t)
         if len(diffs) > 50:
             con.print(f"... and {len(diffs) - 50} more")
@@ -133,6 +133,14 @@ def print_diff(con: Console, d: dict[str, Any], *, context: int = 3) -> None:
         style_a, style_b = MARK_STYLE[mark]
         side.add_row(Text(mark, style="bold"), Text(a, style=style_a), Text(b, style=style_b))
     con.print(side)
+
+
+def _value(difference: dict[str, Any], side: str, absent_kind: str, style: str) -> Text:
+    """One side's value of a difference; a field the side does not have at all is "(absent)", never ``null``
+    (``extra``: only the new service has it; ``missing``: only legacy has it)."""
+    if difference["kind"] == absent_kind:
+        return Text("(absent)", style="dim")
+    return Text(json.dumps(difference[side], default=str), style=style)
 
 
 def print_report(con: Console, rep: dict[str, Any]) -> None:

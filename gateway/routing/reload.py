@@ -60,13 +60,24 @@ def route_changes(old: Config | None, new: Config) -> list[dict[str, Any]]:
         nw = r.canary.weight if r.canary else None
         if ow != nw:
             fields["weight"] = [ow, nw]
-        changes.append({"route": name, "change": "modified", **({"fields": fields} if fields else {})})
+        # The blocks that changed beyond those fields (a new ignore rule, a guard threshold, the match).
+        blocks = [attr for attr in ("match", "shadow", "canary", "guard", "reverse_shadow")
+                  if getattr(o, attr) != getattr(r, attr) and not (attr == "canary" and "weight" in fields
+                                                                   and _same_but_weight(o, r))]
+        changes.append({"route": name, "change": "modified", **({"fields": fields} if fields else {}),
+                        **({"blocks": blocks} if blocks else {})})
     for name in before.keys() - after.keys():
         changes.append({"route": name, "change": "removed"})
     return changes
 
 
 SERVED = "served"   # what ``_build`` answers when the file holds exactly the generation being served
+
+def _same_but_weight(old: Any, new: Any) -> bool:
+    return old.canary is not None and new.canary is not None and \
+        old.canary.sticky == new.canary.sticky and old.canary.steps == new.canary.steps and \
+        old.canary.interval == new.canary.interval
+
 
 Swapped = Callable[[Table, Table, list[dict[str, Any]], str], None]
 Failed = Callable[["ReloadStatus"], None]
