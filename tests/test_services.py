@@ -97,6 +97,14 @@ routes:
         sample = json.loads(body)
         assert sample["shadow"]["backend"] == "inventory" and sample["shadow"]["status"] == 200
 
+        # The demo's terminal says when an edit took effect (not only warnings and errors).
+        config = tmp_path / "routes.yaml"
+        config.write_text(config.read_text().replace("stage: shadow", "stage: legacy"))
+        deadline = time.monotonic() + 20
+        while "config reloaded: generation 2" not in (tmp_path / "demo.log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "demo.log").read_text()
+            time.sleep(0.1)
+
 
 def test_demo_refuses_a_services_yaml_naming_an_unknown_backend(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("public", "admin", "legacy")}

@@ -44,7 +44,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
     else:
         t.add_column("legacy p50/p99 ms")
         t.add_column("new p50/p99 ms")
-    t.add_column("rolled back", overflow="fold")
+    pinned = any(r["rolled_back"] for r in routes)
+    if pinned:
+        t.add_column("rolled back", overflow="fold")
     for r in routes:
         st = r["stats"]
         rb = r["rolled_back"]
@@ -58,7 +60,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
                    [f"{fmt_ms(st['legacy']['p50_ms'])}/{fmt_ms(st['legacy']['p99_ms'])}",
                     f"{fmt_ms(new['p50_ms'])}/{fmt_ms(new['p99_ms'])}"])
         t.add_row(r["name"], r["match"], *stage, r["to"] or "-", weight, _match(r.get("shadow_match")), *latency,
-                  f"[red]{rb['actor']}: {rb['reason']}[/red]" if rb else "")
+                  *([f"[red]{rb['actor']}: {rb['reason']}[/red]" if rb else ""] if pinned else []))
     con.print(t)
     return 0
 
