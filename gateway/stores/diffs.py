@@ -38,6 +38,7 @@ from gateway.stores.diff_schema import (
     latency_bucket,
     migrate,
 )
+from gateway.stores.diff_slots import coarse_bucket, slot_of
 
 SAMPLES_PER_SECOND = 10     # stored samples per route and verdict per second; counters count everything
 SKIP_FLUSH = 0.5            # seconds between two writes of the skip counters
@@ -91,54 +92,75 @@ def _capped(body: bytes | None) -> tuple[bytes | None, bool]:
 
 
 class _BatchCounts:
-    """Counter deltas of one batch, written with one upsert per key."""
+    """Counter deltas of one batch, written with one upsert per key.
+
+    Each record is counted once, under ``(route, version, 10-second slot, kind, name, detail)``; at write time
+    these add up into the permanent counters and, latency at half resolution, into the slots of
+    ``diff_slots`` (the batch's keys are few, its records many)."""
 
     def __init__(self) -> None:
-        self.verdicts: dict[tuple[str, str], int] = {}
-        self.fields: dict[tuple[str, str, str, str], int] = {}
+        self.counts: dict[diff_slots.Key, int] = {}
         self.last_ids: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[tuple[str, str, int], int] = {}
         self.skips: dict[tuple[str, str], int] = {}
         self.examples: set[tuple[str, str, str]] = set()
-        self.slots = diff_slots.SlotCounts()     # the same counts by time, for scoped reports
 
     def add_record(self, r: Record, sample_id: int | None) -> None:
-        key = (r.route, r.verdict)
-        self.verdicts[key] = self.verdicts.get(key, 0) + 1
-        self.slots.add(r.route, r.version, r.at, "v", r.verdict)
-        for diffs, column in ((r.differences, "counted"), (r.ignored, "ignored")):
+        counts = self.counts
+        route, version, slot = r.route, r.version, slot_of(r.at)
+        key: diff_slots.Key = (route, version, slot, "v", r.verdict, "")
+        counts[key] = counts.get(key, 0) + 1
+        for diffs, column in ((r.differences, "f"), (r.ignored, "i")):
             for name, kind in {(d.get("field", d.get("path", "?")), d.get("kind", "changed")) for d in diffs}:
-                fkey = (r.route, name, kind, column)
-                self.fields[fkey] = self.fields.get(fkey, 0) + 1
-                self.slots.add(r.route, r.version, r.at, "f" if column == "counted" else "i", name, kind)
+                key = (route, version, slot, column, name, kind)
+                counts[key] = counts.get(key, 0) + 1
                 if sample_id is not None:
-                    self.last_ids[(r.route, name, kind)] = sample_id
-                    if column == "counted":
-                        self.examples.add((r.route, name, kind))
+                    self.last_ids[(route, name, kind)] = sample_id
+                    if column == "f":
+                        self.examples.add((route, name, kind))
+        if r.verdict == "error":
+            return
         sides = (("extracted", r.primary_ms), ("legacy", r.shadow_ms)) if r.reverse else \
             (("legacy", r.primary_ms), ("extracted", r.shadow_ms))
         for side, ms in sides:
-            if ms is not None and r.verdict != "error":
-                lkey = (r.route, side, latency_bucket(ms))
-                self.latency[lkey] = self.latency.get(lkey, 0) + 1
-                self.slots.add(r.route, r.version, r.at, "l", side, str(lkey[2]))
+            if ms is not None:
+                key = (route, version, slot, "l", side, str(latency_bucket(ms)))
+                counts[key] = counts.get(key, 0) + 1
 
     def write(self, db: sqlite3.Connection) -> None:
-        for (route, verdict), n in self.verdicts.items():
+        verdicts: dict[tuple[str, str], int] = {}
+        fields: dict[tuple[str, str, str, str], int] = {}
+        latency: dict[tuple[str, str, int], int] = {}
+        slots = diff_slots.SlotCounts()
+        for (route, version, slot, kind, name, detail), n in self.counts.items():
+            if kind == "v":
+                verdicts[(route, name)] = verdicts.get((route, name), 0) + n
+            elif kind == "l":
+                lkey = (route, name, int(detail))
+                latency[lkey] = latency.get(lkey, 0) + n
+                detail = coarse_bucket(int(detail))
+            else:
+                fkey = (route, name, detail, "counted" if kind == "f" else "ignored")
+                fields[fkey] = fields.get(fkey, 0) + n
+            skey = (route, version, slot, kind, name, detail)
+            slots.counts[skey] = slots.counts.get(skey, 0) + n
+        now = time.time()
+        for (route, reason), n in self.skips.items():
+            slots.add(route, "", now, "s", reason, n=n)
+        for (route, verdict), n in verdicts.items():
             db.execute("INSERT INTO verdicts VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
                        (route, verdict, n))
-        for (route, name, kind, column), n in self.fields.items():
+        for (route, name, kind, column), n in fields.items():
             last_id = self.last_ids.get((route, name, kind))
             db.execute(f"INSERT INTO fields (route, field, kind, {column}, last_id) VALUES (?, ?, ?, ?, ?) "
                        f"ON CONFLICT DO UPDATE SET {column} = {column} + excluded.{column}, "
                        f"last_id = COALESCE(excluded.last_id, last_id)", (route, name, kind, n, last_id))
-        for (route, side, bucket), n in self.latency.items():
+        for (route, side, bucket), n in latency.items():
             db.execute("INSERT INTO latency VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
                        (route, side, bucket, n))
         for (route, reason), n in self.skips.items():
             db.execute("INSERT INTO skips VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
                        (route, reason, n))
-        self.slots.write(db)
+        slots.write(db)
 
 
 class DiffStore:
@@ -334,10 +356,8 @@ class DiffStore:
                     if not item.replay:
                         counts.add_record(item, sample_id)
                 elif item[0] == "skips":
-                    now = time.time()
                     for key, n in item[1].items():
                         counts.skips[key] = counts.skips.get(key, 0) + n
-                        counts.slots.add(key[0], "", now, "s", key[1], n=n)
                 elif item[0] == "clear":
                     counts.write(db)       # what was queued before the clear is cleared with the rest
                     counts = _BatchCounts()
