@@ -149,23 +149,31 @@ def print_report(con: Console, rep: dict[str, Any]) -> None:
         con.print("no routes with comparisons yet")
         return
     windows = sorted({r.get("window", "everything stored") for r in routes})
-    t = Table(title="shadow comparison per route: " + "; ".join(windows) + " (rates: share of the compared "
-              "requests; latency: p50/p99 over the compared requests)", title_justify="left", show_edge=False)
-    for col in ("route", "stage", "compared", "match", "mismatch", "ignored", "error", "skipped",
-                "legacy p50/p99 ms", "new p50/p99 ms"):
-        t.add_column(col)
+    # Narrow terminals (100 columns) show p99 only, in one column, rather than cut figures.
+    narrow = con.width < 130
+    title = windows[0] if len(windows) == 1 else "each route's window is under the table"
+    t = Table(title=f"shadow comparison per route: {title}", title_justify="left", show_edge=False)
+    longest = max((len(r["route"]) for r in routes), default=5)
+    t.add_column("route", overflow="fold", min_width=min(longest, 24))   # never cut a name to an ellipsis
+    for col in ("stage", "compared", "match", "mismatch", "ignored", "error", "skipped"):
+        t.add_column(col, overflow="fold")
+    for col in (("p99 ms legacy/new",) if narrow else ("legacy p50/p99 ms", "new p50/p99 ms")):
+        t.add_column(col, overflow="fold")
     for r in routes:
         rates = r.get("rates", {})
         legacy, new = _latency(r)
         compared = r.get("compared", 0)
+        latency = ([f"{_ms(legacy.get('p99_ms'))}/{_ms(new.get('p99_ms'))}"] if narrow else
+                   [f"{_ms(legacy.get('p50_ms'))}/{_ms(legacy.get('p99_ms'))}",
+                    f"{_ms(new.get('p50_ms'))}/{_ms(new.get('p99_ms'))}"])
         t.add_row(r["route"], r["stage"], str(compared),
                   *[f"{rates.get(v, 0.0):.1f}%" if compared else "-" for v in ("match", "mismatch", "ignored",
                                                                                   "error")],
-                  _skipped(r), f"{_ms(legacy.get('p50_ms'))}/{_ms(legacy.get('p99_ms'))}",
-                  f"{_ms(new.get('p50_ms'))}/{_ms(new.get('p99_ms'))}")
+                  _skipped(r), *latency)
     con.print(t)
-    con.print(Text("match: identical answers; ignored: differed only in ignored or learned-noise fields (equal for "
-                   "the migration); mismatch: a field that counts differs; error: the shadow failed", style="dim"))
+    con.print(Text("rates: share of the compared requests. match: identical answers; ignored: differed only in "
+                   "ignored or learned-noise fields (equal for the migration); mismatch: a field that counts "
+                   "differs; error: the shadow failed. Latency: over the compared requests.", style="dim"))
     for r in routes:
         if len(windows) > 1 and r.get("window"):
             con.print(Text(f"{r['route']}: {r['window']}", style="dim"))

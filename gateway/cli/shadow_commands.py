@@ -31,7 +31,7 @@ def cmd_diffs(args: argparse.Namespace) -> int:
 
     t = RTable(show_edge=False)
     for col in ("id", "when", "route", "request", "verdict", "status", "ms legacy/new", "differences"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")     # a path or a field is folded, never cut
     colors = {"match": "green", "mismatch": "red", "ignored": "cyan", "error": "magenta"}
     for r in rows:
         fields = sorted({d["field"] for d in r["differences"]})

@@ -67,7 +67,9 @@ def _bar(start: int, end: int, t0: int, total: int, width: int, style: str) -> T
     return text
 
 
-def print_trace(console: Console, trace: dict[str, Any], width: int = BAR_WIDTH) -> None:
+def print_trace(console: Console, trace: dict[str, Any], width: int | None = None) -> None:
+    # The bars give way on a narrow terminal, so span names and services are never cut.
+    width = width or max(16, min(BAR_WIDTH, console.width - 80))
     spans = trace["spans"]
     t0 = min(s["start_ns"] for s in spans)
     t1 = max(s["end_ns"] for s in spans)
@@ -117,18 +119,29 @@ def print_trace(console: Console, trace: dict[str, Any], width: int = BAR_WIDTH)
 
 
 def print_traces(console: Console, rows: list[dict[str, Any]]) -> None:
+    # The trace id is what a user copies into `strangler trace`: always whole. Narrow terminals drop the root
+    # span and the services (both in `strangler trace ID`) rather than cut anything.
+    narrow = console.width < 150
     table = Table(show_edge=False, header_style="bold")
-    for col in ("trace id", "when", "route", "root", "services", "spans", "ms", "status"):
-        table.add_column(col, justify="right" if col in ("spans", "ms") else "left", no_wrap=col != "root")
+    table.add_column("trace id", no_wrap=True, min_width=32)
+    table.add_column("when", no_wrap=True)
+    table.add_column("route", overflow="fold")
+    if not narrow:
+        table.add_column("root", overflow="fold")
+        table.add_column("services", overflow="fold")
+    table.add_column("spans", justify="right", no_wrap=True)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold")
     for r in rows:
-        when = dt.datetime.fromtimestamp(r["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
+        when = dt.datetime.fromtimestamp(r["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3 if not narrow else -7]
         status = Text("error", style="red") if r["status"] == "error" else Text("ok", style="green")
         if r.get("has_shadow"):
             verdict = r.get("shadow_verdict")
             status.append(" shadow" + (f" {verdict}" if verdict else ""),
                           style="bold red" if verdict in ("mismatch", "error") else "magenta")
-        table.add_row(r["trace_id"], when, r["route"] or "-", r["root"] or "-",
-                      ", ".join(r["services"]), str(r["span_count"]), f"{r['duration_ms']:.2f}", status)
+        wide = [r["root"] or "-", ", ".join(r["services"])] if not narrow else []
+        table.add_row(r["trace_id"], when, r["route"] or "-", *wide, str(r["span_count"]),
+                      f"{r['duration_ms']:.2f}", status)
     console.print(table)
     if not rows:
         console.print("no traces recorded yet (the gateway keeps the sampled ones: routes.yaml tracing.sample)")

@@ -154,9 +154,10 @@ function listPage(route) {
   const verdictSelect = select("filter-verdict", "Verdict",
     [["", "any verdict"], ...VERDICTS.map((v) => [v, v])], state.verdict, (v) => update({ verdict: v }));
   const sinceSelect = select("filter-since", "Results", SCOPES, state.since, (v) => update({ since: v }));
+  const samplesScope = h("span", { class: "muted small", id: "samples-scope" });
   const el = h("div", { class: "page page-diffs" }, h("div", { class: "card-head scope-bar" }, sinceSelect), cards,
     h("section", { class: "panel" },
-      h("div", { class: "card-head" }, h("h2", {}, "Recent samples"), routeSelect, verdictSelect),
+      h("div", { class: "card-head" }, h("h2", {}, "Recent samples"), routeSelect, verdictSelect, samplesScope),
       samples));
 
   let page = null;
@@ -183,6 +184,8 @@ function listPage(route) {
       if (state.verdict) q.set("verdict", state.verdict);
       // "This version of the route" is per route: the samples list follows it once a route is chosen.
       if (state.since && (state.since !== "reload" || state.route)) q.set("since", state.since);
+      samplesScope.textContent = state.since === "reload" && !state.route
+        ? "all stored samples: choose a route to see only its current version's" : "";
       const rq = new URLSearchParams();
       if (state.since) rq.set("since", state.since);
       const [report, rows] = await Promise.all([getJSON(`/api/report?${rq}`), getJSON(`/api/diffs?${q}`)]);
