@@ -74,6 +74,17 @@ async def test_routes_at_100_columns_history_text_and_absent_fields(tmp_path: Pa
             assert LONG_NAME in names, out.stdout
             assert LONG_TEMPLATE in templates, out.stdout
 
+            # The other listings at 100 columns: nothing cut either; a trace id is whole (it is copied).
+            for args in (("report",), ("traces",), ("diffs", LONG_NAME)):
+                out = await asyncio.to_thread(cli, path, gw, *args, columns=100)
+                assert out.returncode == 0, out.stderr
+                assert "…" not in out.stdout, (args, out.stdout)
+            traces = gw.stores.traces.list_traces(limit=5)
+            out = await asyncio.to_thread(cli, path, gw, "traces", columns=100)
+            assert traces and traces[0]["trace_id"] in out.stdout
+            out = await asyncio.to_thread(cli, path, gw, "trace", traces[0]["trace_id"], columns=100)
+            assert "…" not in out.stdout, out.stdout
+
             # A field only the new service has: its legacy value is absent, not null.
             samples = gw.stores.comparisons.list_samples(LONG_NAME)
             assert samples and samples[0]["differences"][0]["kind"] == "extra"

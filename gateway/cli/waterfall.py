@@ -84,10 +84,11 @@ def print_trace(console: Console, trace: dict[str, Any], width: int | None = Non
         head.append(("" if i == 0 else ", ") + name, style=service_style(name))
     console.print(head)
     table = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
-    table.add_column("span", no_wrap=True)
-    table.add_column("service", no_wrap=True)
-    table.add_column("ms", justify="right", no_wrap=True)
-    table.add_column(f"0{' ' * (width - 10)}{total / 1e6:>8.2f}ms", no_wrap=True)
+    # A long span name wraps in its column; the service, the duration and the bar keep their width.
+    table.add_column("span", overflow="fold")
+    table.add_column("service", no_wrap=True, min_width=max(len(name) for name in services))
+    table.add_column("ms", justify="right", no_wrap=True, min_width=6)
+    table.add_column(f"0{' ' * (width - 10)}{total / 1e6:>8.2f}ms", no_wrap=True, min_width=width)
     for span, guide, in_shadow in rows:
         failed = span.get("status") == "error"
         attrs = span.get("attributes") or {}
