@@ -219,6 +219,7 @@ async def test_reverting_a_bad_edit_clears_the_failure(tmp_path: Path) -> None:
                               headers={"Authorization": f"Bearer {gw.token}"}) as resp:
                 assert resp.status == 200, await resp.text()
                 assert (await resp.json())["ok"] is True
+            assert (await gw.reloader.reload("signal")).ok       # what `kill -HUP` runs
             host, port = gw.bound["admin"]
             out = await asyncio.to_thread(
                 subprocess.run, [sys.executable, "-m", "gateway", "routes", "-c", str(path), "--admin",
