@@ -151,8 +151,8 @@ def print_diff(con: Console, d: dict[str, Any], *, context: int = 3) -> None:
         for col in ("path", "kind", "legacy", "new"):
             t.add_column(col, overflow="fold")
         for x in diffs[:50]:
-            t.add_row(_t(x["path"]), _t(x["kind"]), _t(json.dumps(x["legacy"], default=str), "red"),
-                      _t(json.dumps(x["shadow"], default=str), "green"))
+            t.add_row(_t(x["path"]), _t(x["kind"]), _value(x, "legacy", "extra", "red"),
+                      _value(x, "shadow", "missing", "green"))
         con.print(t)
         if len(diffs) > 50:
             con.print(f"... and {len(diffs) - 50} more")
@@ -178,38 +178,66 @@ def print_diff(con: Console, d: dict[str, Any], *, context: int = 3) -> None:
     con.print(side)
 
 
+def _value(difference: dict[str, Any], side: str, absent_kind: str, style: str) -> Text:
+    """One side's value of a difference; a field the side does not have at all is "(absent)", never ``null``
+    (``extra``: only the new service has it; ``missing``: only legacy has it)."""
+    if difference["kind"] == absent_kind:
+        return Text("(absent)", style="dim")
+    return Text(safe(json.dumps(difference[side], default=str)), style=style)
+
+
 def print_report(con: Console, rep: dict[str, Any]) -> None:
     routes = rep["routes"]
     if not routes:
         con.print("no routes with comparisons yet")
         return
-    t = Table(title="shadow comparison per route (latency over the compared requests)", title_justify="left",
-              show_edge=False)
-    for col in ("route", "stage", "compared", "match", "mismatch", "ignored", "error", "skipped",
-                "legacy p50/p99 ms", "new p50/p99 ms"):
-        t.add_column(col)
+    windows = sorted({r.get("window", "everything stored") for r in routes})
+    # Narrow terminals (100 columns) show p99 only, in one column, rather than cut figures.
+    narrow = con.width < 130
+    title = windows[0] if len(windows) == 1 else "each route's window is under the table"
+    t = Table(title=f"shadow comparison per route: {title}", title_justify="left", show_edge=False)
+    longest = max((len(r["route"]) for r in routes), default=5)
+    t.add_column("route", overflow="fold", min_width=min(longest, 24))   # never cut a name to an ellipsis
+    for col in ("stage", "compared", "match", "mismatch", "ignored", "error", "skipped"):
+        t.add_column(col, overflow="fold")
+    for col in (("p99 ms legacy/new",) if narrow else ("legacy p50/p99 ms", "new p50/p99 ms")):
+        t.add_column(col, overflow="fold")
     for r in routes:
         rates = r.get("rates", {})
         legacy, new = _latency(r)
         compared = r.get("compared", 0)
+        latency = ([f"{_ms(legacy.get('p99_ms'))}/{_ms(new.get('p99_ms'))}"] if narrow else
+                   [f"{_ms(legacy.get('p50_ms'))}/{_ms(legacy.get('p99_ms'))}",
+                    f"{_ms(new.get('p50_ms'))}/{_ms(new.get('p99_ms'))}"])
         t.add_row(_t(r["route"]), _t(r["stage"]), str(compared),
                   *[f"{rates.get(v, 0.0):.1f}%" if compared else "-" for v in ("match", "mismatch", "ignored",
                                                                                   "error")],
-                  _t(_skipped(r)), f"{_ms(legacy.get('p50_ms'))}/{_ms(legacy.get('p99_ms'))}",
-                  f"{_ms(new.get('p50_ms'))}/{_ms(new.get('p99_ms'))}")
+                  _t(_skipped(r)), *latency)
     con.print(t)
-    con.print(Text("match: identical answers; ignored: differed only in ignored or learned-noise fields (equal for "
-                   "the migration); mismatch: a field that counts differs; error: the shadow failed", style="dim"))
+    con.print(Text("rates: share of the compared requests. match: identical answers; ignored: differed only in "
+                   "ignored or learned-noise fields (equal for the migration); mismatch: a field that counts "
+                   "differs; error: the shadow failed. Latency: over the compared requests.", style="dim"))
     for r in routes:
+        if len(windows) > 1 and r.get("window"):
+            con.print(Text(safe(f"{r['route']}: {r['window']}"), style="dim"))
+        if r.get("match", {}).get("compared"):
+            con.print(Text(safe(f"{r['route']}: equal for the migration (match + ignored): {r['match']['text']}")))
         if r.get("fields"):
             ft = Table(title=Text(f"{safe(r['route'])}: top differing fields"), title_justify="left",
                        show_edge=False)
             for col in ("field", "kind", "mismatching", "ignored", "example"):
                 ft.add_column(col)
             for f in r["fields"][:10]:
-                ft.add_row(_t(f["field"], "bold red" if f["count"] else "cyan"), _t(f["kind"]), str(f["count"]),
-                           str(f["ignored"]), _t(f"strangler diff {f['last_sample']}" if f.get("last_sample") else ""))
+                covered = f.get("ignored_by_rule")
+                name = Text(safe(f["field"]), style="cyan" if covered or not f["count"] else "bold red")
+                if covered:
+                    name.append(" (ignored by a rule now)", style="cyan")
+                ft.add_row(name, _t(f["kind"]), str(f["count"]), str(f["ignored"]),
+                           _t(f"strangler diff {f['last_sample']}" if f.get("last_sample") else ""))
             con.print(ft)
+        if r.get("ignore_rules"):
+            con.print(Text(safe(f"{r['route']}: ignored by rules in routes.yaml: " + ", ".join(r["ignore_rules"])),
+                           style="cyan"))
         learned = [n for n in r.get("noise", []) if n.get("learned", True)]
         candidates = [n for n in r.get("noise", []) if not n.get("learned", True)]
         if learned:
@@ -223,13 +251,11 @@ def print_report(con: Console, rep: dict[str, Any]) -> None:
 
 
 def _latency(r: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """p50/p99 of both sides: over the compared requests when the store has them, else the live window."""
+    """p50/p99 of both sides over the compared requests; nothing compared, no latency to show."""
     compared = r.get("compared_latency") or {}
-    if compared.get("legacy") and compared.get("extracted"):
-        return compared["legacy"], compared["extracted"]
-    lat = r.get("latency") or {}
-    new = lat.get("shadow") if r.get("stage") == "shadow" else lat.get("extracted")
-    return lat.get("legacy") or {}, new or {}
+    if not r.get("compared"):
+        return {}, {}
+    return compared.get("legacy") or {}, compared.get("extracted") or {}
 
 
 def _skipped(r: dict[str, Any]) -> str:

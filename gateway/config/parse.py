@@ -281,11 +281,24 @@ def _route(r: dict[str, Any], order: int, fallback: str, backends: Mapping[str, 
     guard = _guard(r["guard"])
     if r["reverse_shadow"] and stage != "extracted":
         issues.warn(where + ("reverse_shadow",), "reverse_shadow only applies in stage extracted")
+    _stage_leftovers(r, stage, where, issues)
     return RouteSpec(
         name=r["name"], match=match, stage=stage, to=r["to"], legacy=legacy, priority=r["priority"],
         shadow=shadow, canary=canary, on_error=r["on_error"], guard=guard, reverse_shadow=r["reverse_shadow"],
         line=line, order=order, fingerprint=_fingerprint(r),
     )
+
+
+def _stage_leftovers(r: dict[str, Any], stage: str, where: KeyPath, issues: Issues) -> None:
+    """Blocks left from another stage do nothing, or not what they did there: say so rather than let the file
+    suggest a canary or a guard that is not running."""
+    if r["canary"] is not None and stage != "canary":
+        issues.warn(where + ("canary",), f"canary: only applies in stage canary; in stage {stage} it has no effect")
+    if r["guard"] is not None and stage == "legacy":
+        issues.warn(where + ("guard",), "guard: has nothing to judge in stage legacy (no new side)")
+    elif r["guard"] is not None and stage == "shadow":
+        issues.warn(where + ("guard",), "guard: in stage shadow judges the shadow copies (their errors and "
+                                        "mismatches), not users' traffic; failing it stops the shadow")
 
 
 def _fingerprint(r: dict[str, Any]) -> str:

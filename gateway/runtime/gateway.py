@@ -138,7 +138,8 @@ class Gateway:
         configured = {"public": self.listen, "admin": self.admin_listen}
         return [StatusAPI(self.lifecycle, self.tables, self.reloader, self.state, configured), routes,
                 DiffsAPI(self.tables, self.stores.comparisons, self.shadow, self.stats, routes),
-                TraceAPI(self.stores.traces, self.tracing.instance), MetricsAPI(self.metrics)]
+                TraceAPI(self.stores.traces, self.tracing.instance, self.tables,
+                         self.stores.comparisons), MetricsAPI(self.metrics)]
 
     async def start(self) -> None:
         handler = PublicHandler(self.tables, self.rollout, self.shadow, self.recorder, self.upstreams,

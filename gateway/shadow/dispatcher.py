@@ -272,7 +272,8 @@ class ShadowDispatcher:
                         primary_ms=tap.primary_ms, shadow_ms=round(shadow_ms, 3),
                         request_headers=_redact(tap.headers), request_body=body,
                         primary_headers=_redact(primary.headers), primary_body=primary.body,
-                        primary_truncated=primary.truncated, reverse=tap.reverse)
+                        primary_truncated=primary.truncated, reverse=tap.reverse,
+                        version=tap.route.spec.fingerprint if tap.route.spec else "")
         if shadow is not None:
             record.shadow_status = shadow.status
             record.shadow_headers = _redact(shadow.headers)

@@ -314,3 +314,29 @@ async def test_rollback_of_a_legacy_route_is_refused_and_a_second_rollback_keeps
                 assert resp.status == 200
         assert gw.state.pins["feature"].reason == "first"
         assert [h["reason"] for h in gw.state.history("feature") if h["kind"] == "rollback"] == ["first"]
+
+
+async def test_guard_history_records_state_changes_not_every_judgement(tmp_path: Path) -> None:
+    """A resume or an edit starts the guard's judgement afresh; history only shows the state when it changes."""
+    legacy, new = Backend("legacy"), Backend("new")
+    route = """\
+        - name: likes
+          match: {path: {prefix: /api/likes}}
+          to: new
+          stage: canary
+          canary: {weight: 100}
+          guard: {window: 30s, min_requests: 50, max_error_rate: 2%}
+        """
+    async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
+        url = public_url(gw) + "/api/likes/1"
+        headers = {"Authorization": f"Bearer {gw.token}"}
+        for attempt in range(3):
+            assert await get(s, url) == (200, "new")
+            await asyncio.sleep(0)       # the guard judges once per loop iteration
+            assert gw.rollout.guards.state["likes"].state == "inconclusive"
+            async with s.post(admin_url(gw) + "/api/routes/likes/resume", json={}, headers=headers) as resp:
+                assert resp.status == 200
+            assert "likes" not in gw.rollout.guards.state, attempt      # judged afresh after a resume
+        guard_rows = [h for h in gw.state.history("likes") if h["kind"] == "guard"]
+        assert len(guard_rows) == 1, guard_rows
+        assert guard_rows[0]["reason"].startswith("inconclusive")

@@ -188,3 +188,41 @@ async def test_no_request_fails_while_tables_swap(tmp_path: Path) -> None:
             await asyncio.gather(*clients)
             assert gw.table.generation >= 20
     assert results and all(status == 200 for status in results)
+
+
+async def test_reverting_a_bad_edit_clears_the_failure(tmp_path: Path) -> None:
+    """Break routes.yaml, then put the served bytes back (`git checkout routes.yaml`): the file on disk is the
+    truth, so /api/config, `strangler routes` and POST /api/reload stop reporting the old error."""
+    async with serve_app(named_app("legacy")) as legacy, serve_app(named_app("new")) as new:
+        path = write_routes(tmp_path, routes_body(legacy, new, "extracted"))
+        good = path.read_text()
+        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
+            async def last_reload() -> dict:
+                async with s.get(admin_url(gw) + "/api/config") as resp:
+                    return (await resp.json())["last_reload"]
+
+            atomic_write(path, good.replace("stage: extracted", "stage: extrated"))
+
+            async def failed() -> bool:
+                return not (await last_reload())["ok"]
+
+            await wait_for(failed)
+            atomic_write(path, good)
+
+            async def cleared() -> bool:
+                return (await last_reload())["ok"]
+
+            await wait_for(cleared)
+            assert (await last_reload())["error"] is None
+            assert gw.table.generation == 1          # nothing to swap: the file equals what is served
+            async with s.post(admin_url(gw) + "/api/reload",
+                              headers={"Authorization": f"Bearer {gw.token}"}) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["ok"] is True
+            assert (await gw.reloader.reload("signal")).ok       # what `kill -HUP` runs
+            host, port = gw.bound["admin"]
+            out = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "gateway", "routes", "-c", str(path), "--admin",
+                                 f"{host}:{port}"], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert "LAST RELOAD FAILED" not in out.stdout
