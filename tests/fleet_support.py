@@ -146,7 +146,7 @@ def console_texts(url: str, selectors: list[str], timeout_ms: float = 10_000) ->
     Playwright's sync API refuses to run inside an event loop: call this through ``asyncio.to_thread``."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_console import CHROMIUM, CHROMIUM_ARGS
+    from tests.admin.test_console import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -16,6 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.app import json_body
+from gateway.admin.format import equal_rate
+from gateway.admin.lookup import route_or_404
 from gateway.rollout.controller import Rollout
 from gateway.rollout.explain import explain
 from gateway.routing.table import Route, TableRef, describe_match
@@ -48,6 +50,9 @@ class RoutesAPI:
             "legacy": route.legacy.name,
             "line": spec.line if spec else None,
             "priority": spec.priority if spec else None,
+            # Match (answers equal for the migration) over the last minute's comparisons; the report gives the
+            # same figure over its own window. Surfaces show ``text``: the rate with its window and denominator.
+            "shadow_match": equal_rate(shadow.compared - shadow.mismatches, shadow.compared, "last 60s"),
             "shadow_match_rate": (None if not shadow.compared else round(100.0 - shadow.mismatch_rate, 2)),
             "stats": stats.as_dict(60.0),
             # Requests per second over the last minute, oldest first: the console's sparklines.
@@ -60,10 +65,10 @@ class RoutesAPI:
         return web.json_response([self.view(r) for r in (*table.routes, table.fallback)])
 
     def route_or_404(self, name: str) -> Route:
-        by_name = self.tables.current.by_name
-        route = by_name.get(name)
-        if route is None:
-            raise web.HTTPNotFound(text=f"no route named {name!r}; routes: {', '.join(by_name) or 'none'}")
+        route = route_or_404(self.tables, name)
+        if route.is_fallback:
+            raise web.HTTPConflict(text=f"{name!r} is the fallback (what no route matches): it is always served by "
+                                        f"{route.legacy.name} and cannot be rolled back, resumed or replayed")
         return route
 
     async def post_rollback(self, request: web.Request) -> web.Response:

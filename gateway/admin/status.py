@@ -3,7 +3,7 @@
     GET  /healthz, /readyz
     GET  /api/config      {generation, path, digest, loaded_at, listen, admin, warnings, last_reload}
     POST /api/reload
-    GET  /api/history     ?route=&limit=
+    GET  /api/history     ?route=&limit=   each event with ``text``: what happened, in words
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.app import int_param
+from gateway.admin.history_text import describe
+from gateway.admin.lookup import route_filter
 from gateway.errors import problem
 from gateway.routing.reload import Reloader
 from gateway.routing.table import TableRef
@@ -80,5 +82,7 @@ class StatusAPI:
 
     async def get_history(self, request: web.Request) -> web.Response:
         limit = int_param(request, "limit", 200, 1, 5000)
-        rows = await asyncio.to_thread(self.state.history, request.query.get("route") or None, limit)
+        rows = await asyncio.to_thread(self.state.history, route_filter(self.tables, request), limit)
+        for row in rows:
+            row["text"] = describe(row)
         return web.json_response(rows)

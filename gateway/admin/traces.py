@@ -7,7 +7,9 @@
     GET  /api/traces           recent traces, newest first; ``route=``, ``status=ok|error``, ``min_ms=``,
                                ``limit=`` (default 50)
     GET  /api/traces/{id}      ``{trace_id, spans: [{span_id, parent_span_id, name, service, kind, start_ns,
-                               end_ns, attributes, status}]}``
+                               end_ns, attributes, status}], comparisons: [{id, verdict, route}], awaiting}``:
+                               the shadow comparisons recorded for it, and the services whose spans are still
+                               on their way (``trace_status``)
 
 Decoding and database reads run in worker threads, so a large export or a slow read never stalls the proxy.
 """
@@ -19,9 +21,12 @@ import re
 
 from aiohttp import web
 
+from gateway.admin.lookup import route_filter
+from gateway.admin.trace_status import awaiting
 from gateway.errors import problem
-from gateway.stores import traces as tracestore
-from gateway.stores.api import TraceStore
+from gateway.routing.table import TableRef
+from gateway.stores import trace_records
+from gateway.stores.api import ComparisonStore, TraceStore
 from gateway.telemetry import otlp
 from gateway.telemetry.tracing import RELAY_HEADER
 
@@ -31,9 +36,12 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class TraceAPI:
-    def __init__(self, store: TraceStore, instance: str) -> None:
+    def __init__(self, store: TraceStore, instance: str, tables: TableRef | None = None,
+                 comparisons: ComparisonStore | None = None) -> None:
         self.store = store
+        self.comparisons = comparisons      # to link a trace to its shadow comparison
         self.instance = instance    # this gateway's relay id: spans it exported itself are not exported again
+        self.tables = tables        # to check a ``route=`` filter names a real route
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(OTLP_PATH, self.receive), web.get("/api/traces", self.list),
@@ -53,7 +61,7 @@ class TraceAPI:
         except otlp.OTLPError as exc:
             return problem(400, "Bad Request", str(exc), "otlp")
         own = request.headers.get(RELAY_HEADER) == self.instance
-        kept = not rows or self.store.put(tracestore.Received(rows, export=not own))
+        kept = not rows or self.store.put(trace_records.Received(rows, export=not own))
         rejected = 0 if kept else len(rows)
         return web.Response(body=otlp.response(content_type, rejected, "trace store queue full" if rejected else ""),
                             content_type=content_type)
@@ -64,7 +72,8 @@ class TraceAPI:
             raise web.HTTPBadRequest(text="status must be ok or error")
         min_ms = _number(request, "min_ms")
         limit = int(min(1000, max(1, _number(request, "limit") or 50)))
-        rows = await asyncio.to_thread(self.store.list_traces, route=request.query.get("route") or None,
+        route = route_filter(self.tables, request) if self.tables is not None else request.query.get("route")
+        rows = await asyncio.to_thread(self.store.list_traces, route=route or None,
                                        status=status, min_ms=min_ms, limit=limit)
         return web.json_response(rows)
 
@@ -76,6 +85,12 @@ class TraceAPI:
         if found is None:
             raise web.HTTPNotFound(text=f"no trace {trace_id} (not sampled, not yet written, or evicted: the store "
                                         f"keeps the last {self.store.max_traces} traces)")
+        found["awaiting"] = awaiting(found.get("spans") or [])
+        found["comparisons"] = []
+        if self.comparisons is not None:
+            samples = await asyncio.to_thread(self.comparisons.list_samples, None, None, 10, None, None, trace_id)
+            found["comparisons"] = [{"id": c["id"], "verdict": c["verdict"], "route": c["route"],
+                                     "replay": c["replay"]} for c in samples]
         return web.json_response(found)
 
 

@@ -1,8 +1,8 @@
 """``strangler demo``: the whole migration on one machine.
 
 Seeds the monolith's database, migrates the extracted services' data from it, starts ``legacy_app`` and each
-extracted service named in routes.yaml as child processes on the ports routes.yaml gives them, then runs the
-gateway in this process, with a gentle stream of shop traffic so that the report and console have something to
+extracted service named in routes.yaml as child processes on the ports routes.yaml gives them (and your own
+services, listed in ``services.yaml`` beside routes.yaml: ``demo_services``), then runs the gateway in this process, with a gentle stream of shop traffic so that the report and console have something to
 show. Ctrl-C stops everything.
 """
 
@@ -17,9 +17,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.demo_services import ServicesError, load_services, services_path
+from gateway.cli.demo_services import start as start_service
 from gateway.config.model import Config
 from gateway.config.parse import ConfigError, load
 
@@ -49,10 +52,15 @@ def _prepare_databases(cfg: Config, data_dir: Path) -> dict[str, Path]:
     return dbs
 
 
+def _service_env(admin: tuple[str, int]) -> dict[str, str]:
+    """What every service the demo starts is given: where to export its spans (the admin listener)."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{admin[0]}:{admin[1]}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "STRANGLER_LOG_FORMAT": "json"}
+
+
 def _start_services(cfg: Config, dbs: dict[str, Path], admin: tuple[str, int]) -> list[subprocess.Popen]:
     procs = []
-    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{admin[0]}:{admin[1]}",
-           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "STRANGLER_LOG_FORMAT": "json"}
+    env = {**os.environ, **_service_env(admin)}
     for name, db in dbs.items():
         backend = cfg.backends[name]
         module = SERVICES[name][0]
@@ -63,11 +71,11 @@ def _start_services(cfg: Config, dbs: dict[str, Path], admin: tuple[str, int]) -
     return procs
 
 
-def _busy_ports(cfg: Config) -> list[str]:
-    """Addresses the demo needs (the gateway's two listeners and every service it starts) that something else
-    already holds: checked first, so the demo never talks to another one's services by mistake."""
+def _busy_ports(cfg: Config, own: Sequence[str] = ()) -> list[str]:
+    """Addresses the demo needs (the gateway's two listeners and every service it starts, ``own`` included) that
+    something else already holds: checked first, so the demo never talks to another one's services by mistake."""
     wanted = [cfg.listen, cfg.admin_listen] + [(cfg.backends[n].host, cfg.backends[n].port)
-                                                for n in SERVICES if n in cfg.backends]
+                                                for n in [*SERVICES, *own] if n in cfg.backends]
     busy = []
     for host, port in wanted:
         with socket.socket() as s:
@@ -79,10 +87,11 @@ def _busy_ports(cfg: Config) -> list[str]:
     return busy
 
 
-def _wait_healthy(cfg: Config, names: list[str], timeout: float = 20.0) -> None:
+def _wait_healthy(cfg: Config, names: list[str], timeout: float = 20.0,
+                  health: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     for name in names:
-        url = cfg.backends[name].origin + "/healthz"
+        url = cfg.backends[name].origin + (health or {}).get(name, "/healthz")
         while True:
             try:
                 with urllib.request.urlopen(url, timeout=1) as resp:
@@ -130,9 +139,17 @@ def _log_to_file(path: Path, setup_logging: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     setup_logging("gateway", json_lines=True, stream=open(path, "a", buffering=1))  # noqa: SIM115
     terminal = logging.StreamHandler(sys.stderr)
-    terminal.setLevel(logging.WARNING)
+    terminal.addFilter(_worth_saying)
     terminal.setFormatter(logging.Formatter("strangler: %(levelname)s %(message)s"))
     logging.getLogger().addHandler(terminal)
+
+
+# Besides warnings and errors, the terminal says when something the user did took effect.
+TERMINAL_EVENTS = frozenset({"reloaded", "reload_recovered", "reload_unchanged", "resume", "canary_step"})
+
+
+def _worth_saying(record: Any) -> bool:
+    return bool(record.levelno >= 30 or getattr(record, "event", None) in TERMINAL_EVENTS)
 
 
 def run_demo(config_path: str, traffic: bool = True) -> int:
@@ -148,7 +165,12 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1
-    busy = _busy_ports(cfg)
+    try:
+        own = load_services(services_path(config_path), cfg, set(SERVICES))
+    except ServicesError as exc:
+        print(f"strangler demo: {exc}", file=sys.stderr)
+        return 1
+    busy = _busy_ports(cfg, [s.name for s in own])
     if busy:
         print("strangler demo: these ports are already in use (another demo still running?): "
               + ", ".join(busy) + ". Stop what holds them, or change the ports in routes.yaml.", file=sys.stderr)
@@ -159,8 +181,14 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
     dbs = _prepare_databases(cfg, data_dir)
     procs = _start_services(cfg, dbs, cfg.admin_listen)
     try:
-        _wait_healthy(cfg, list(dbs))
-        print("strangler demo: services up: " + ", ".join(f"{n} on {cfg.backends[n].origin}" for n in dbs)
+        for service in own:
+            procs.append(start_service(service, cfg, data_dir, _service_env(cfg.admin_listen)))
+        _wait_healthy(cfg, [*dbs, *(s.name for s in own)], health={s.name: s.health for s in own})
+        if own:
+            print(f"strangler demo: started from {services_path(config_path)}: "
+                  + ", ".join(s.name for s in own), file=sys.stderr, flush=True)
+        print("strangler demo: services up: " + ", ".join(f"{n} on {cfg.backends[n].origin}"
+                                                         for n in [*dbs, *(s.name for s in own)])
               + f" (their logs and the gateway's are in {data_dir})", file=sys.stderr, flush=True)
         _use_uvloop()
         asyncio.run(_run(cfg, traffic))
@@ -169,7 +197,7 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
     except OSError as exc:
         print(f"strangler demo: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except RuntimeError as exc:
+    except (RuntimeError, ServicesError) as exc:
         print(f"strangler demo: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -69,11 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mismatches", action="store_true", help="only mismatches")
     sp.add_argument("--verdict", choices=["match", "mismatch", "ignored", "error"])
     sp.add_argument("--limit", type=int, default=30)
+    _scope_flags(sp)
+    sp.add_argument("--clear", action="store_true",
+                    help="forget ROUTE's stored comparisons and counters (after a fix), then exit")
 
     sp = command("diff", cmd_diff, "one comparison side by side, differences highlighted", admin=True)
     sp.add_argument("id", type=int)
 
-    command("report", cmd_report, "per-route shadow comparison report", admin=True)
+    sp = command("report", cmd_report, "per-route shadow comparison report", admin=True)
+    sp.add_argument("--route", help="only this route")
+    _scope_flags(sp)
 
     sp = command("replay", cmd_replay, "re-send recorded requests to the extracted backend and compare again",
                  admin=True)
@@ -104,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("trace", cmd_trace, "one trace as a waterfall: spans, services, durations to scale", admin=True)
     sp.add_argument("trace_id", help="the X-Trace-Id of a response (32 hex digits)")
     return p
+
+
+def _scope_flags(sp: argparse.ArgumentParser) -> None:
+    """The window of shadow results: everything stored unless one of these is given."""
+    group = sp.add_mutually_exclusive_group()
+    group.add_argument("--since", metavar="DURATION", help="only results of the last DURATION (30s, 10m, 2h)")
+    group.add_argument("--since-reload", action="store_true",
+                       help="only results since routes.yaml last changed the route (a fix, a new ignore rule)")
 
 
 def main(argv: list[str] | None = None) -> int:

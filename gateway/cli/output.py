@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 from typing import Any
 
 
@@ -19,10 +19,8 @@ def console() -> Any:
 
 
 def _term_width() -> int:
-    try:
-        return os.get_terminal_size().columns
-    except OSError:
-        return 140
+    # shutil honours COLUMNS (set by the shell, and by scripts that want a fixed width), then the terminal.
+    return shutil.get_terminal_size((140, 24)).columns
 
 
 def show(args: argparse.Namespace, data: Any, render: Any) -> int:

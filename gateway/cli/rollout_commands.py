@@ -32,27 +32,49 @@ def cmd_routes(args: argparse.Namespace) -> int:
     if not last["ok"]:
         con.print(f"[bold red]LAST RELOAD FAILED[/bold red] {ago(last['at'])}; still serving generation "
                   f"{status['generation']}:\n[red]{last['error']}[/red]")
+    # Narrow terminals (100 columns) drop columns rather than cut names: stage and effective stage share one
+    # column, and latency shows p99 only. Route names and templates fold, never end in an ellipsis.
+    narrow = con.width < 150
     t = RTable(show_edge=False)
-    for col in ("route", "match", "stage", "effective", "to", "weight", "shadow match", "legacy p50/p99 ms",
-                "new p50/p99 ms", "rolled back"):
-        t.add_column(col)
+    longest = max((len(r["name"]) for r in routes), default=5)
+    t.add_column("route", overflow="fold", min_width=min(longest, 24))
+    t.add_column("match", overflow="fold", min_width=12)
+    t.add_column("stage", overflow="fold")
+    if not narrow:
+        t.add_column("effective")
+    for col in ("to", "weight", "shadow match (60s)"):
+        t.add_column(col, overflow="fold")
+    if narrow:
+        t.add_column("p99 ms legacy/new")
+    else:
+        t.add_column("legacy p50/p99 ms")
+        t.add_column("new p50/p99 ms")
+    pinned = any(r["rolled_back"] for r in routes)
+    if pinned:
+        t.add_column("rolled back", overflow="fold")
     for r in routes:
         st = r["stats"]
         rb = r["rolled_back"]
         # In shadow stage the new side is the shadow copies; the weight only means something in a canary.
         new = st["shadow"] if r["effective_stage"] == "shadow" else st["extracted"]
         weight = f"{r['weight']:g}%" if r["weight"] is not None else "-"   # computed by the gateway
-        t.add_row(
-            r["name"], r["match"], r["stage"],
-            r["effective_stage"] if r["effective_stage"] == r["stage"] else f"[red]{r['effective_stage']}[/red]",
-            r["to"] or "-", weight,
-            "-" if r["shadow_match_rate"] is None else f"{r['shadow_match_rate']:.1f}%",
-            f"{fmt_ms(st['legacy']['p50_ms'])}/{fmt_ms(st['legacy']['p99_ms'])}",
-            f"{fmt_ms(new['p50_ms'])}/{fmt_ms(new['p99_ms'])}",
-            f"[red]{rb['actor']}: {rb['reason']}[/red]" if rb else "",
-        )
+        moved = r["effective_stage"] != r["stage"]
+        effective = f"[red]{r['effective_stage']}[/red]" if moved else r["effective_stage"]
+        stage = [f"{r['stage']} -> {effective}" if moved else r["stage"]] if narrow else [r["stage"], effective]
+        latency = ([f"{fmt_ms(st['legacy']['p99_ms'])}/{fmt_ms(new['p99_ms'])}"] if narrow else
+                   [f"{fmt_ms(st['legacy']['p50_ms'])}/{fmt_ms(st['legacy']['p99_ms'])}",
+                    f"{fmt_ms(new['p50_ms'])}/{fmt_ms(new['p99_ms'])}"])
+        t.add_row(r["name"], r["match"], *stage, r["to"] or "-", weight, _match(r.get("shadow_match")), *latency,
+                  *([f"[red]{rb['actor']}: {rb['reason']}[/red]" if rb else ""] if pinned else []))
     con.print(t)
     return 0
+
+
+def _match(figure: dict | None) -> str:
+    """The gateway's shadow match figure with its denominator (the column header gives the window)."""
+    if not figure or figure.get("rate") is None:
+        return "-"
+    return f"{figure['rate']:.1f}% of {figure['compared']}"
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -100,11 +122,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         t.add_column(col)
     for h in reversed(rows):
         when = dt.datetime.fromtimestamp(h["at"]).strftime("%Y-%m-%d %H:%M:%S")
-        detail = h["reason"]
-        if h["kind"] == "config" and h["detail"].get("fields"):
-            detail += " " + ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in h["detail"]["fields"].items())
-        elif h["kind"] == "reload" and h["detail"].get("changes"):
-            detail += f" ({len(h['detail']['changes'])} route change(s))"
+        detail = h.get("text") or h["reason"]     # the gateway's words, the same as the console's
         style = "red" if h["kind"] in ("rollback", "reload_failed") else None
         t.add_row(when, h["kind"], h["route"] or "-", h["actor"], detail, style=style)
     console().print(t)

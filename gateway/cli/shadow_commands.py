@@ -7,14 +7,23 @@ from __future__ import annotations
 import argparse
 import urllib.parse
 
-from gateway.cli.client import admin_client
+from gateway.cli.client import AdminClient, CLIError, admin_client
 from gateway.cli.output import ago, console, fmt_ms, print_json, show
+
+
+def _since(args: argparse.Namespace) -> str | None:
+    return "reload" if args.since_reload else args.since
 
 
 def cmd_diffs(args: argparse.Namespace) -> int:
     client = admin_client(args)
+    if args.clear:
+        return _clear(args, client)
     verdict = "mismatch" if args.mismatches else args.verdict
-    rows = client.call("GET", "/api/diffs", query={"route": args.route, "verdict": verdict, "limit": args.limit})
+    if args.since_reload and not args.route:
+        raise CLIError("--since-reload is per route: name the route (strangler diffs ROUTE --since-reload)")
+    rows = client.call("GET", "/api/diffs", query={"route": args.route, "verdict": verdict, "limit": args.limit,
+                                                  "since": _since(args)})
     if args.json:
         print_json(rows)
         return 0
@@ -22,7 +31,7 @@ def cmd_diffs(args: argparse.Namespace) -> int:
 
     t = RTable(show_edge=False)
     for col in ("id", "when", "route", "request", "verdict", "status", "ms legacy/new", "differences"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")     # a path or a field is folded, never cut
     colors = {"match": "green", "mismatch": "red", "ignored": "cyan", "error": "magenta"}
     for r in rows:
         fields = sorted({d["field"] for d in r["differences"]})
@@ -33,7 +42,19 @@ def cmd_diffs(args: argparse.Namespace) -> int:
                   ", ".join(fields[:4]) + (" ..." if len(fields) > 4 else "") or r["reason"])
     console().print(t)
     if not rows:
-        print("no comparisons recorded yet (routes in stage shadow record them as traffic flows)")
+        print("no comparisons recorded" + (" in this window" if _since(args) else " yet")
+              + " (routes in stage shadow record them as traffic flows)")
+    return 0
+
+
+def _clear(args: argparse.Namespace, client: AdminClient) -> int:
+    if not args.route:
+        raise CLIError("--clear needs the route whose results to forget: strangler diffs ROUTE --clear")
+    res = client.call("POST", f"/api/routes/{urllib.parse.quote(args.route)}/clear")
+    if args.json:
+        print_json(res)
+    else:
+        print(f"cleared the stored comparisons of route {res['route']}: its report starts again from now")
     return 0
 
 
@@ -47,7 +68,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     client = admin_client(args)
-    rep = client.call("GET", "/api/report")
+    rep = client.call("GET", "/api/report", query={"route": args.route, "since": _since(args)})
     from gateway.cli.render import print_report
 
     return show(args, rep, print_report)

@@ -190,9 +190,11 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         return None
     _check_reachability(routes, issues)
     admin_host = parse_listen(v["admin"]["listen"])[0]
-    if admin_host not in ("127.0.0.1", "::1", "localhost") and not admin_host.startswith("127."):
+    if admin_host not in ("127.0.0.1", "::1", "localhost") and not admin_host.startswith("127.") \
+            and not v["admin"]["read_token"]:
         issues.warn(("admin", "listen"), f"the admin listener on {admin_host} is reachable from other machines: "
-                                         "reads (routes, diffs with captured bodies, traces) need no token")
+                                         "reads (routes, diffs with captured bodies, traces) need no token "
+                                         "unless admin.read_token is true")
     store = v["store"]
     store_dir = Path(store["dir"])
     if not store_dir.is_absolute():
@@ -202,13 +204,15 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         path=path,
         listen=parse_listen(v["listen"]),
         admin_listen=parse_listen(v["admin"]["listen"]),
+        admin_hosts=tuple(v["admin"]["hosts"]),
+        admin_read_token=v["admin"]["read_token"],
         backends=MappingProxyType(backends),
         fallback=v["fallback"],
         routes=tuple(routes),
         tracing=TracingSpec(tracing["sample"], tracing["response_header"], tracing["max_per_second"]),
         store=StoreSpec(store_dir, store["max_samples"], store["max_age"], store["max_traces"], store["url"],
                         _relative(path, store["password_file"])),
-        limits=Limits(limits["max_request_body"], limits["client_idle"], limits["drain"]),
+        limits=Limits(**limits),
         digest=hashlib.sha256(raw).hexdigest(),
     )
 
@@ -286,11 +290,24 @@ def _route(r: dict[str, Any], order: int, fallback: str, backends: Mapping[str, 
     guard = _guard(r["guard"])
     if r["reverse_shadow"] and stage != "extracted":
         issues.warn(where + ("reverse_shadow",), "reverse_shadow only applies in stage extracted")
+    _stage_leftovers(r, stage, where, issues)
     return RouteSpec(
         name=r["name"], match=match, stage=stage, to=r["to"], legacy=legacy, priority=r["priority"],
         shadow=shadow, canary=canary, on_error=r["on_error"], guard=guard, reverse_shadow=r["reverse_shadow"],
         line=line, order=order, fingerprint=_fingerprint(r),
     )
+
+
+def _stage_leftovers(r: dict[str, Any], stage: str, where: KeyPath, issues: Issues) -> None:
+    """Blocks left from another stage do nothing, or not what they did there: say so rather than let the file
+    suggest a canary or a guard that is not running."""
+    if r["canary"] is not None and stage != "canary":
+        issues.warn(where + ("canary",), f"canary: only applies in stage canary; in stage {stage} it has no effect")
+    if r["guard"] is not None and stage == "legacy":
+        issues.warn(where + ("guard",), "guard: has nothing to judge in stage legacy (no new side)")
+    elif r["guard"] is not None and stage == "shadow":
+        issues.warn(where + ("guard",), "guard: in stage shadow judges the shadow copies (their errors and "
+                                        "mismatches), not users' traffic; failing it stops the shadow")
 
 
 def _fingerprint(r: dict[str, Any]) -> str:

@@ -47,6 +47,9 @@ class Rollout:
         self.primary = primary
         self._marked: dict[str, Route] = {}
         self._judging = False
+        # The guard state last written to history per route. It outlives ``guards.forget`` (a resume or an edit
+        # starts the judgement afresh), so history records changes of state, not every new judgement.
+        self._recorded: dict[str, str] = {}
 
     # -- the decision ---------------------------------------------------------------------------------------------
 
@@ -156,6 +159,9 @@ class Rollout:
         return judgement
 
     def _guard_changed(self, route: Route, judgement: guard_mod.Judgement) -> None:
+        if self._recorded.get(route.name) == judgement.state:
+            return      # judged afresh (after a resume or a reload) but nothing changed: not worth a history row
+        self._recorded[route.name] = judgement.state
         log.info("route %s guard: %s (%s)", route.name, judgement.state, judgement.reason,
                  extra={"event": "guard", "route": route.name, "state": judgement.state,
                         "figures": judgement.figures})
@@ -212,6 +218,13 @@ class Rollout:
             if change["change"] != "added":
                 self._fresh_evidence(change["route"])
         self.clear_stale_pins(new, actor)
+
+    def changed_at(self, name: str) -> float | None:
+        """When routes.yaml last changed the route (added or modified it), from history; None if never seen."""
+        for event in self.state.history(name, 1000):
+            if event["kind"] == "config":
+                return float(event["at"])
+        return None
 
     def reload_failed(self, actor: str, error: str) -> None:
         if self.primary:

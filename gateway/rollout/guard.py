@@ -41,7 +41,8 @@ def judge(spec: GuardSpec, stats: RouteStats, stage: str, with_p99: bool = True,
     processes' windows of the same route, when there are several)."""
     new = stats.shadow if stage == "shadow" else stats.extracted
     peer_new = (peers.shadow if stage == "shadow" else peers.extracted,) if peers is not None else ()
-    counts = new.counts(spec.window, peer_new)
+    fresh = stats.fresh_span(spec.window)     # only what the new side did since a resume or an edit
+    counts = new.counts(fresh, peer_new)
     figures: dict[str, Any] = {"window_s": spec.window, "requests": counts.requests, "errors": counts.errors}
     if counts.requests < spec.min_requests:
         return Judgement(INCONCLUSIVE, f"{counts.requests} new-side request(s) in the last {spec.window:g}s, "
@@ -51,7 +52,7 @@ def judge(spec: GuardSpec, stats: RouteStats, stage: str, with_p99: bool = True,
     if error_rate > spec.max_error_rate:
         return Judgement(FAILING, f"error rate {error_rate:.1f}% > {spec.max_error_rate:g}% "
                                   f"({counts.errors}/{counts.requests} in {spec.window:g}s)", figures)
-    compared = stats.shadow.counts(spec.window, (peers.shadow,) if peers is not None else ())
+    compared = stats.shadow.counts(fresh, (peers.shadow,) if peers is not None else ())
     if spec.max_mismatch_rate is not None and compared.compared >= spec.min_requests:
         mismatch_rate = 100.0 * compared.mismatches / compared.compared
         figures["mismatch_rate"] = round(mismatch_rate, 2)
@@ -60,7 +61,7 @@ def judge(spec: GuardSpec, stats: RouteStats, stage: str, with_p99: bool = True,
                                       f"({compared.mismatches}/{compared.compared})", figures)
     if spec.max_p99_ratio is not None and with_p99 and stage != "shadow":
         legacy = stats.legacy.summary(spec.window, (peers.legacy,) if peers is not None else ())
-        mine = new.summary(spec.window, peer_new)
+        mine = new.summary(fresh, peer_new)
         if legacy.requests >= spec.min_requests and legacy.p99 and mine.p99:
             ratio = mine.p99 / legacy.p99
             figures.update(p99_ratio=round(ratio, 2), p99_ms=round(mine.p99 * 1000, 2),

@@ -60,10 +60,23 @@ def route_changes(old: Config | None, new: Config) -> list[dict[str, Any]]:
         nw = r.canary.weight if r.canary else None
         if ow != nw:
             fields["weight"] = [ow, nw]
-        changes.append({"route": name, "change": "modified", **({"fields": fields} if fields else {})})
+        # The blocks that changed beyond those fields (a new ignore rule, a guard threshold, the match).
+        blocks = [attr for attr in ("match", "shadow", "canary", "guard", "reverse_shadow")
+                  if getattr(o, attr) != getattr(r, attr) and not (attr == "canary" and "weight" in fields
+                                                                   and _same_but_weight(o, r))]
+        changes.append({"route": name, "change": "modified", **({"fields": fields} if fields else {}),
+                        **({"blocks": blocks} if blocks else {})})
     for name in before.keys() - after.keys():
         changes.append({"route": name, "change": "removed"})
     return changes
+
+
+SERVED = "served"   # what ``_build`` answers when the file holds exactly the generation being served
+
+def _same_but_weight(old: Any, new: Any) -> bool:
+    return old.canary is not None and new.canary is not None and \
+        old.canary.sticky == new.canary.sticky and old.canary.steps == new.canary.steps and \
+        old.canary.interval == new.canary.interval
 
 
 Swapped = Callable[[Table, Table, list[dict[str, Any]], str], None]
@@ -100,12 +113,20 @@ class Reloader:
             self.last = status
             self._failed(status)
             return status
-        if built is None:
+        if built is None or built == SERVED:
+            if built == SERVED:
+                # The file is back to exactly what is served (a bad edit reverted): the file on disk is the
+                # truth, so there is no failure left to report.
+                recovered = self._failed_digest is not None or (self.last is not None and not self.last.ok)
+                self._failed_digest = None
+                if recovered:
+                    self.last = ReloadStatus(True, time.time(), old.generation, changed=False, actor=actor)
+                    log.info("config file is valid again and equals generation %d: nothing to reload",
+                             old.generation, extra={"event": "reload_recovered", "generation": old.generation})
             # Same bytes as the running generation, or as the broken file already reported: nothing to do
             # (editors touch files without changing them; the poll must not log the same error every second).
-            if self._failed_digest is None and (self.last is None or not self.last.ok):
+            if self.last is None:
                 self.last = ReloadStatus(True, time.time(), old.generation, changed=False, actor=actor)
-            assert self.last is not None
             if actor != "file":
                 # Asked for explicitly (SIGHUP, the admin API): answer with this attempt, not the last change.
                 log.info("reload requested by %s: %s", actor, "file unchanged" if self.last.ok else
@@ -126,13 +147,17 @@ class Reloader:
         return status
 
     def _build(self, generation: int, current_digest: str | None,
-               failed_digest: str | None) -> tuple[Config, Table] | None:
+               failed_digest: str | None) -> tuple[Config, Table] | str | None:
+        """The new generation; ``SERVED`` when the file equals the served one; None when it is the broken file
+        already reported."""
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
             raise ConfigError([f"{self.path}: cannot read: {exc.strerror or exc}"]) from exc
         digest = hashlib.sha256(raw).hexdigest()
-        if digest in (current_digest, failed_digest):
+        if digest == current_digest:
+            return SERVED
+        if digest == failed_digest:
             return None
         try:
             cfg = parse(raw, self.path)

@@ -36,12 +36,16 @@ def run_gateway(config_path: str, *, listen: str | None = None, admin: str | Non
     from observability.logging import setup_logging
 
     setup_logging("gateway")
+    if not Path(config_path).is_file():
+        print(f"strangler up: no config file at {config_path} (pass the routes.yaml to serve with -c FILE; "
+              "`strangler demo` in the Strangler checkout runs the shipped one)", file=sys.stderr)
+        return 1
     try:
         cfg = load(config_path)
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
-        print("strangler up: routes.yaml is invalid; not starting", file=sys.stderr)
+        print(f"strangler up: {config_path} is invalid; not starting", file=sys.stderr)
         return 1
     for warning in cfg.warnings:
         log.warning("%s", warning)

@@ -20,7 +20,7 @@ Guarantees, in order of importance:
 Comparison runs in a single worker thread so a large JSON document cannot stall the event loop; results go to the
 ``DiffStore`` writer queue. On a ``noise`` share of safe requests the legacy backend is asked a second time and the
 fields that differ between its two answers are learned as noise (the idea of Diffy's primary/secondary pair). A
-field becomes noise only past a threshold (``diffstore.is_noise``), so one unlucky write between the two reads
+field becomes noise only past a threshold (``gateway.stores.diff_schema.is_noise``), so one unlucky write between the two reads
 cannot hide a real mismatch.
 
 Tests and benchmarks wait for the background work with ``await dispatcher.settle()``.
@@ -272,7 +272,8 @@ class ShadowDispatcher:
                         primary_ms=tap.primary_ms, shadow_ms=round(shadow_ms, 3),
                         request_headers=_redact(tap.headers), request_body=body,
                         primary_headers=_redact(primary.headers), primary_body=primary.body,
-                        primary_truncated=primary.truncated, reverse=tap.reverse)
+                        primary_truncated=primary.truncated, reverse=tap.reverse,
+                        version=tap.route.spec.fingerprint if tap.route.spec else "")
         if shadow is not None:
             record.shadow_status = shadow.status
             record.shadow_headers = _redact(shadow.headers)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.stores.diff_schema import bucket_upper_ms, is_noise
+from gateway.stores.diff_slots import scoped_entry
 
 
 def sample_summary(row: sqlite3.Row) -> dict[str, Any]:
@@ -49,9 +51,16 @@ def sample_detail(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def list_samples(db: sqlite3.Connection, route: str | None = None, verdict: str | None = None,
-                 limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
+                 limit: int = 50, before: int | None = None, since: float | None = None,
+                 trace_id: str | None = None) -> list[dict[str, Any]]:
     sql = "SELECT * FROM samples WHERE 1=1"
     args: list[Any] = []
+    if trace_id is not None:
+        sql += " AND trace_id = ?"
+        args.append(trace_id)
+    if since is not None:
+        sql += " AND at >= ?"
+        args.append(since)
     if route:
         sql += " AND route = ?"
         args.append(route)
@@ -81,9 +90,12 @@ def replayable(db: sqlite3.Connection, route: str, verdict: str | None, limit: i
     return [s for s in (get_sample(db, r[0]) for r in rows) if s]
 
 
-def report(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+def report(db: sqlite3.Connection, since: Mapping[str, float | str] | None = None) -> dict[str, dict[str, Any]]:
     """Per route: verdict counts and rates, skips by reason, top differing fields, noise fields with their rates
-    (``learned`` when they pass the noise threshold), and p50/p99 of both sides over the compared requests."""
+    (``learned`` when they pass the noise threshold), and p50/p99 of both sides over the compared requests.
+
+    For a route named in ``since``, the counts are those from that moment on, or of that version of the route
+    (``diff_slots``); noise stays whole, since it is learned about legacy."""
     out: dict[str, dict[str, Any]] = {}
 
     def route(name: str) -> dict[str, Any]:
@@ -113,6 +125,12 @@ def report(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
         histograms.setdefault((r["route"], r["side"]), []).append((r["bucket"], r["n"]))
     for (name, side), buckets in histograms.items():
         route(name)["compared_latency"][side] = _quantiles(buckets)
+    if since:
+        examples = {(r[0], r[1], r[2]): r[3] for r in db.execute(
+            "SELECT route, field, kind, last_id FROM fields WHERE last_id IS NOT NULL")}
+        for name, moment in since.items():
+            mine = {(f, k): i for (r, f, k), i in examples.items() if r == name}
+            route(name).update(scoped_entry(db, name, moment, _quantiles, mine))
     for entry in out.values():
         v = entry["verdicts"]
         total = sum(v.values())

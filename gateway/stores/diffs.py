@@ -17,17 +17,16 @@ connection (:meth:`DiffStore.reader`); WAL mode lets them run beside the writer.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.stores import sqlite
+from gateway.stores import diff_slots, sqlite
 from gateway.stores.diff_queries import get_sample, list_samples, noise_counts, replayable, report
 from gateway.stores.diff_schema import (
     MAX_FIELDS_PER_ROUTE,
@@ -37,6 +36,8 @@ from gateway.stores.diff_schema import (
     latency_bucket,
     migrate,
 )
+from gateway.stores.diff_slots import coarse_bucket, slot_of
+from observability.batches import BatchWriter
 
 SAMPLES_PER_SECOND = 10     # stored samples per route and verdict per second; counters count everything
 SKIP_FLUSH = 0.5            # seconds between two writes of the skip counters
@@ -46,8 +47,6 @@ BATCH = 200
 # costs about as much as a hundred inserts, so at a few hundred comparisons a second (a slow shadow target drains
 # its queue steadily) a commit per record would cost the gateway more CPU than the comparisons themselves.
 LINGER = 0.1
-_FLUSH = object()   # put by flush(): commit what is queued now instead of waiting out LINGER
-REDACTED = "[redacted]"
 
 
 @dataclass(slots=True)
@@ -80,6 +79,7 @@ class Record:
     at: float = field(default_factory=time.time)
     replay: bool = False
     reverse: bool = False     # the primary was the extracted side (stage extracted with reverse_shadow)
+    version: str = ""         # the route's fingerprint when compared: reports can be scoped to this version
 
 
 def _capped(body: bytes | None) -> tuple[bytes | None, bool]:
@@ -89,56 +89,79 @@ def _capped(body: bytes | None) -> tuple[bytes | None, bool]:
 
 
 class _BatchCounts:
-    """Counter deltas of one batch, written with one upsert per key."""
+    """Counter deltas of one batch, written with one upsert per key.
+
+    Each record is counted once, under ``(route, version, 10-second slot, kind, name, detail)``; at write time
+    these add up into the permanent counters and, latency at half resolution, into the slots of
+    ``diff_slots`` (the batch's keys are few, its records many)."""
 
     def __init__(self) -> None:
-        self.verdicts: dict[tuple[str, str], int] = {}
-        self.fields: dict[tuple[str, str, str, str], int] = {}
+        self.counts: dict[diff_slots.Key, int] = {}
         self.last_ids: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[tuple[str, str, int], int] = {}
         self.skips: dict[tuple[str, str], int] = {}
         self.examples: set[tuple[str, str, str]] = set()
 
     def add_record(self, r: Record, sample_id: int | None) -> None:
-        key = (r.route, r.verdict)
-        self.verdicts[key] = self.verdicts.get(key, 0) + 1
-        for diffs, column in ((r.differences, "counted"), (r.ignored, "ignored")):
+        counts = self.counts
+        route, version, slot = r.route, r.version, slot_of(r.at)
+        key: diff_slots.Key = (route, version, slot, "v", r.verdict, "")
+        counts[key] = counts.get(key, 0) + 1
+        for diffs, column in ((r.differences, "f"), (r.ignored, "i")):
             for name, kind in {(d.get("field", d.get("path", "?")), d.get("kind", "changed")) for d in diffs}:
-                fkey = (r.route, name, kind, column)
-                self.fields[fkey] = self.fields.get(fkey, 0) + 1
+                key = (route, version, slot, column, name, kind)
+                counts[key] = counts.get(key, 0) + 1
                 if sample_id is not None:
-                    self.last_ids[(r.route, name, kind)] = sample_id
-                    if column == "counted":
-                        self.examples.add((r.route, name, kind))
+                    self.last_ids[(route, name, kind)] = sample_id
+                    if column == "f":
+                        self.examples.add((route, name, kind))
+        if r.verdict == "error":
+            return
         sides = (("extracted", r.primary_ms), ("legacy", r.shadow_ms)) if r.reverse else \
             (("legacy", r.primary_ms), ("extracted", r.shadow_ms))
         for side, ms in sides:
-            if ms is not None and r.verdict != "error":
-                lkey = (r.route, side, latency_bucket(ms))
-                self.latency[lkey] = self.latency.get(lkey, 0) + 1
+            if ms is not None:
+                key = (route, version, slot, "l", side, str(latency_bucket(ms)))
+                counts[key] = counts.get(key, 0) + 1
 
     def write(self, db: sqlite3.Connection) -> None:
-        for (route, verdict), n in self.verdicts.items():
+        verdicts: dict[tuple[str, str], int] = {}
+        fields: dict[tuple[str, str, str, str], int] = {}
+        latency: dict[tuple[str, str, int], int] = {}
+        slots = diff_slots.SlotCounts()
+        for (route, version, slot, kind, name, detail), n in self.counts.items():
+            if kind == "v":
+                verdicts[(route, name)] = verdicts.get((route, name), 0) + n
+            elif kind == "l":
+                lkey = (route, name, int(detail))
+                latency[lkey] = latency.get(lkey, 0) + n
+                detail = coarse_bucket(int(detail))
+            else:
+                fkey = (route, name, detail, "counted" if kind == "f" else "ignored")
+                fields[fkey] = fields.get(fkey, 0) + n
+            skey = (route, version, slot, kind, name, detail)
+            slots.counts[skey] = slots.counts.get(skey, 0) + n
+        now = time.time()
+        for (route, reason), n in self.skips.items():
+            slots.add(route, "", now, "s", reason, n=n)
+        for (route, verdict), n in verdicts.items():
             db.execute("INSERT INTO verdicts VALUES (?, ?, ?) ON CONFLICT (route, verdict) DO UPDATE "
                        "SET n = verdicts.n + excluded.n", (route, verdict, n))
-        for (route, name, kind, column), n in self.fields.items():
+        for (route, name, kind, column), n in fields.items():
             last_id = self.last_ids.get((route, name, kind))
             db.execute(f"INSERT INTO fields (route, field, kind, {column}, last_id) VALUES (?, ?, ?, ?, ?) "
                        f"ON CONFLICT (route, field, kind) DO UPDATE SET {column} = fields.{column} + "
                        f"excluded.{column}, last_id = COALESCE(excluded.last_id, fields.last_id)",
                        (route, name, kind, n, last_id))
-        for (route, side, bucket), n in self.latency.items():
+        for (route, side, bucket), n in latency.items():
             db.execute("INSERT INTO latency VALUES (?, ?, ?, ?) ON CONFLICT (route, side, bucket) DO UPDATE "
                        "SET n = latency.n + excluded.n", (route, side, bucket, n))
         for (route, reason), n in self.skips.items():
             db.execute("INSERT INTO skips VALUES (?, ?, ?) ON CONFLICT (route, reason) DO UPDATE "
                        "SET n = skips.n + excluded.n", (route, reason, n))
+        slots.write(db)
 
 
-class DiffStore:
-    # What a failed batch raises: the batch is dropped and counted (a subclass may retry some first).
-    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
-
+class DiffStore(BatchWriter):
     def __init__(self, path: Path, *, max_samples: int = 200, max_age: float = 7 * 86400.0,
                  samples_per_second: int = SAMPLES_PER_SECOND) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,45 +169,32 @@ class DiffStore:
         self.samples_per_second = samples_per_second
         self.max_samples = max_samples
         self.max_age = max_age
-        self.dropped = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
         self._prepare()
-        # Items put but not yet committed; flush() waits for zero. A counter under a condition, not an Event,
-        # so that a put racing with the end of a batch can never make flush() return early.
-        self._pending = 0
-        self._done = threading.Condition()
         self._skips: dict[tuple[str, str], int] = {}
         self._skip_lock = threading.Lock()
         self._skips_pushed = 0.0
-        # Writer-thread state: samples written this second per route and verdict, fields that have an example.
+        # Writer-thread state: its connection, samples written this second per route and verdict, fields that
+        # have an example.
+        self._db: sqlite3.Connection | None = None
         self._sampled: dict[tuple[str, str], int] = {}
         self._sampled_second = 0
         self._has_example: set[tuple[str, str, str]] = set()
-        self._thread = threading.Thread(target=self._writer, name="strangler-diffstore", daemon=True)
-        self._thread.start()
+        self._pruned = 0.0
+        # Group commit: a record waits at most LINGER for others to share its transaction.
+        super().__init__("strangler-diffstore", interval=LINGER, limit=QUEUE_LIMIT, max_batch=BATCH)
 
     def _prepare(self) -> None:
         """Create the tables (the PostgreSQL store applies its migrations instead)."""
         init = self._connect()
         init.executescript(SCHEMA)
+        init.executescript(diff_slots.SCHEMA)
         migrate(init)
         init.close()
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite.connect(self.path)
 
-    # -- writing (any thread, never blocks) ------------------------------------------------------------------------
-
-    def put(self, item: Record | tuple[str, ...]) -> bool:
-        with self._done:
-            self._pending += 1
-        try:
-            self._queue.put_nowait(item)
-            return True
-        except queue.Full:
-            self.dropped += 1
-            self._finished(1)
-            return False
+    # -- writing (never blocks) ------------------------------------------------------------------------------------
 
     def skip(self, route: str, reason: str) -> None:
         """Count a skipped copy. Skips can come thousands per second (a dead target, a full queue), so they are
@@ -206,22 +216,22 @@ class DiffStore:
     def noise_sample(self, route: str, fields: frozenset[str]) -> None:
         self.put(("noise", route, json.dumps(sorted(fields))))
 
+    def clear(self, route: str) -> bool:
+        """Forget a route's results (samples, verdict, field, skip and latency counters), after a fix: what the
+        route does from now on is what its report shows. Learned noise stays: it is about legacy, not the new
+        service. Goes through the writer, in order with the records queued before it; True once committed."""
+        self.push_skips()
+        return self.put(("clear", route)) and self.flush()
+
     @property
     def pending(self) -> int:
-        return self._pending
+        """Records put and not yet committed."""
+        return self._queued - self._done
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything put so far is committed (and the bounds enforced); False on timeout."""
         self.push_skips()
-        with contextlib.suppress(queue.Full):   # a full queue makes full batches anyway
-            self._queue.put_nowait(_FLUSH)
-        with self._done:
-            return self._done.wait_for(lambda: self._pending == 0, timeout=timeout)
-
-    def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout=5.0)
+        return super().flush(timeout)
 
     # -- reading (admin API and CLI, from a worker thread) ---------------------------------------------------------
 
@@ -240,8 +250,10 @@ class DiffStore:
             db.close()
 
     def list_samples(self, route: str | None = None, verdict: str | None = None, limit: int = 50,
-                     before: int | None = None) -> list[dict[str, Any]]:
-        return self._read(list_samples, route, verdict, limit, before)  # type: ignore[no-any-return]
+                     before: int | None = None, since: float | None = None,
+                     trace_id: str | None = None) -> list[dict[str, Any]]:
+        return self._read(list_samples, route, verdict, limit, before, since,  # type: ignore[no-any-return]
+                          trace_id)
 
     def get_sample(self, sample_id: int) -> dict[str, Any] | None:
         return self._read(get_sample, sample_id)  # type: ignore[no-any-return]
@@ -250,8 +262,10 @@ class DiffStore:
         """The newest recorded (not replayed) comparisons of a route, whole, for ``strangler replay``."""
         return self._read(replayable, route, verdict, limit)  # type: ignore[no-any-return]
 
-    def report(self) -> dict[str, dict[str, Any]]:
-        return self._read(report)  # type: ignore[no-any-return]
+    def report(self, since: Mapping[str, float | str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per route, everything stored; or, for the routes in ``since``, what happened from that moment on (a
+        time), or what that version of the route did (a route fingerprint)."""
+        return self._read(report, since)  # type: ignore[no-any-return]
 
     def noise_counts(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         db = self.reader()
@@ -262,50 +276,20 @@ class DiffStore:
 
     # -- the writer thread ------------------------------------------------------------------------------------------
 
-    def _finished(self, n: int) -> None:
-        with self._done:
-            self._pending -= n
-            if self._pending <= 0:
-                self._done.notify_all()
+    # -- the writer thread -----------------------------------------------------------------------------------------
 
-    def _writer(self) -> None:
-        db = self._connect()
+    def run_writer(self) -> None:
+        db = self._db = self._connect()
         self._has_example = {(r, f, k) for r, f, k in db.execute(
             "SELECT route, field, kind FROM fields WHERE counted > 0 AND last_id IS NOT NULL")}
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            if item is _FLUSH:
-                continue
-            batch, stop = self._gather(item)
-            try:
-                self._write(db, batch)
-            except self.errors:
-                self.dropped += len(batch)
-            finally:
-                self._finished(len(batch))
-            if stop:
-                break
-        db.close()
+        try:
+            self.drain_forever()
+        finally:
+            db.close()
 
-    def _gather(self, first: Any) -> tuple[list[Any], bool]:
-        """A batch: ``first`` and whatever arrives within ``LINGER`` (at most ``BATCH`` items); and whether the
-        store is closing."""
-        batch = [first]
-        deadline = time.monotonic() + LINGER
-        while len(batch) < BATCH:
-            left = deadline - time.monotonic()
-            try:
-                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:
-                return batch, True
-            if nxt is _FLUSH:
-                break
-            batch.append(nxt)
-        return batch, False
+    def write_batch(self, batch: list[Any]) -> None:
+        assert self._db is not None
+        self._write(self._db, batch)
 
     def _write(self, db: sqlite3.Connection, batch: list[Any]) -> None:
         """One transaction per batch. Counters are added up over the batch first and written once per key, so
@@ -324,6 +308,10 @@ class DiffStore:
                 elif item[0] == "skips":
                     for key, n in item[1].items():
                         counts.skips[key] = counts.skips.get(key, 0) + n
+                elif item[0] == "clear":
+                    counts.write(db)       # what was queued before the clear is cleared with the rest
+                    counts = _BatchCounts()
+                    self._clear(db, item[1])
                 elif item[0] == "noise":
                     self._noise(db, item[1], json.loads(item[2]))
             counts.write(db)
@@ -333,6 +321,11 @@ class DiffStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _clear(self, db: sqlite3.Connection, route: str) -> None:
+        for table in ("samples", "verdicts", "skips", "fields", "latency", "slots"):
+            db.execute(f"DELETE FROM {table} WHERE route = ?", (route,))
+        self._has_example = {key for key in self._has_example if key[0] != route}
 
     def _keep_sample(self, r: Record) -> bool:
         """Whether to store this comparison as a sample (counters always count it). At most
@@ -377,12 +370,16 @@ class DiffStore:
                    "SET n = noise_samples.n + 1", (route,))
         for f in fields:
             db.execute("INSERT INTO noise VALUES (?, ?, 1) ON CONFLICT (route, field) DO UPDATE "
-                       "SET differed = noise.differed + 1", (route, f))
+                       "SET differed = noise.differed + 1",
+                       (route, f))
 
     def _retain(self, db: sqlite3.Connection, touched: set[tuple[str, str, int]]) -> None:
         """Enforce the bounds for what this batch touched: ``max_samples`` per route, verdict and kind (besides
         the latest example of each counted field), field and noise counters per route, and ``max_age``."""
         db.execute("DELETE FROM samples WHERE at < ?", (time.time() - self.max_age,))
+        if time.monotonic() - self._pruned >= diff_slots.PRUNE_EVERY:
+            self._pruned = time.monotonic()
+            diff_slots.prune(db)
         # Fields first: a field trimmed away no longer holds its example sample.
         for route in {t[0] for t in touched}:
             _trim(db, "fields", route, "counted + ignored", MAX_FIELDS_PER_ROUTE)

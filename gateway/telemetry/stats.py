@@ -127,6 +127,9 @@ class Window:
             if 0 <= slot.second < second:
                 slot.reset(-1)
 
+    def now(self) -> float:
+        return float(self._clock())
+
     def summary(self, span: float = 60.0, also: Iterable[Window] = ()) -> Summary:
         now = int(self._clock())
         oldest = now - min(int(span), self.seconds) + 1
@@ -191,19 +194,26 @@ def _percentile(hist: list[int], q: float) -> float | None:
 class RouteStats:
     """The windows of one route: one per side, kept across reloads (keyed by route name)."""
 
-    __slots__ = ("legacy", "extracted", "shadow", "skipped")
+    __slots__ = ("legacy", "extracted", "shadow", "skipped", "fresh_from")
 
     def __init__(self) -> None:
         self.legacy = Window()
         self.extracted = Window()
         self.shadow = Window()          # the shadow copies' own latency and errors
         self.skipped: dict[str, int] = {}
+        self.fresh_from: int | None = None   # the first second the guard's evidence may come from
 
     def reset_new_side(self) -> None:
-        """Forget the new side's recent history: after a resume or an edit of the route, the guard judges the new
-        side on what it does from now on, not on the failures that caused the rollback."""
-        self.extracted.reset()
-        self.shadow.reset()
+        """Start the guard's evidence afresh: after a resume or an edit of the route, the guard judges the new side
+        on what it does from the next second on, not on the failures that caused the rollback. The windows
+        themselves are kept, so the routes table and the console go on showing the last minute as it was."""
+        self.fresh_from = int(self.extracted.now()) + 1
+
+    def fresh_span(self, span: float) -> float:
+        """``span`` cut to the seconds since ``reset_new_side``: the window the guard may judge."""
+        if self.fresh_from is None:
+            return span
+        return float(max(0, min(int(span), int(self.extracted.now()) - self.fresh_from + 1)))
 
     def side(self, name: str) -> Window:
         return self.extracted if name == "extracted" else self.legacy

@@ -2,50 +2,63 @@
 // noise fields and recent samples; and one sample side by side, legacy against the new service, with the
 // differing paths highlighted in headers and bodies.
 
-import { getJSON, getOptional } from "./api.js";
+import { getJSON, getOptional, post } from "./api.js";
+import { confirmAction, toast } from "./dialogs.js";
 import {
   badge, empty, fmtAgo, fmtDateTime, fmtInt, fmtMs, fmtPct, h, hashUrl, link, segment, widthPct,
 } from "./dom.js";
 import { renderJSON, renderText } from "./json.js";
 
 const VERDICTS = ["mismatch", "error", "ignored", "match", "skipped"];
+// The windows a report can cover (the gateway computes each; see gateway/admin/scope.py).
+const SCOPES = [["", "everything stored"], ["reload", "this version of the route (since routes.yaml changed it)"],
+  ["10m", "last 10 minutes"], ["1h", "last hour"]];
 
 function verdictBar(entry) {
   const total = entry.compared || 0;
   if (!total) return h("div", { class: "stackbar" }, h("div", { class: "seg seg-none" }, "nothing compared yet"));
-  return h("div", { class: "stackbar", title: "verdicts of every comparison stored" },
+  return h("div", { class: "stackbar", title: `verdicts of the comparisons: ${entry.window}` },
     VERDICTS.filter((v) => entry.verdicts[v]).map((v) => segment(`verdict-${v}`, `${v} ${fmtPct(entry.rates[v])}`,
       (100 * entry.verdicts[v]) / total, `${v} ${fmtPct(entry.rates[v])} (${fmtInt(entry.verdicts[v])})`)));
 }
 
 function fieldsTable(entry) {
   const counted = entry.fields.filter((f) => f.count > 0);
-  if (!counted.length) return empty("No differing fields.");
+  if (!counted.length) return empty(`No differing fields (${entry.window}).`);
   const max = Math.max(...counted.map((f) => f.count));
   return h("table", { class: "grid compact fields" },
     h("thead", {}, h("tr", {}, h("th", {}, "Field"), h("th", {}, "Kind"), h("th", { class: "num" }, "Differed"),
       h("th", { class: "num" }, "Of compared"), h("th", {}, ""))),
-    h("tbody", {}, counted.map((f) => h("tr", { dataset: { field: f.field } },
-      h("td", {}, h("code", { class: "field" }, f.field)),
+    h("tbody", {}, counted.map((f) => h("tr", { dataset: { field: f.field, ignoredByRule: f.ignored_by_rule ? "true" : "false" },
+      class: f.ignored_by_rule ? "covered" : "" },
+      h("td", {}, h("code", { class: "field" }, f.field), f.ignored_by_rule
+        ? [" ", h("span", { class: "badge badge-ignored-rule", title: "an ignore rule in routes.yaml covers this "
+          + "field now; these counts were taken before it" }, "ignored by rule now")] : null),
       h("td", { class: "muted" }, f.kind),
       h("td", { class: "num" }, fmtInt(f.count),
         h("div", { class: "minibar" }, widthPct(h("div", { class: "minibar-fill fill-bad" }), (100 * f.count) / max))),
-      h("td", { class: "num" }, fmtPct(entry.compared ? (100 * f.count) / entry.compared : null)),
+      h("td", { class: "num", title: `of ${fmtInt(entry.compared)} compared, ${entry.window}` }, fmtPct(f.share)),
       h("td", {}, f.last_sample ? link("latest sample", ["diffs", f.last_sample]) : "")))));
 }
 
 function noiseTable(entry) {
   const ignored = entry.fields.filter((f) => f.count === 0 && f.ignored > 0);
-  if (!entry.noise.length && !ignored.length) return empty("No noise learned yet.");
+  const rules = entry.ignore_rules || [];
+  if (!entry.noise.length && !ignored.length && !rules.length) return empty("No ignore rules, no noise learned yet.");
+  const seen = new Set([...entry.noise.map((n) => n.field), ...rules]);
   return h("table", { class: "grid compact noise" },
     h("thead", {}, h("tr", {}, h("th", {}, "Field"), h("th", { class: "num", title: "share of legacy-vs-legacy "
-      + "repeats where the field changed by itself" }, "Self-change"), h("th", { class: "num" }, "Ignored"))),
+      + "repeats where the field changed by itself" }, "Why ignored"), h("th", { class: "num" }, "Ignored"))),
     h("tbody", {},
+      rules.map((rule) => h("tr", { dataset: { rule } },
+        h("td", {}, h("code", { class: "field" }, rule)),
+        h("td", { class: "num muted" }, "rule in routes.yaml"),
+        h("td", { class: "num" }, fmtInt((entry.fields.find((f) => f.field === rule) || {}).ignored || 0)))),
       entry.noise.map((n) => h("tr", {},
         h("td", {}, h("code", { class: "field" }, n.field)),
-        h("td", { class: "num" }, `${fmtPct(n.rate, 0)} of ${fmtInt(entry.noise_samples)}`),
+        h("td", { class: "num" }, `learned: changed in ${fmtPct(n.rate, 0)} of ${fmtInt(entry.noise_samples)} repeats`),
         h("td", { class: "num" }, fmtInt((entry.fields.find((f) => f.field === n.field) || {}).ignored || 0)))),
-      ignored.filter((f) => !entry.noise.some((n) => n.field === f.field)).map((f) => h("tr", {},
+      ignored.filter((f) => !seen.has(f.field)).map((f) => h("tr", {},
         h("td", {}, h("code", { class: "field" }, f.field)),
         h("td", { class: "num muted" }, "rule"),
         h("td", { class: "num" }, fmtInt(f.ignored))))));
@@ -56,7 +69,7 @@ function latencyLine(entry) {
   const sides = [["legacy", lat.legacy], ["shadow", lat.shadow], ["extracted", lat.extracted]]
     .filter(([, v]) => v && v.requests);
   if (!sides.length) return null;
-  return h("div", { class: "muted small" }, "Latency, last 5 min: ",
+  return h("div", { class: "muted small" }, `Latency (${entry.latency_window || "last 5 min"}): `,
     sides.map(([name, v], i) => [i ? " · " : "", h("span", { class: `side-${name}` },
       `${name} p50 ${fmtMs(v.p50_ms)} p99 ${fmtMs(v.p99_ms)}`)]));
 }
@@ -69,12 +82,36 @@ function skippedLine(entry) {
     reasons.map(([reason, n], i) => `${i ? ", " : ""}${reason} ${fmtInt(n)}`));
 }
 
+async function clearResults(entry) {
+  const answer = await confirmAction({
+    title: `Clear the results of ${entry.route}?`,
+    text: `Every stored comparison of ${entry.route} and its counters are forgotten; its report starts again `
+      + "from now. Learned noise is kept.",
+    ok: "Clear results",
+  });
+  if (!answer) return;
+  try {
+    await post(`/api/routes/${encodeURIComponent(entry.route)}/clear`, {});
+    toast(`${entry.route}: results cleared`, "ok");
+  } catch (err) {
+    toast(`clearing ${entry.route} failed: ${err.message}`, "error");
+  }
+  document.dispatchEvent(new Event("strangler:refresh"));
+}
+
 function routeCard(entry) {
   return h("section", { class: "panel route-card", dataset: { route: entry.route } },
     h("div", { class: "card-head" },
       h("h2", {}, entry.route), badge(entry.stage, `stage-${entry.stage}`),
-      h("span", { class: "muted" }, `${fmtInt(entry.compared)} compared`),
-      link("samples", ["diffs"], { route: entry.route, verdict: "mismatch" }, { class: "right" })),
+      h("span", { class: "muted compared" }, `${fmtInt(entry.compared)} compared`),
+      h("span", { class: "muted window" }, entry.window || ""),
+      (entry.match || {}).compared
+        ? h("span", { class: "match-figure", title: "match or ignored: equal for the migration" },
+          `equal: ${entry.match.text}`) : null,
+      h("span", { class: "right" },
+        link("samples", ["diffs"], { route: entry.route, verdict: "mismatch" }), " ",
+        h("button", { type: "button", class: "small clear-results", onclick: () => clearResults(entry) },
+          "Clear results"))),
     verdictBar(entry),
     latencyLine(entry),
     skippedLine(entry),
@@ -108,16 +145,19 @@ function select(id, label, options, value, onchange) {
 }
 
 function listPage(route) {
-  const state = { route: route.query.get("route") || "", verdict: route.query.get("verdict") || "" };
+  const state = { route: route.query.get("route") || "", verdict: route.query.get("verdict") || "",
+    since: route.query.get("since") || "" };
   const cards = h("div", { class: "cards" });
   const samples = h("div", { class: "samples" });
   const routeOptions = [["", "all routes"]];
   const routeSelect = select("filter-route", "Route", routeOptions, state.route, (v) => update({ route: v }));
   const verdictSelect = select("filter-verdict", "Verdict",
     [["", "any verdict"], ...VERDICTS.map((v) => [v, v])], state.verdict, (v) => update({ verdict: v }));
-  const el = h("div", { class: "page page-diffs" }, cards,
+  const sinceSelect = select("filter-since", "Results", SCOPES, state.since, (v) => update({ since: v }));
+  const samplesScope = h("span", { class: "muted small", id: "samples-scope" });
+  const el = h("div", { class: "page page-diffs" }, h("div", { class: "card-head scope-bar" }, sinceSelect), cards,
     h("section", { class: "panel" },
-      h("div", { class: "card-head" }, h("h2", {}, "Recent samples"), routeSelect, verdictSelect),
+      h("div", { class: "card-head" }, h("h2", {}, "Recent samples"), routeSelect, verdictSelect, samplesScope),
       samples));
 
   let page = null;
@@ -142,7 +182,13 @@ function listPage(route) {
       const q = new URLSearchParams({ limit: "50" });
       if (state.route) q.set("route", state.route);
       if (state.verdict) q.set("verdict", state.verdict);
-      const [report, rows] = await Promise.all([getJSON("/api/report"), getJSON(`/api/diffs?${q}`)]);
+      // "This version of the route" is per route: the samples list follows it once a route is chosen.
+      if (state.since && (state.since !== "reload" || state.route)) q.set("since", state.since);
+      samplesScope.textContent = state.since === "reload" && !state.route
+        ? "all stored samples: choose a route to see only its current version's" : "";
+      const rq = new URLSearchParams();
+      if (state.since) rq.set("since", state.since);
+      const [report, rows] = await Promise.all([getJSON(`/api/report?${rq}`), getJSON(`/api/diffs?${q}`)]);
       const entries = report.routes.filter((r) => r.compared || Object.keys(r.skipped || {}).length
         || r.stage === "shadow" || r.noise.length);
       syncRouteOptions(report.routes.map((r) => r.route));
@@ -208,7 +254,7 @@ function sidePane(title, side, marks, statusDiffers) {
 }
 
 function showValue(v) {
-  if (v === undefined || v === null) return "–";
+  if (v === undefined) return "–";
   return typeof v === "string" ? v : JSON.stringify(v);
 }
 
@@ -241,8 +287,10 @@ function differencesTable(sample, root) {
       h("td", {}, h("a", { href: "#", class: "path-link", onclick: (e) => { e.preventDefault(); scrollToPath(root, d.path); } },
         h("code", {}, d.path))),
       h("td", {}, d.kind),
-      h("td", { class: "value" }, h("code", {}, showValue(d.legacy))),
-      h("td", { class: "value" }, h("code", {}, showValue(d.shadow))),
+      h("td", { class: "value" }, d.kind === "extra" ? h("span", { class: "muted absent" }, "(absent)")
+        : h("code", {}, showValue(d.legacy))),
+      h("td", { class: "value" }, d.kind === "missing" ? h("span", { class: "muted absent" }, "(absent)")
+        : h("code", {}, showValue(d.shadow))),
       h("td", { class: "muted" }, d.counted ? "" : "ignored")))));
 }
 

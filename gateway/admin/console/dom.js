@@ -73,7 +73,12 @@ export function fmtMs(ms) {
 
 export function fmtPct(p, digits = 1) {
   if (p === null || p === undefined || Number.isNaN(p)) return "–";
-  return `${Number(p).toFixed(digits)}%`;
+  // A share that is not zero never reads as zero (a visible sliver labelled "0.0%" is a small lie).
+  const smallest = 10 ** -digits;
+  const n = Number(p);
+  if (n > 0 && n < smallest) return `<${smallest.toFixed(digits)}%`;
+  if (n < 100 && n > 100 - smallest) return `>${(100 - smallest).toFixed(digits)}%`;
+  return `${n.toFixed(digits)}%`;
 }
 
 export function fmtInt(n) {

@@ -121,13 +121,16 @@ function weightCell(route) {
 }
 
 function matchCell(route) {
-  if (route.shadow_match_rate === null || route.shadow_match_rate === undefined) {
-    return h("td", { class: "num muted" }, "–");
+  // The gateway's figure, with its denominator and window: never recomputed here.
+  const figure = route.shadow_match || {};
+  if (figure.rate === null || figure.rate === undefined) {
+    return h("td", { class: "num muted", title: figure.text || "" }, "–");
   }
-  const rate = route.shadow_match_rate;
+  const rate = figure.rate;
   const kind = rate >= 99 ? "good" : rate >= 90 ? "warn" : "bad";
-  return h("td", { class: `num rate-${kind}` },
-    link(fmtPct(rate), ["diffs"], { route: route.name }, { title: "open the differences of this route" }));
+  return h("td", { class: `num rate-${kind}`, title: figure.text },
+    link(fmtPct(rate), ["diffs"], { route: route.name }, { title: `${figure.text}: open the differences` }),
+    h("div", { class: "muted small denominator" }, `of ${fmtInt(figure.compared)}`));
 }
 
 async function rollback(route) {
@@ -211,7 +214,8 @@ function table(routes) {
       h("th", { class: "num", title: "share of requests sent to the extracted backend" }, "Weight"),
       h("th", {}, "Rollback pin"),
       h("th", { title: `requests per second, last ${WINDOW_S} s` }, "Traffic"),
-      h("th", { class: "num", title: "shadow comparisons that matched, last minute" }, "Shadow match"),
+      h("th", { class: "num", title: "shadow comparisons whose answers were equal for the migration (match or "
+        + "differed only in ignored fields), of those compared in the last 60 s" }, "Shadow match (60 s)"),
       h("th", { class: "num", title: "legacy (top) vs new side (bottom)" }, "Errors"),
       h("th", { class: "num", title: "legacy (top) vs new side (bottom)" }, "p50"),
       h("th", { class: "num", title: "legacy (top) vs new side (bottom)" }, "p99"),
@@ -229,7 +233,7 @@ function historyList(events) {
         h("td", {}, badge(e.kind, `event-${e.kind}`)),
         h("td", {}, e.route || ""),
         h("td", { class: "muted" }, e.actor),
-        h("td", { class: "reason" }, e.reason || ""))))));
+        h("td", { class: "event-text" }, e.text || e.reason || ""))))));
 }
 
 export function routesPage() {
@@ -238,7 +242,7 @@ export function routesPage() {
     el,
     live: true,
     async refresh() {
-      const [routes, events] = await Promise.all([getJSON("/api/routes"), getOptional("/api/history?limit=8")]);
+      const [routes, events] = await Promise.all([getJSON("/api/routes"), getOptional("/api/history?limit=10")]);
       if (!routes.length) {
         el.replaceChildren(empty("No routes in routes.yaml yet."));
         return;

@@ -253,6 +253,22 @@ function spanDetail(entry, t0) {
         h("th", {}, h("code", {}, k)), h("td", {}, h("code", {}, typeof v === "string" ? v : JSON.stringify(v))))))));
 }
 
+/** The trace's shadow comparisons (links to them) and the services whose spans are still on their way. */
+function traceNotes(trace) {
+  const comparisons = trace.comparisons || [];
+  const waiting = trace.awaiting || {};
+  return h("div", { class: "trace-notes" },
+    comparisons.length
+      ? h("div", { id: "trace-comparisons" }, "Shadow comparison: ", comparisons.map((c, i) => [i ? ", " : "",
+        link(`#${c.id}`, ["diffs", c.id], null, { class: "comparison-link" }), " ",
+        badge(c.verdict, `verdict-${c.verdict}`)]))
+      : null,
+    waiting.text
+      ? h("div", { id: "trace-awaiting", class: `notice ${waiting.state}`, dataset: { state: waiting.state } },
+        waiting.text)
+      : null);
+}
+
 function waterfall(trace, selected, onSelect) {
   const spans = trace.spans || [];
   const t0 = Math.min(...spans.map((sp) => ns(sp.start_ns)));
@@ -304,6 +320,7 @@ function waterfall(trace, selected, onSelect) {
         h("span", { class: "legend-services" }, services.map((svc) => h("span", { class: "svc" },
           h("span", { class: "swatch", dataset: { service: svc } }), svc))),
         h("span", { class: "legend-shadow" }, h("span", { class: "wf-bar-sample shadow" }), "shadow call")),
+      traceNotes(trace),
       h("div", { class: "waterfall", id: "waterfall" },
         h("div", { class: "wf-row wf-head" }, h("div", { class: "wf-name" }, "Span"), h("div", { class: "wf-track" }, axis)),
         rows)),
@@ -359,9 +376,11 @@ function tracePage(route) {
         return;
       }
       missing = "";
-      // Late spans (the shadow call ends after the client got its answer) redraw the waterfall; else keep it.
-      if (trace.spans.length === spanCount) return;
-      spanCount = trace.spans.length;
+      // Late spans (the shadow call ends after the client got its answer), a comparison recorded since, or the
+      // services' spans arriving redraw the waterfall; else keep it (and the selected span).
+      const seen = `${trace.spans.length}/${(trace.comparisons || []).length}/${(trace.awaiting || {}).state}`;
+      if (seen === spanCount) return;
+      spanCount = seen;
       last = trace;
       draw();
     },

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import queue
 import threading
 from pathlib import Path
 from typing import Any
@@ -64,24 +63,34 @@ def _translate(sql: str) -> bytes:
 class Compat:
     """A psycopg connection speaking the sqlite3 dialect of the comparison store's statements."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, connect: bool = True) -> None:
+        """``connect=False``: connect later, with ``reconnect``."""
         self.conninfo = conninfo
-        self._conn: psycopg.Connection[Any] = psycopg.connect(conninfo, autocommit=True, row_factory=_rows)
+        self._conn: psycopg.Connection[Any] | None = None
+        if connect:
+            self._conn = psycopg.connect(conninfo, autocommit=True, row_factory=_rows)
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            raise psycopg.OperationalError("not connected")
+        return self._conn
 
     def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor[Any]:
-        return self._conn.execute(_translate(sql), tuple(args))
+        return self.conn.execute(_translate(sql), tuple(args))
 
     @property
     def in_transaction(self) -> bool:
-        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
     def reconnect(self, stop: threading.Event) -> bool:
         """Reconnect with backoff until it works (True) or ``stop`` is set (False)."""
         with contextlib.suppress(Exception):
-            self._conn.close()
+            self.close()
         wait = BACKOFF_S[0]
         while not stop.wait(wait):
             try:
@@ -93,12 +102,10 @@ class Compat:
 
 
 class PgDiffStore(DiffStore):
-    errors = (psycopg.Error,)
-
     def __init__(self, conninfo: str, *, max_samples: int = 200, max_age: float = 7 * 86400.0,
                  samples_per_second: int = SAMPLES_PER_SECOND) -> None:
         self.conninfo = conninfo
-        self._closing = threading.Event()
+        self._stopping = threading.Event()
         super().__init__(Path("."), max_samples=max_samples, max_age=max_age,
                          samples_per_second=samples_per_second)
 
@@ -111,12 +118,7 @@ class PgDiffStore(DiffStore):
                         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
     def _connect(self) -> Compat:  # type: ignore[override]
-        while True:
-            try:
-                return Compat(self.conninfo)
-            except psycopg.OperationalError:
-                if self._closing.wait(BACKOFF_S[1]):
-                    raise
+        return Compat(self.conninfo)
 
     def reader(self) -> Compat:  # type: ignore[override]
         return Compat(self.conninfo)
@@ -130,31 +132,38 @@ class PgDiffStore(DiffStore):
             log.warning("comparison store: the store is unreachable; starting without the learned noise fields")
             return {}, {}
 
-    def _writer(self) -> None:
-        # The base writer connects and reads the fields that have examples before its first batch: when the
-        # store goes away in that moment, start again; when the store is closing meanwhile, stop.
+    def run_writer(self) -> None:
+        # Connect (and read which fields have examples) before the first batch, as the base writer does, but
+        # wait for the store if it is away, until it is back or the store is closed.
+        db = Compat(self.conninfo, connect=False)
         while True:
             try:
-                super()._writer()
-                return
+                if db.reconnect(self._stopping):
+                    self._has_example = {(r, f, k) for r, f, k in db.execute(
+                        "SELECT route, field, kind FROM fields WHERE counted > 0 AND last_id IS NOT NULL")}
+                break
             except psycopg.OperationalError:
-                if self._closing.is_set():
-                    self.dropped += self._queue.qsize()
-                    return
+                continue
+        self._db = db  # type: ignore[assignment]
+        try:
+            self.drain_forever()
+        finally:
+            with contextlib.suppress(Exception):
+                db.close()
 
-    def _write(self, db: Any, batch: list[Any]) -> None:
+    def write_batch(self, batch: list[Any]) -> None:
+        """Write the batch, or keep it and reconnect with backoff while the store is away (or while this batch
+        loses a deadlock with another instance's); new comparisons wait in the bounded queue meanwhile."""
+        db: Any = self._db
         while True:
             try:
-                super()._write(db, batch)
+                self._write(db, batch)
                 return
             except psycopg.OperationalError:
-                # The server went away, or this batch lost a deadlock with another instance: keep the batch.
-                if not db.reconnect(self._closing):
+                if self._stopping.is_set() or not db.reconnect(self._stopping):
                     raise
 
     def close(self) -> None:
         self.flush()
-        self._closing.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-        self._thread.join(timeout=5.0)
+        self._stopping.set()   # a writer waiting for the store gives up: what it held is counted as dropped
+        super().close()

@@ -41,7 +41,8 @@ CREATE TABLE peer_stats (
 );
 CREATE INDEX peer_stats_second ON peer_stats (second);
 """),
-    # The comparison store (gateway.stores.diff_schema has the same tables in SQLite, and says what they hold).
+    # The comparison store (gateway.stores.diff_schema and diff_slots have the same tables in SQLite, and say what
+    # they hold).
     (2, """
 CREATE TABLE samples (
     id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, route TEXT NOT NULL, method TEXT NOT NULL,
@@ -65,6 +66,11 @@ CREATE TABLE fields (
 CREATE TABLE noise (route TEXT, field TEXT, differed BIGINT NOT NULL, PRIMARY KEY (route, field));
 CREATE TABLE noise_samples (route TEXT PRIMARY KEY, n BIGINT NOT NULL);
 CREATE TABLE latency (route TEXT, side TEXT, bucket INTEGER, n BIGINT NOT NULL, PRIMARY KEY (route, side, bucket));
+CREATE TABLE slots (
+    route TEXT, version TEXT, slot BIGINT, kind TEXT, name TEXT, detail TEXT NOT NULL DEFAULT '', n BIGINT NOT NULL,
+    PRIMARY KEY (route, version, slot, kind, name, detail)
+);
+CREATE INDEX slots_by_slot ON slots (slot);
 """),
     # The trace store (gateway.stores.traces has the same tables in SQLite, and says what they hold).
     (3, """
