@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Loader
 
 from gateway.stores.diffs import SAMPLES_PER_SECOND, DiffStore
 from gateway.stores.postgres.link import BACKOFF_S
@@ -52,6 +53,20 @@ def _rows(cursor: psycopg.Cursor[Any]) -> Any:
     return make
 
 
+class _Number(Loader):
+    """``numeric`` as SQLite gives it: an int when whole (``SUM`` of a BIGINT column is numeric in PostgreSQL)."""
+
+    def load(self, data: Any) -> int | float:
+        text = bytes(data).decode()
+        return float(text) if any(c in text for c in ".eEN") else int(text)
+
+
+def _connect(conninfo: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(conninfo, autocommit=True, row_factory=_rows)
+    conn.adapters.register_loader("numeric", _Number)
+    return conn
+
+
 @functools.lru_cache(maxsize=256)
 def _translate(sql: str) -> bytes:
     out = sql.replace("%", "%%").replace("?", "%s").replace("rowid", "ctid")
@@ -68,7 +83,7 @@ class Compat:
         self.conninfo = conninfo
         self._conn: psycopg.Connection[Any] | None = None
         if connect:
-            self._conn = psycopg.connect(conninfo, autocommit=True, row_factory=_rows)
+            self._conn = _connect(conninfo)
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -94,7 +109,7 @@ class Compat:
         wait = BACKOFF_S[0]
         while not stop.wait(wait):
             try:
-                self._conn = psycopg.connect(self.conninfo, autocommit=True, row_factory=_rows)
+                self._conn = _connect(self.conninfo)
                 return True
             except psycopg.Error:
                 wait = min(wait * 2, BACKOFF_S[1])
