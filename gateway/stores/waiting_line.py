@@ -56,7 +56,10 @@ class Line:
         self.rate, self.capacity, self.limit, self.grace, self.paused = rate, capacity, limit, grace, paused
 
     def restore(self, numbers: list[tuple[int, str]], now: float) -> None:
-        """Load a persisted line (after a restart): every visitor gets a fresh grace to come back."""
+        """Load a persisted line (after a restart): every visitor gets a fresh grace to come back, and the bucket
+        starts empty so a restart lets nobody in ahead of the rate."""
+        if numbers:
+            self.tokens = 0.0
         for number, state in sorted(numbers):
             if state == CALLED:
                 self.called[number] = now + self.grace
