@@ -64,6 +64,8 @@ def test_line_full_and_visitors_who_stop_polling_lose_their_place() -> None:
     assert a and b and c and line.join(0.0) is None           # the fourth: full
     assert line.poll(c[0], 0.5) == 3
     assert line.poll(c[0], 1.5) == 2                          # a was called at t=1
+    assert line.poll(b[0], 1.8) == 1
+    line.advance(7.0)                                         # b and c are called at t=7
     assert line.sweep(7.0) == 1                               # ...and never came back within the grace
     assert line.poll(a[0], 7.0) == LOST
     assert line.poll(c[0], 7.0) == LET_IN
