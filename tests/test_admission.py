@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.admission.tickets import ADMITTED, WAITING, Refused, Signer, Ticket, cookie_name
+from gateway.admission.tickets import ADMITTED, WAITING, Refused, Signer, Ticket, cookie_name, cookie_value
 from gateway.config.parse import ConfigError, load
 from gateway.stores.admission import SigningKey, SqliteAdmissionQueue
 from gateway.stores.waiting_line import LET_IN, LOST, Line
@@ -99,8 +99,8 @@ def test_paused_line_lets_nobody_in() -> None:
 
 
 def test_ticket_signature_route_line_expiry_and_key_rotation() -> None:
-    keys = [SigningKey(1, b"k" * 32, 0.0, None)]
-    signer = Signer(lambda: keys)
+    keys = [[SigningKey(1, b"k" * 32, 0.0, None)]]
+    signer = Signer(lambda: keys[0])
     t = Ticket(ADMITTED, "events", "e1", 7, 100, 1000)
     value = signer.sign(t)
     assert signer.verify(value, "events", "e1", 500.0, 60.0) == t
@@ -115,11 +115,19 @@ def test_ticket_signature_route_line_expiry_and_key_rotation() -> None:
     with pytest.raises(Refused, match="earlier line"):
         signer.verify(value, "events", "e2", 500.0, 60.0)
     # Rotation: the new key signs, the old one verifies for the grace, then no more.
-    keys[:] = [SigningKey(2, b"n" * 32, 600.0, None), SigningKey(1, b"k" * 32, 0.0, 600.0)]
+    keys[0] = [SigningKey(2, b"n" * 32, 600.0, None), SigningKey(1, b"k" * 32, 0.0, 600.0)]
     assert signer.verify(value, "events", "e1", 650.0, 60.0) == t
     assert signer.sign(Ticket(WAITING, "events", "e1", 1, 1, 999)).split(":")[7] == "2"
     with pytest.raises(Refused, match="no longer accepted"):
         signer.verify(value, "events", "e1", 661.0, 60.0)
+
+
+def test_cookie_value_finds_exactly_the_named_cookie() -> None:
+    header = 'xstrangler-room-a=no; strangler-room-ab=no; strangler-room-a="1:w:a"; z=2'
+    assert cookie_value(header, "strangler-room-a") == "1:w:a"
+    assert cookie_value("strangler-room-a=v", "strangler-room-a") == "v"
+    assert cookie_value("a=1;strangler-room-a=v2", "strangler-room-a") == "v2"
+    assert cookie_value("strangler-room-ab=1", "strangler-room-a") is None
 
 
 def test_store_keeps_keys_and_rotates(tmp_path: Path) -> None:

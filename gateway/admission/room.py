@@ -27,7 +27,7 @@ from aiohttp import web
 
 from gateway.admission.page import waiting_page, wants_html
 from gateway.admission.stats import RoomStats
-from gateway.admission.tickets import ADMITTED, WAITING, Refused, Signer, Ticket, cookie_name
+from gateway.admission.tickets import ADMITTED, WAITING, Refused, Signer, Ticket, cookie_name, cookie_value
 from gateway.config.model import AdmissionSpec, Config
 from gateway.errors import Queued, QueueFull, RoomUnavailable, WaitingRoom, problem_response
 from gateway.stores.api import AdmissionQueue
@@ -61,7 +61,8 @@ class Rooms:
         now = time.time()
         refused = None
         ticket = None
-        raw = request.cookies.get(cookie_name(route)) if request.headers.get("Cookie") else None
+        header = request.headers.get("Cookie")
+        raw = cookie_value(header, cookie_name(route)) if header else None
         if raw:
             try:
                 ticket = self.signer.verify(raw, route, self.queue.epoch(route), now,
@@ -78,8 +79,11 @@ class Rooms:
             if place == LET_IN:
                 return self._let_in(route, spec, now, ticket)
             if place > 0:
+                # The same ticket keeps the place; a fresh one only once half its grace is used up, so a
+                # visitor polling often does not cost a signature (and a cookie) on every answer.
+                renew = ticket.expires - now < spec.grace / 2
                 return self._hold(request, route, spec, now, ticket.number, ticket.joined, place, None,
-                                  trace_header)
+                                  trace_header, renew)
             refused = "lost: it was not used for longer than the grace period"
         if queue.enter(route):
             return self._let_in(route, spec, now, None)
@@ -98,8 +102,8 @@ class Rooms:
         return _set_cookie(route, self.signer.sign(session), spec.session)
 
     def _hold(self, request: web.BaseRequest, route: str, spec: AdmissionSpec, now: float, number: int,
-              joined: int, position: int, refused: str | None, trace_header: tuple[str, str] | None
-              ) -> web.Response:
+              joined: int, position: int, refused: str | None, trace_header: tuple[str, str] | None,
+              renew: bool = True) -> web.Response:
         eta = self.queue.eta(route, position)
         eta_s = None if math.isinf(eta) else round(eta, 1)
         retry = _retry_after(eta, spec.grace)
@@ -107,10 +111,11 @@ class Rooms:
         error = Queued(f"route {route} admits {spec.rate:g} visitors a second; you are number {position} in "
                        f"line (estimated wait {wait}). Come back after Retry-After with the cookie to keep "
                        "your place.", position=position, eta_s=eta_s, retry_after=retry, ticket=refused)
-        ticket = Ticket(WAITING, route, self.queue.epoch(route), number, joined, int(now + spec.grace))
         resp = self._respond(request, error, trace_header, position, eta_s)
         resp.headers["X-Queue-Position"] = str(position)
-        resp.headers.add(*_set_cookie(route, self.signer.sign(ticket), spec.grace))
+        if renew:
+            ticket = Ticket(WAITING, route, self.queue.epoch(route), number, joined, int(now + spec.grace))
+            resp.headers.add(*_set_cookie(route, self.signer.sign(ticket), spec.grace))
         return resp
 
     def _full(self, request: web.BaseRequest, route: str, spec: AdmissionSpec,

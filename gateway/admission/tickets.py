@@ -43,9 +43,18 @@ class Refused(Exception):
     """A ticket that is worth nothing; the message says why (shown to the visitor's client)."""
 
 
+CACHE_SIZE = 1 << 16
+
+
 class Signer:
+    """Signs and verifies tickets. Verified tickets are remembered (by their exact text) until the cache fills
+    or the keys change, so a visitor who keeps sending the same ticket pays for the HMAC once; only genuine
+    tickets are remembered, so forged ones cannot crowd it."""
+
     def __init__(self, keys: Callable[[], list[SigningKey]]) -> None:
         self._keys = keys
+        self._seen: dict[str, Ticket] = {}
+        self._keys_seen: list[SigningKey] | None = None
 
     def sign(self, t: Ticket) -> str:
         key = self._keys()[0]
@@ -54,6 +63,21 @@ class Signer:
 
     def verify(self, value: str, route: str, epoch: str, now: float, key_grace: float) -> Ticket:
         """The ticket in ``value`` if it is genuine, current and for this route's line; else ``Refused``."""
+        keys = self._keys()
+        if keys is not self._keys_seen:            # rotated (or reloaded): verify everything afresh
+            self._seen.clear()
+            self._keys_seen = keys
+        known = self._seen.get(value)
+        if known is not None and known.route == route and known.epoch == epoch and known.expires >= now:
+            return known
+        ticket = self._verify(value, route, epoch, now, key_grace, keys)
+        if len(self._seen) >= CACHE_SIZE:
+            self._seen.clear()
+        self._seen[value] = ticket
+        return ticket
+
+    def _verify(self, value: str, route: str, epoch: str, now: float, key_grace: float,
+                keys: list[SigningKey]) -> Ticket:
         payload, _, mac = value.rpartition(":")
         parts = payload.split(":")
         if len(parts) != 8 or parts[0] != "1" or parts[1] not in (WAITING, ADMITTED):
@@ -62,7 +86,7 @@ class Signer:
             number, joined, expires, kid = int(parts[4]), int(parts[5]), int(parts[6]), int(parts[7])
         except ValueError:
             raise Refused("malformed") from None
-        key = next((k for k in self._keys() if k.kid == kid), None)
+        key = next((k for k in keys if k.kid == kid), None)
         if key is None or (key.retired is not None and now > key.retired + key_grace):
             raise Refused("signed with a key that is no longer accepted")
         if not hmac.compare_digest(mac, _mac(key.secret, payload)):
@@ -74,6 +98,21 @@ class Signer:
         if expires < now:
             raise Refused("expired")
         return Ticket(parts[1], route, epoch, number, joined, expires)
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` request header (RFC 6265 section 5.4: ``a=1; b=2``),
+    without building a dictionary of every cookie the visitor sends."""
+    start = 0
+    while True:
+        at = header.find(name, start)
+        if at < 0:
+            return None
+        end = at + len(name)
+        if (at == 0 or header[at - 1] in " ;") and header.startswith("=", end):
+            stop = header.find(";", end)
+            return header[end + 1:stop if stop >= 0 else None].strip().strip('"')
+        start = end
 
 
 def _mac(secret: bytes, payload: str) -> str:

@@ -166,7 +166,10 @@ class SqliteAdmissionQueue:
         with self._lock:
             rows = self._db.execute("SELECT kid, secret, created, retired FROM ticket_keys ORDER BY kid DESC"
                                     ).fetchall()
-        self._keys = [SigningKey(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+        keys = [SigningKey(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+        # The same list object while nothing changed: signers remember what they verified until it changes.
+        if [(k.kid, k.retired) for k in keys] != [(k.kid, k.retired) for k in self._keys]:
+            self._keys = keys
 
     # -- upkeep -----------------------------------------------------------------------------------------------------
 
