@@ -53,7 +53,7 @@ class Signer:
 
     def __init__(self, keys: Callable[[], list[SigningKey]]) -> None:
         self._keys = keys
-        self._seen: dict[str, Ticket] = {}
+        self._seen: dict[str, tuple[Ticket, float]] = {}   # text -> (ticket, good until)
         self._keys_seen: list[SigningKey] | None = None
 
     def sign(self, t: Ticket) -> str:
@@ -68,16 +68,16 @@ class Signer:
             self._seen.clear()
             self._keys_seen = keys
         known = self._seen.get(value)
-        if known is not None and known.route == route and known.epoch == epoch and known.expires >= now:
-            return known
-        ticket = self._verify(value, route, epoch, now, key_grace, keys)
+        if known is not None and known[1] >= now and known[0].route == route and known[0].epoch == epoch:
+            return known[0]
+        ticket, until = self._verify(value, route, epoch, now, key_grace, keys)
         if len(self._seen) >= CACHE_SIZE:
             self._seen.clear()
-        self._seen[value] = ticket
+        self._seen[value] = (ticket, until)
         return ticket
 
     def _verify(self, value: str, route: str, epoch: str, now: float, key_grace: float,
-                keys: list[SigningKey]) -> Ticket:
+                keys: list[SigningKey]) -> tuple[Ticket, float]:
         payload, _, mac = value.rpartition(":")
         parts = payload.split(":")
         if len(parts) != 8 or parts[0] != "1" or parts[1] not in (WAITING, ADMITTED):
@@ -97,7 +97,8 @@ class Signer:
             raise Refused("issued for an earlier line of this route")
         if expires < now:
             raise Refused("expired")
-        return Ticket(parts[1], route, epoch, number, joined, expires)
+        until = float(expires) if key.retired is None else min(float(expires), key.retired + key_grace)
+        return Ticket(parts[1], route, epoch, number, joined, expires), until
 
 
 def cookie_value(header: str, name: str) -> str | None:
