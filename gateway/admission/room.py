@@ -108,7 +108,7 @@ class Rooms:
         eta_s = None if math.isinf(eta) else round(eta, 1)
         retry = _retry_after(eta, spec.grace)
         wait = "unknown while admission is paused" if eta_s is None else f"about {eta_s:g} s"
-        error = Queued(f"route {route} admits {spec.rate:g} visitors a second; you are number {position} in "
+        error = Queued(f"route {route} lets in {rate_text(spec.rate)} new visitors; you are number {position} in "
                        f"line (estimated wait {wait}). Come back after Retry-After with the cookie to keep "
                        "your place.", position=position, eta_s=eta_s, retry_after=retry, ticket=refused)
         resp = self._respond(request, error, trace_header, position, eta_s)
@@ -164,7 +164,8 @@ class Rooms:
             previous = before.get(name)
             if previous is None:
                 if created or old is not None:
-                    self._history("admission_opened", name, actor, f"admitting {spec.rate:g}/s", _fields(spec))
+                    self._history("admission_opened", name, actor, f"admitting {rate_text(spec.rate)}",
+                                  _fields(spec))
             elif previous != spec:
                 self._changed(name, previous, spec, actor)
         for name in before.keys() - after.keys():
@@ -180,7 +181,7 @@ class Rooms:
         if old.paused != new.paused:
             kind = "admission_paused" if new.paused else "admission_resumed"
             self._history(kind, name, actor, "paused: nobody new is let in" if new.paused else
-                          f"admitting {new.rate:g}/s again", {})
+                          f"admitting {rate_text(new.rate)} again", {})
         fields = {k: [a, b] for k, a in _fields(old).items() if k != "paused" and (b := _fields(new)[k]) != a}
         if fields:
             self._history("admission_changed", name, actor,
@@ -198,7 +199,7 @@ class Rooms:
         if spec is None:
             return None
         stats = self.stats.get(route) or RoomStats()
-        return {"rate": spec.rate, "session_s": spec.session, "queue_limit": spec.queue, "grace_s": spec.grace,
+        return {"rate": spec.rate, "rate_text": rate_text(spec.rate), "session_s": spec.session, "queue_limit": spec.queue, "grace_s": spec.grace,
                 "paused": spec.paused, "on_store_down": spec.on_store_down,
                 "waiting": self.queue.waiting(route), "lost": self.queue.lost(route),
                 "store": "ok" if self.queue.available else f"down: {self.queue.problem}",
@@ -208,6 +209,14 @@ class Rooms:
 def _fields(spec: AdmissionSpec) -> dict[str, Any]:
     return {"rate": spec.rate, "session": spec.session, "queue": spec.queue, "grace": spec.grace,
             "paused": spec.paused, "on_store_down": spec.on_store_down}
+
+
+def rate_text(rate: float) -> str:
+    """``100/s``, or per minute or hour when that reads better (``1/m``, not ``0.0166667/s``)."""
+    for unit, scale in (("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if rate * scale >= 1 or unit == "h":
+            return f"{round(rate * scale, 2):g}/{unit}"
+    return f"{rate:g}/s"
 
 
 def _retry_after(eta: float, grace: float) -> int:

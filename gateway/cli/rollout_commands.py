@@ -63,7 +63,7 @@ def room_table(routes: list[dict[str, Any]]) -> Any:
         t.add_column(col)
     for r in routes:
         a = r["admission"]
-        t.add_row(r["name"], "[yellow]paused[/yellow]" if a["paused"] else f"{a['rate']:g}/s",
+        t.add_row(r["name"], "[yellow]paused[/yellow]" if a["paused"] else a["rate_text"],
                   f"{a['waiting']} waiting (of {a['queue_limit']})", f"{a['admitted_per_s']:g}/s",
                   f"{_secs(a['wait_p50_s'])}/{_secs(a['wait_p99_s'])}",
                   a["store"] if a["store"] == "ok" else f"[red]{a['store']}[/red]")

@@ -13,7 +13,7 @@ function roomRow(route) {
   const fill = a.queue_limit ? (100 * a.waiting) / a.queue_limit : 0;
   return h("tr", { dataset: { room: route.name } },
     h("td", { class: "name" }, h("strong", {}, route.name)),
-    h("td", {}, a.paused ? badge("paused", "pinned") : `${Number(a.rate).toPrecision(3) * 1}/s`),
+    h("td", {}, a.paused ? badge("paused", "pinned") : a.rate_text),
     h("td", { class: "num" },
       h("div", { class: "room-waiting" }, fmtInt(a.waiting)),
       h("div", { class: "minibar", title: `${fmtInt(a.waiting)} of at most ${fmtInt(a.queue_limit)}` },
