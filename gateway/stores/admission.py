@@ -111,19 +111,24 @@ class SqliteAdmissionQueue:
     def line(self, route: str) -> Line | None:
         return self._lines.get(route)
 
-    # The request path: each is a dictionary lookup and a little arithmetic on the route's line.
+    # The request path: each is a dictionary lookup and a little arithmetic on the route's line. A route whose
+    # line is gone (its room was just removed by a reload) lets everyone in.
 
     def enter(self, route: str) -> bool:
-        return self._lines[route].enter(time.monotonic())
+        line = self._lines.get(route)
+        return True if line is None else line.enter(time.monotonic())
 
     def join(self, route: str) -> tuple[int, int] | None:
-        return self._lines[route].join(time.monotonic())
+        line = self._lines.get(route)
+        return None if line is None else line.join(time.monotonic())
 
     def poll(self, route: str, number: int) -> int:
-        return self._lines[route].poll(number, time.monotonic())
+        line = self._lines.get(route)
+        return -1 if line is None else line.poll(number, time.monotonic())
 
     def eta(self, route: str, position: int) -> float:
-        return self._lines[route].eta(position)
+        line = self._lines.get(route)
+        return 0.0 if line is None else line.eta(position)
 
     def waiting(self, route: str) -> int:
         line = self._lines.get(route)
