@@ -76,6 +76,21 @@ def test_line_full_and_visitors_who_stop_polling_lose_their_place() -> None:
     assert silent.poll(d[0], 6.0) == LOST and silent.poll(e[0], 6.0) == 1
 
 
+def test_sweep_reads_only_the_silent_and_positions_close_up() -> None:
+    line = Line(rate=1.0, capacity=1.0, limit=1000, grace=5.0, now=0.0, paused=True)
+    numbers = [line.join(0.0)[0] for _ in range(100)]  # type: ignore[index]
+    keep = numbers[::10]                                      # every tenth keeps polling
+    for n in keep:
+        line.poll(n, 4.0)
+    assert line.sweep(6.0) == 90                              # the other 90 went silent
+    assert [line.poll(n, 6.0) for n in keep] == list(range(1, 11))
+    for n in keep[:3]:
+        line.poll(n, 9.0)
+    assert line.sweep(10.0) == 7                              # a few (the small-removal path)
+    assert [line.poll(n, 10.0) for n in keep[:3]] == [1, 2, 3]
+    assert line.waiting == 3
+
+
 def test_line_keeps_places_when_retuned_and_restored() -> None:
     line = Line(rate=1.0, capacity=1.0, limit=100, grace=60.0, now=0.0)
     line.tokens = 0.0

@@ -11,6 +11,8 @@ spike is let in at the rate plus that small burst.
 A position is the number of waiting visitors up to and including this one: ``bisect(live, number) - h + 1``, so
 it costs a binary search, and it can only go down (the head moves forward; numbers are only ever removed).
 A visitor who neither polls nor comes back within ``grace`` loses the place (``sweep``, about once a second).
+``seen`` is kept in the order of the last poll (a poll moves its number to the end), and ``called`` in the order
+of the deadlines, so a sweep reads only the expired entries at their front, never the whole line.
 
 The line is pure bookkeeping (the caller passes ``now``); persistence notes what changed in ``dirty``
 (number -> "w" waiting, "c" called, None gone) for a store to write behind.
@@ -101,8 +103,10 @@ class Line:
             del self.called[number]
             self.dirty[number] = None
             return LET_IN
-        if number in self.seen:
-            self.seen[number] = now
+        seen = self.seen
+        if number in seen:
+            del seen[number]          # to the end: ``seen`` stays ordered by the last poll
+            seen[number] = now
             return bisect_left(self.live, number, self.h) - self.h + 1
         return LOST
 
@@ -148,19 +152,36 @@ class Line:
     def sweep(self, now: float) -> int:
         """Drop visitors silent for longer than ``grace`` (waiting) or called and never back; how many."""
         cutoff = now - self.grace
-        gone = {n for n, at in self.seen.items() if at < cutoff}
+        gone = []
+        for number, at in self.seen.items():        # oldest poll first: stop at the first recent one
+            if at >= cutoff:
+                break
+            gone.append(number)
         if gone:
-            self.live = [n for n in self.live[self.h:] if n not in gone]
-            self.h = 0
-            for n in gone:
-                del self.seen[n]
-                self.dirty[n] = None
-        expired = [n for n, deadline in self.called.items() if deadline < now]
-        for n in expired:
-            del self.called[n]
-            self.dirty[n] = None
+            self._remove(gone)
+        expired = []
+        for number, deadline in self.called.items():   # earliest deadline first
+            if deadline >= now:
+                break
+            expired.append(number)
+        for number in expired:
+            del self.called[number]
+            self.dirty[number] = None
         self.lost += len(gone) + len(expired)
         return len(gone) + len(expired)
+
+    def _remove(self, gone: list[int]) -> None:
+        for number in gone:
+            del self.seen[number]
+            self.dirty[number] = None
+        if len(gone) < 64:
+            live = self.live
+            for number in gone:                      # a few: find each, cut it out (a memmove)
+                del live[bisect_left(live, number, self.h)]
+        else:
+            drop = set(gone)
+            self.live = [n for n in self.live[self.h:] if n not in drop]
+            self.h = 0
 
     def take_dirty(self) -> dict[int, str | None]:
         dirty, self.dirty = self.dirty, {}
