@@ -86,8 +86,8 @@ def test_sweep_reads_only_the_silent_and_positions_close_up() -> None:
     assert [line.poll(n, 6.0) for n in keep] == list(range(1, 11))
     for n in keep[:3]:
         line.poll(n, 9.0)
-    assert line.sweep(10.0) == 7                              # a few (the small-removal path)
-    assert [line.poll(n, 10.0) for n in keep[:3]] == [1, 2, 3]
+    assert line.sweep(11.5) == 7                              # a few (the small-removal path)
+    assert [line.poll(n, 11.5) for n in keep[:3]] == [1, 2, 3]
     assert line.waiting == 3
 
 
