@@ -14,7 +14,12 @@ from playwright.sync_api import sync_playwright
 from gateway.config.parse import load
 from gateway.runtime.gateway import Gateway
 from tests.support import Backend, serve_app, write_routes
-from tests.test_console import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+
+CHROMIUM = "/usr/bin/chromium"            # Debian's, as for the other console tests (.ci/run installs it)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+TIMEOUT_MS = 10_000
 
 
 def test_console_shows_the_waiting_room(tmp_path: Path) -> None:
