@@ -65,8 +65,8 @@ class Rooms:
         raw = cookie_value(header, cookie_name(route)) if header else None
         if raw:
             try:
-                ticket = self.signer.verify(raw, route, self.queue.epoch(route), now,
-                                            max(spec.session, spec.grace))
+                ticket = self.signer.verify(raw, route, (self.queue.epoch(route), self.queue.line_id(route)),
+                                            now, max(spec.session, spec.grace))
             except Refused as exc:
                 refused = f"refused: {exc}"
         if ticket is not None and ticket.kind == ADMITTED:
@@ -114,7 +114,7 @@ class Rooms:
         resp = self._respond(request, error, trace_header, position, eta_s)
         resp.headers["X-Queue-Position"] = str(position)
         if renew:
-            ticket = Ticket(WAITING, route, self.queue.epoch(route), number, joined, int(now + spec.grace))
+            ticket = Ticket(WAITING, route, self.queue.line_id(route), number, joined, int(now + spec.grace))
             resp.headers.add(*_set_cookie(route, self.signer.sign(ticket), spec.grace))
         return resp
 

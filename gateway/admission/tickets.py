@@ -3,8 +3,8 @@
     1:<kind>:<route>:<epoch>:<number>:<joined>:<expires>:<kid>:<mac>
 
 ``kind`` is ``w`` (waiting: holds a number in the route's line) or ``a`` (admitted: passes until ``expires``).
-``epoch`` names the line the number belongs to, so a number from a line that was closed and reopened is worth
-nothing. ``mac`` is HMAC-SHA256 over everything before it (RFC 2104), truncated to 128 bits as RFC 2104 section 5
+``epoch`` names the room for an admitted ticket and the line its number belongs to for a waiting one, so a
+ticket from a room that was closed and opened again (or a number from another process's line) is worth nothing. ``mac`` is HMAC-SHA256 over everything before it (RFC 2104), truncated to 128 bits as RFC 2104 section 5
 allows, under key ``kid`` from the store; after a rotation the old key still verifies for ``key_grace`` seconds, so
 nobody loses a place or a session to it. Route names are ``[A-Za-z0-9_.-]``, so ``:`` never occurs inside a field,
 and every character is a valid cookie octet (RFC 6265 section 4.1.1).
@@ -61,22 +61,24 @@ class Signer:
         payload = f"1:{t.kind}:{t.route}:{t.epoch}:{t.number}:{t.joined}:{t.expires}:{key.kid}"
         return f"{payload}:{_mac(key.secret, payload)}"
 
-    def verify(self, value: str, route: str, epoch: str, now: float, key_grace: float) -> Ticket:
-        """The ticket in ``value`` if it is genuine, current and for this route's line; else ``Refused``."""
+    def verify(self, value: str, route: str, epochs: tuple[str, str], now: float, key_grace: float) -> Ticket:
+        """The ticket in ``value`` if it is genuine, current and for this route's room (``epochs``: what an
+        admitted ticket and a waiting ticket must name); else ``Refused``."""
         keys = self._keys()
         if keys is not self._keys_seen:            # rotated (or reloaded): verify everything afresh
             self._seen.clear()
             self._keys_seen = keys
         known = self._seen.get(value)
-        if known is not None and known[1] >= now and known[0].route == route and known[0].epoch == epoch:
+        if known is not None and known[1] >= now and known[0].route == route and \
+                known[0].epoch == epochs[known[0].kind == WAITING]:
             return known[0]
-        ticket, until = self._verify(value, route, epoch, now, key_grace, keys)
+        ticket, until = self._verify(value, route, epochs, now, key_grace, keys)
         if len(self._seen) >= CACHE_SIZE:
             self._seen.clear()
         self._seen[value] = (ticket, until)
         return ticket
 
-    def _verify(self, value: str, route: str, epoch: str, now: float, key_grace: float,
+    def _verify(self, value: str, route: str, epochs: tuple[str, str], now: float, key_grace: float,
                 keys: list[SigningKey]) -> tuple[Ticket, float]:
         payload, _, mac = value.rpartition(":")
         parts = payload.split(":")
@@ -93,8 +95,10 @@ class Signer:
             raise Refused("bad signature")
         if parts[2] != route:
             raise Refused(f"issued for route {parts[2]!r}")
+        epoch = epochs[parts[1] == WAITING]
         if parts[3] != epoch:
-            raise Refused("issued for an earlier line of this route")
+            same_room = parts[3].split(".")[0] == epochs[0]
+            raise Refused("issued by another worker's line" if same_room else "issued for an earlier line of this route")
         if expires < now:
             raise Refused("expired")
         until = float(expires) if key.retired is None else min(float(expires), key.retired + key_grace)

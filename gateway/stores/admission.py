@@ -6,8 +6,9 @@ writes what changed since the last time in one transaction, in a worker thread. 
 place (up to the last second's arrivals) and every admitted session (the session is in the signed ticket; the
 keys that sign tickets are here).
 
-With several worker processes each keeps its own line (its rows carry the worker's index) and admits its own
-share of the rate; a shared store (PostgreSQL) gives one line for the whole fleet behind the same interface.
+With several worker processes each keeps its own line (its rows carry the worker's index; a waiting ticket names
+the worker's line) while the room's epoch is shared, so an admitted visitor passes on every worker; a shared
+store (PostgreSQL) gives one line for the whole fleet behind the same interface.
 """
 
 from __future__ import annotations
@@ -87,16 +88,25 @@ class SqliteAdmissionQueue:
         self._gone.discard(route)
         line = Line(rate, capacity, limit, grace, now, paused=paused)
         with self._lock:
-            row = self._db.execute("SELECT epoch, next_number FROM lines WHERE route = ? AND worker = ?",
-                                   (route, self.worker)).fetchone()
-            places = self._db.execute("SELECT number, state FROM places WHERE route = ? AND worker = ?",
-                                      (route, self.worker)).fetchall()
-            if row is None:
-                epoch = secrets.token_hex(4)
-                self._db.execute("INSERT INTO lines VALUES (?, ?, ?, 1)", (route, self.worker, epoch))
-            else:
-                epoch = row[0]
-                line.next_number = row[1]
+            # One epoch per room, shared by every worker (an admitted ticket passes on any of them): the first
+            # process to open the room picks it, under the write lock, and the others read it.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT epoch, next_number FROM lines WHERE route = ? AND worker = ?",
+                                       (route, self.worker)).fetchone()
+                places = self._db.execute("SELECT number, state FROM places WHERE route = ? AND worker = ?",
+                                          (route, self.worker)).fetchall()
+                if row is None:
+                    other = self._db.execute("SELECT epoch FROM lines WHERE route = ? LIMIT 1", (route,)).fetchone()
+                    epoch = other[0] if other else secrets.token_hex(4)
+                    self._db.execute("INSERT INTO lines VALUES (?, ?, ?, 1)", (route, self.worker, epoch))
+                else:
+                    epoch = row[0]
+                    line.next_number = row[1]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         line.restore(places, now)
         self._lines[route] = line
         self._epochs[route] = epoch
@@ -140,6 +150,12 @@ class SqliteAdmissionQueue:
 
     def epoch(self, route: str) -> str:
         return self._epochs.get(route, "")
+
+    def line_id(self, route: str) -> str:
+        # Numbers are this worker's: a waiting ticket names the worker's line, so it is never read as a place in
+        # another worker's line.
+        epoch = self._epochs.get(route)
+        return f"{epoch}.{self.worker}" if epoch else ""
 
     def routes(self) -> list[str]:
         return list(self._lines)

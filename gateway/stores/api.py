@@ -118,7 +118,9 @@ class AdmissionQueue(Protocol):
     implementation makes numbers, positions and the rate fleet-wide; ``available`` is False while its store
     cannot be reached (the rooms then open or close as each route says), ``problem`` says why.
 
-    ``poll`` answers 0 when the number was called (let it in now), its position (> 0) while it waits, -1 when the
+    ``epoch`` names the room (admitted tickets carry it; a room closed and opened again has a new one),
+    ``line_id`` the line that numbers belong to (waiting tickets carry it; the epoch itself when the line is
+    shared by every process). ``poll`` answers 0 when the number was called (let it in now), its position (> 0) while it waits, -1 when the
     line does not know it (it stopped polling for longer than the grace, or was never issued here).
     """
 
@@ -133,6 +135,8 @@ class AdmissionQueue(Protocol):
     def routes(self) -> list[str]: ...
 
     def epoch(self, route: str) -> str: ...
+
+    def line_id(self, route: str) -> str: ...
 
     def enter(self, route: str) -> bool: ...
 

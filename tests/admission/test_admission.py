@@ -118,23 +118,23 @@ def test_ticket_signature_route_line_expiry_and_key_rotation() -> None:
     signer = Signer(lambda: keys[0])
     t = Ticket(ADMITTED, "events", "e1", 7, 100, 1000)
     value = signer.sign(t)
-    assert signer.verify(value, "events", "e1", 500.0, 60.0) == t
+    assert signer.verify(value, "events", ("e1", "e1.0"), 500.0, 60.0) == t
     tampered = value.replace(":7:", ":1:")
     for bad, why in ((tampered, "bad signature"), (value[:-2] + "xx", "bad signature"), ("junk", "malformed")):
         with pytest.raises(Refused, match=why):
-            signer.verify(bad, "events", "e1", 500.0, 60.0)
+            signer.verify(bad, "events", ("e1", "e1.0"), 500.0, 60.0)
     with pytest.raises(Refused, match="expired"):
-        signer.verify(value, "events", "e1", 1001.0, 60.0)
+        signer.verify(value, "events", ("e1", "e1.0"), 1001.0, 60.0)
     with pytest.raises(Refused, match="issued for route 'events'"):
-        signer.verify(value, "gifts", "e1", 500.0, 60.0)
+        signer.verify(value, "gifts", ("e1", "e1.0"), 500.0, 60.0)
     with pytest.raises(Refused, match="earlier line"):
-        signer.verify(value, "events", "e2", 500.0, 60.0)
+        signer.verify(value, "events", ("e2", "e2.0"), 500.0, 60.0)
     # Rotation: the new key signs, the old one verifies for the grace, then no more.
     keys[0] = [SigningKey(2, b"n" * 32, 600.0, None), SigningKey(1, b"k" * 32, 0.0, 600.0)]
-    assert signer.verify(value, "events", "e1", 650.0, 60.0) == t
+    assert signer.verify(value, "events", ("e1", "e1.0"), 650.0, 60.0) == t
     assert signer.sign(Ticket(WAITING, "events", "e1", 1, 1, 999)).split(":")[7] == "2"
     with pytest.raises(Refused, match="no longer accepted"):
-        signer.verify(value, "events", "e1", 661.0, 60.0)
+        signer.verify(value, "events", ("e1", "e1.0"), 661.0, 60.0)
 
 
 def test_cookie_value_finds_exactly_the_named_cookie() -> None:
@@ -143,6 +143,22 @@ def test_cookie_value_finds_exactly_the_named_cookie() -> None:
     assert cookie_value("strangler-room-a=v", "strangler-room-a") == "v"
     assert cookie_value("a=1;strangler-room-a=v2", "strangler-room-a") == "v2"
     assert cookie_value("strangler-room-ab=1", "strangler-room-a") is None
+
+
+def test_workers_share_the_room_but_not_the_numbers(tmp_path: Path) -> None:
+    one, two = SqliteAdmissionQueue(tmp_path / "a.db", 0), SqliteAdmissionQueue(tmp_path / "a.db", 1)
+    for q in (one, two):
+        q.configure("events", 1.0, 1.0, 100, 60.0, False)
+    assert one.epoch("events") == two.epoch("events") and one.line_id("events") != two.line_id("events")
+    signer = Signer(one.keys)
+    admitted = signer.sign(Ticket(ADMITTED, "events", one.epoch("events"), 0, 1, 2_000_000_000))
+    waiting = signer.sign(Ticket(WAITING, "events", one.line_id("events"), 5, 1, 2_000_000_000))
+    theirs = (two.epoch("events"), two.line_id("events"))
+    assert signer.verify(admitted, "events", theirs, 10.0, 60.0).kind == ADMITTED   # a session passes anywhere
+    with pytest.raises(Refused, match="another worker"):                           # a number is one line's
+        signer.verify(waiting, "events", theirs, 10.0, 60.0)
+    one.close()
+    two.close()
 
 
 def test_store_keeps_keys_and_rotates(tmp_path: Path) -> None:
