@@ -90,6 +90,16 @@ class GuardSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionSpec:
+    rate: float               # visitors admitted per second
+    session: float            # seconds an admitted visitor passes without queueing again
+    queue: int                # the most that may wait
+    grace: float              # a waiting visitor silent this long loses the place
+    paused: bool
+    on_store_down: str        # "open" | "closed"
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
     name: str
     match: Any                # gateway.routing.matching.MatchSpec
@@ -105,6 +115,7 @@ class RouteSpec:
     line: int
     order: int
     fingerprint: str          # changes when the user edits this route; clears a rollback pin
+    admission: AdmissionSpec | None = None   # a waiting room (not part of the fingerprint: not a rollout intent)
 
 
 @dataclass(frozen=True, slots=True)

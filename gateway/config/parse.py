@@ -25,6 +25,7 @@ import yaml
 
 from gateway.config.document import ROUTES_SCHEMA
 from gateway.config.model import (
+    AdmissionSpec,
     Backend,
     CanarySpec,
     CircuitSpec,
@@ -285,7 +286,7 @@ def _route(r: dict[str, Any], order: int, fallback: str, backends: Mapping[str, 
     return RouteSpec(
         name=r["name"], match=match, stage=stage, to=r["to"], legacy=legacy, priority=r["priority"],
         shadow=shadow, canary=canary, on_error=r["on_error"], guard=guard, reverse_shadow=r["reverse_shadow"],
-        line=line, order=order, fingerprint=_fingerprint(r),
+        line=line, order=order, fingerprint=_fingerprint(r), admission=_admission(r["admission"]),
     )
 
 
@@ -302,7 +303,8 @@ def _stage_leftovers(r: dict[str, Any], stage: str, where: KeyPath, issues: Issu
 
 
 def _fingerprint(r: dict[str, Any]) -> str:
-    canonical = json.dumps(r, sort_keys=True, default=str)
+    # The waiting room is left out: retuning its rate is not a new rollout intent and must not clear a rollback.
+    canonical = json.dumps({k: v for k, v in r.items() if k != "admission"}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -360,6 +362,12 @@ def _guard(v: dict[str, Any] | None) -> GuardSpec | None:
         return None
     return GuardSpec(v["window"], v["min_requests"], v["max_error_rate"], v["max_mismatch_rate"],
                      v["max_p99_ratio"])
+
+
+def _admission(v: dict[str, Any] | None) -> AdmissionSpec | None:
+    if v is None:
+        return None
+    return AdmissionSpec(v["rate"], v["session"], v["queue"], v["grace"], v["paused"], v["on_store_down"])
 
 
 def _check_reachability(routes: list[RouteSpec], issues: Issues) -> None:
