@@ -33,7 +33,11 @@ and raises ``Refused`` (an aiohttp ``BadHttpMessage``, so the server answers it 
     chunked body   hex chunk size below 2**63, extensions as in RFC 9112 §7.1.1, CRLF after data,
                    trailer fields well formed and never framing or Host (RFC 9110 §6.5.1)        400
 
-Only bytes go in and only a count and ``Refused`` come out, so the screen is a pure function of the stream: the
+The parser only ever receives what the screen passed whole: a request head once it is complete and valid, a chunk
+size line or a trailer section once it is, body bytes as they come. Otherwise a parser that judges a line while it
+is still arriving (llhttp refuses ``FO`` of ``FOO`` at once, as 400) would answer before the screen could.
+
+Only bytes go in and only bytes (and ``Refused``) come out, so the screen is a pure function of the stream: the
 tests drive it directly, and ``ScreenedParser`` puts it in front of whichever parser aiohttp chose.
 """
 
@@ -97,14 +101,15 @@ _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _CLOSED, _PASS
 
 
 class Refused(BadHttpMessage):
-    """A request the screen refuses. ``error`` is the answer; ``offset`` the bytes of the data just fed that
-    belong to messages before the refused one; ``in_body`` whether the fault is in the body of a request already
-    handed to the server (which then fails through its body stream: its answer is under way)."""
+    """A request the screen refuses. ``error`` is the answer; ``before`` the screened bytes of this read that still
+    go to the parser (earlier requests, or the good part of a body); ``in_body`` whether the fault is in the body
+    of a request already handed to the server (which then fails through its body stream: its answer is under
+    way)."""
 
-    def __init__(self, error: GatewayError, offset: int = 0, in_body: bool = False) -> None:
+    def __init__(self, error: GatewayError, before: bytes = b"", in_body: bool = False) -> None:
         super().__init__(error.detail)
         self.error = error
-        self.offset = offset
+        self.before = before
         self.in_body = in_body
 
 
@@ -135,6 +140,7 @@ class Screen:
         self.refuse_underscores = underscores == "refuse"
         self._state = _HEAD
         self._line = bytearray()      # a line not complete yet
+        self._held = bytearray()      # screened bytes of a head or framing line not complete yet: not passed on
         self._left = 0                # body bytes (Content-Length, or of the current chunk) still to come
         self._crlf = 0                # bytes of the CRLF after chunk data already seen
         self._after = _HEAD           # what follows the current message
@@ -151,20 +157,26 @@ class Screen:
         """aiohttp went back to HTTP/1 after an upgrade the handler declined: the next bytes are a request."""
         self._state = _HEAD
         self._line.clear()
+        self._held.clear()
         self._new_message()
 
-    def feed(self, data: bytes) -> int:
-        """How many leading bytes of ``data`` are for the parser: all of them, except after a message that closes
-        the connection (RFC 9112 §9.6: nothing after it is read). Raises ``Refused`` at the first broken rule."""
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to pass to the parser now: complete heads and framing lines, and body bytes, in order (the
+        start of a head or line still arriving is held back until it is whole); nothing after a message that closes
+        the connection (RFC 9112 §9.6: it is not read). Raises ``Refused`` at the first broken rule."""
         pos, end = 0, len(data)
-        start = 0                     # where the message being screened began in ``data`` (0: in earlier data)
-        head_here = False             # its head ended in ``data``: not handed to the server yet
+        out: list[bytes] = []         # what goes to the parser, in order
+        mark = 0                      # data[mark:pos] is screened, not yet passed on nor held
+        head_at = -1                  # len(out) before the head of the message in progress, if passed on here
         while pos < end:
             state = self._state
-            if state == _PASS:
-                return end
-            if state == _CLOSED:
-                return pos
+            if state == _PASS:        # no longer HTTP/1 messages: everything goes through
+                out.append(data[mark:])
+                mark = end
+                break
+            if state == _CLOSED:      # the rest is dropped
+                mark = end
+                break
             done = self._messages
             try:
                 if state == _HEAD:
@@ -190,16 +202,27 @@ class Screen:
                 else:
                     pos = self._trailers(data, pos, end)
             except _Fault as fault:
-                if state == _HEAD or head_here:
-                    # Refused before the server saw it: answered at once, no backend ever hears of it.
-                    raise Refused(fault.error, start) from None
-                raise Refused(fault.error, pos, in_body=True) from None
+                if state == _HEAD or head_at >= 0:
+                    # The server has not seen this request: it is answered at once, no backend hears of it.
+                    raise Refused(fault.error, b"".join(out[:head_at] if head_at >= 0 else out)) from None
+                raise Refused(fault.error, b"".join(out), in_body=True) from None
+            whole = (self._state != state or self._messages != done
+                     or state in (_LENGTH, _CHUNK_DATA, _CHUNK_CRLF))
+            if whole:                 # a head, line or section completed, or body bytes: pass them on
+                if state == _HEAD:
+                    head_at = len(out)
+                if self._held:
+                    out.append(bytes(self._held))
+                    self._held.clear()
+                out.append(data[mark:pos])
+                mark = pos
             if self._messages != done:
-                start = pos           # a message ended here; the next one starts
-                head_here = False
-            elif state == _HEAD and self._state != _HEAD:
-                head_here = True
-        return end
+                head_at = -1
+        if mark < end and self._state != _CLOSED:
+            self._held += data[mark:end]
+        if len(out) == 1 and len(out[0]) == end:
+            return data
+        return b"".join(out)
 
     # -- the head ------------------------------------------------------------------------------------------------
 
@@ -458,19 +481,19 @@ class ScreenedParser:
         if self._dead:
             return (), False, b""
         try:
-            take = self._screen.feed(data)
+            passed = self._screen.feed(data)
         except Refused as refused:
-            return self._refuse(data, refused)
-        result = self._parser.feed_data(data if take == len(data) else data[:take])
+            return self._refuse(refused)
+        result = self._parser.feed_data(passed)
         if result[0]:
             self._payload = result[0][-1][1]
         return result
 
-    def _refuse(self, data: bytes, refused: Refused) -> Any:
+    def _refuse(self, refused: Refused) -> Any:
         self._dead = True
         messages, upgraded, tail = ((), False, b"")
-        if refused.offset:
-            messages, upgraded, tail = self._parser.feed_data(data[:refused.offset])
+        if refused.before:
+            messages, upgraded, tail = self._parser.feed_data(refused.before)
             if messages:
                 self._payload = messages[-1][1]
         loop = asyncio.get_running_loop()
