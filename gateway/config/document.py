@@ -76,7 +76,7 @@ SHADOW = Obj({
     "methods": Field(ListOf(HTTP_METHOD, min_items=1), default=["GET", "HEAD"]),
     "max_body": Field(Size("larger request bodies are not shadowed"), default=1024 * 1024),
     "timeout": Field(Duration("the whole shadow exchange"), default=5.0),
-    "compare": Field(COMPARE),
+    "compare": Field(COMPARE, default=SECTION_DEFAULTS),
 })
 
 CANARY = Obj({

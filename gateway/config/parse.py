@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.config.document import ROUTES_SCHEMA
+from gateway.config.document import ROUTES_SCHEMA, SHADOW
 from gateway.config.model import (
     AdmissionSpec,
     Backend,
@@ -317,7 +317,7 @@ def _sticky(v: dict[str, Any] | None) -> StickyKey | None:
 def _shadow(v: dict[str, Any] | None, where: KeyPath, issues: Issues) -> ShadowSpec | None:
     if v is None:
         return None
-    c = v["compare"] or {"ignore": [], "unordered": [], "tolerance": 0.0, "noise": 0.0, "headers": True}
+    c = v["compare"]
     rules = _compile_compare(c, where + ("compare",), issues)
     return ShadowSpec(
         percent=v["percent"], key=_sticky(v["key"]), methods=frozenset(x.upper() for x in v["methods"]),
@@ -325,6 +325,14 @@ def _shadow(v: dict[str, Any] | None, where: KeyPath, issues: Issues) -> ShadowS
         compare=CompareSpec(tuple(c["ignore"]), tuple(_unordered_value(u) for u in c["unordered"]),
                             c["tolerance"], c["noise"], c["headers"], rules),
     )
+
+
+def default_shadow() -> ShadowSpec:
+    """What ``shadow:`` means when a route does not say (a reverse shadow, a replay): the schema's defaults."""
+    issues = Issues()
+    spec = _shadow(SHADOW.check({}, ("shadow",), issues), ("shadow",), issues)
+    assert spec is not None and not issues.errors, issues.errors
+    return spec
 
 
 def _unordered_value(u: dict[str, Any]) -> Any:

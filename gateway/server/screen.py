@@ -44,8 +44,6 @@ tests drive it directly, and ``ScreenedParser`` puts it in front of whichever pa
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import re
 from typing import Any
 
 from aiohttp.http_exceptions import BadHttpMessage
@@ -58,44 +56,28 @@ from gateway.errors import (
     UriTooLong,
     VersionNotSupported,
 )
-
-MAX_TARGET = 16384        # bytes in the request line (method, target, version)
-MAX_FIELD = 16383         # bytes in one header field line; differs from MAX_TARGET so the two can be told apart
-MAX_FIELDS = 100          # header (or trailer) fields in one message; Envoy's default too
-
-# The methods llhttp accepts in HTTP mode: the pure-Python parser accepts any token and upper-cases it.
-METHODS = frozenset({
-    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
-    "COPY", "LOCK", "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND", "ACL",
-    "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE",
-    "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY",
-})
-# Fields that say where a message ends or where it goes: never valid as trailers (RFC 9110 §6.5.1).
-NOT_TRAILERS = frozenset({b"content-length", b"transfer-encoding", b"host"})
-MAX_CHUNK = 2**63 - 1
-
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_TOKEN_RE = re.compile(_TOKEN)
-_UPPER_METHOD = re.compile(rb"[A-Z][A-Z_-]*")
-_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
-_TARGET = re.compile(rb"[!-~]+")
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
-_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"'
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)((?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*)")
-# uri-host [":" port] (RFC 3986 §3.2.2, §3.2.3). A reg-name is limited to unreserved characters: RFC 3986 would
-# also allow sub-delimiters and percent-escapes, which no DNS name has, and a ',' or ';' in Host would split
-# X-Forwarded-Host or Forwarded into two values downstream.
-_HOST = re.compile(rb"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._~-]*))(?::([0-9]{0,5}))?")
-# Fields the screen needs to see whole: framing, Host, and what makes a request an upgrade or close the connection.
-_WATCHED = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade"})
-# The common case in a few scans in C: a whole head in one read, nothing unusual about it (see ``_whole_head``).
-_PLAIN_REQUEST_LINE = re.compile(rb"([A-Z][A-Z_-]*) [!-~]+ HTTP/1\.([01])")
-_PLAIN_FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
-_WATCHED_LINES = re.compile(rb"^(content-length|transfer-encoding|host|connection|upgrade):[ \t]*(.*?)[ \t]*\r?$",
-                            re.M)
-_UNDERSCORE_NAME = re.compile(rb"^[^:\r\n]*_[^:\r\n]*:", re.M)
-_UPGRADES = frozenset({b"websocket", b"tcp"})   # the upgrades aiohttp's parsers act on
+from gateway.server.grammar import (
+    CHUNK_LINE,
+    DIGITS,
+    FIELD,
+    MAX_CHUNK,
+    MAX_FIELD,
+    MAX_FIELDS,
+    MAX_TARGET,
+    METHODS,
+    NOT_TRAILERS,
+    PLAIN_FIELDS,
+    PLAIN_REQUEST_LINE,
+    TARGET,
+    TOKEN_RE,
+    UNDERSCORE_NAME,
+    UPGRADES,
+    UPPER_METHOD,
+    VERSION,
+    WATCHED,
+    WATCHED_LINES,
+    split_host,
+)
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _CLOSED, _PASS = range(8)
 
@@ -111,25 +93,6 @@ class Refused(BadHttpMessage):
         self.error = error
         self.before = before
         self.in_body = in_body
-
-
-def split_host(value: bytes | str) -> tuple[str, int | None] | None:
-    """``(host, port)`` of a valid Host value (port None when absent or empty; an IPv6 address without its
-    brackets), or None when the value is not a valid host[:port]."""
-    raw = value.encode("latin-1") if isinstance(value, str) else value
-    m = _HOST.fullmatch(raw)
-    if m is None:
-        return None
-    literal, name, port = m.groups()
-    if literal is not None:
-        try:
-            ipaddress.IPv6Address(literal.decode())
-        except ValueError:
-            return None
-    if port and int(port) > 65535:
-        return None
-    host = (literal if literal is not None else name).decode().lower()
-    return host, int(port) if port else None
 
 
 class Screen:
@@ -293,16 +256,16 @@ class Screen:
         if head.count(b"\n") != crlf or head.count(b"\r") != crlf or crlf > MAX_FIELDS + 1:
             return 0
         line_end = head.find(b"\r\n")
-        m = _PLAIN_REQUEST_LINE.fullmatch(head, 0, line_end)
+        m = PLAIN_REQUEST_LINE.fullmatch(head, 0, line_end)
         if m is None or m.group(1).decode() not in METHODS:
             return 0
         fields = head[line_end + 2:]
-        if _PLAIN_FIELDS.fullmatch(fields) is None:
+        if PLAIN_FIELDS.fullmatch(fields) is None:
             return 0
-        if self.refuse_underscores and _UNDERSCORE_NAME.search(fields):
+        if self.refuse_underscores and UNDERSCORE_NAME.search(fields):
             return 0
         watched: dict[bytes, list[bytes]] = {}
-        for name, value in _WATCHED_LINES.findall(fields.lower()):
+        for name, value in WATCHED_LINES.findall(fields.lower()):
             watched.setdefault(name, []).append(value)
         self._request = (m.group(1), (1, int(m.group(2))))
         self._fields = watched
@@ -315,13 +278,13 @@ class Screen:
             raise _Fault(MalformedRequest("the request line must be METHOD SP TARGET SP HTTP-VERSION with single "
                                           "spaces (RFC 9112 §3)"))
         method, target, version = parts
-        m = _VERSION.fullmatch(version)
+        m = VERSION.fullmatch(version)
         if m is None:
             raise _Fault(MalformedRequest(f"invalid HTTP version {_show(version)}"))
         major, minor = int(m.group(1)), int(m.group(2))
         if (major, minor) not in ((1, 0), (1, 1)):
             raise _Fault(VersionNotSupported(f"HTTP/{major}.{minor} is not spoken here; use HTTP/1.1"))
-        if _UPPER_METHOD.fullmatch(method) is None:
+        if UPPER_METHOD.fullmatch(method) is None:
             raise _Fault(MalformedRequest(f"invalid method {_show(method)}: methods are case-sensitive "
                                           "upper-case tokens (RFC 9110 §9.1)"))
         name = method.decode("ascii")
@@ -329,13 +292,13 @@ class Screen:
             raise _Fault(Unimplemented("CONNECT: this gateway is a reverse proxy, not a tunnel (RFC 9110 §9.3.6)"))
         if name not in METHODS:
             raise _Fault(Unimplemented(f"method {name} is not implemented (RFC 9110 §9.1)"))
-        if _TARGET.fullmatch(target) is None:
+        if TARGET.fullmatch(target) is None:
             raise _Fault(MalformedRequest("the request target holds a byte that is not visible ASCII: percent-encode "
                                           "it (RFC 9112 §3.2, RFC 3986 §2.1)"))
         self._request = (method, (major, minor))
 
     def _field(self, line: bytes, fields: dict[bytes, list[bytes]]) -> bytes:
-        m = _FIELD.fullmatch(line)
+        m = FIELD.fullmatch(line)
         if m is None:
             if line[:1] in (b" ", b"\t"):
                 raise _Fault(MalformedRequest("obsolete line folding (RFC 9112 §5.2)"))
@@ -348,7 +311,7 @@ class Screen:
             raise _Fault(MalformedRequest(f"header name {_show(name)} has an underscore (refused by "
                                           "limits.underscores_in_headers)"))
         lname = name.lower()
-        if lname in _WATCHED:
+        if lname in WATCHED:
             fields.setdefault(lname, []).append(m.group(2).strip(b" \t"))
         return lname
 
@@ -365,7 +328,7 @@ class Screen:
         chunked, length = self._framing(version, fields)
         tokens = {t.strip(b" \t").lower() for v in fields.get(b"connection", ()) for t in v.split(b",")}
         upgrade = fields.get(b"upgrade")
-        if b"upgrade" in tokens and upgrade and upgrade[0].lower() in _UPGRADES:
+        if b"upgrade" in tokens and upgrade and upgrade[0].lower() in UPGRADES:
             self._after = _PASS
         elif b"close" in tokens or (version == (1, 0) and b"keep-alive" not in tokens):
             self._after = _CLOSED
@@ -391,7 +354,7 @@ class Screen:
             if cl is not None:
                 raise _Fault(MalformedRequest("both Content-Length and Transfer-Encoding (RFC 9112 §6.3)"))
             codings = [c.strip(b" \t").lower() for c in te[0].split(b",")]
-            if not all(_TOKEN_RE.fullmatch(c) for c in codings):
+            if not all(TOKEN_RE.fullmatch(c) for c in codings):
                 raise _Fault(MalformedRequest(f"invalid Transfer-Encoding {_show(te[0])}"))
             if codings[-1] != b"chunked":
                 raise _Fault(MalformedRequest("Transfer-Encoding must end with chunked, else the body has no "
@@ -404,7 +367,7 @@ class Screen:
             return True, 0
         if cl is None:
             return False, 0
-        if len(cl) > 1 or _DIGITS.fullmatch(cl[0]) is None:
+        if len(cl) > 1 or DIGITS.fullmatch(cl[0]) is None:
             raise _Fault(MalformedRequest(f"invalid Content-Length {_show(b', '.join(cl))} (RFC 9110 §8.6)"))
         return False, int(cl[0])
 
@@ -419,7 +382,7 @@ class Screen:
         line, pos = self._lines(data, pos, end, MAX_FIELD)
         if line is None:
             return pos
-        m = _CHUNK_LINE.fullmatch(line)
+        m = CHUNK_LINE.fullmatch(line)
         if m is None:
             raise _Fault(MalformedRequest(f"invalid chunk size line {_show(line[:64])} (RFC 9112 §7.1)"))
         size = int(m.group(1), 16)

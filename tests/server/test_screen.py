@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.server.screen import Refused, Screen, split_host
+from gateway.server.grammar import split_host
+from gateway.server.screen import Refused, Screen
 from tests.server.wire_support import ACCEPTED, REFUSED
 
 LIMIT = 64 * 1024
