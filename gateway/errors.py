@@ -18,6 +18,10 @@
     |   +-- UpstreamTimeout           504 connect or response-header timeout
     |   +-- UpstreamRetryableStatus   the backend's own 502/503, held back for a fallback retry
     +-- Unavailable                   503 over the backend's concurrency limit, or its circuit is open
+    +-- WaitingRoom                   503 the route's waiting room holds the visitor (``Retry-After``)
+        +-- Queued                    in line: ``position`` and ``eta_s`` in the body
+        +-- QueueFull                 the line is at its ``queue`` limit
+        +-- RoomUnavailable           the line's store is down and the route says ``on_store_down: closed``
 
 A failure *after* the response headers went to the client cannot become a status code any more: the proxy aborts
 the client connection instead (``UpstreamBodyError``), so a cut body is never passed off as complete.
@@ -186,6 +190,46 @@ class CircuitOpen(Unavailable):
     title = "Backend circuit open"
 
 
+class WaitingRoom(GatewayError):
+    status = 503
+    code = "waiting-room"
+    title = "Waiting room"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Queued(WaitingRoom):
+    code = "queued"
+    title = "You are in line"
+
+    def __init__(self, detail: str, *, position: int, eta_s: float | None, retry_after: int,
+                 ticket: str | None = None) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.position = position
+        self.eta_s = eta_s
+        self.ticket = ticket     # why the ticket the visitor sent was worth nothing, if it was
+
+    def problem(self, instance: str | None = None, trace_id: str | None = None) -> dict[str, object]:
+        body = super().problem(instance, trace_id)
+        body["position"] = self.position
+        body["eta_s"] = self.eta_s
+        if self.ticket:
+            body["ticket"] = self.ticket
+        return body
+
+
+class QueueFull(WaitingRoom):
+    code = "waiting-room-full"
+    title = "The waiting room is full"
+
+
+class RoomUnavailable(WaitingRoom):
+    code = "waiting-room-unavailable"
+    title = "The waiting room is unavailable"
+
+
 def problem_response(error: GatewayError, *, instance: str | None = None,
                      trace_header: tuple[str, str] | None = None) -> web.Response:
     """The one place a GatewayError becomes an HTTP response; ``trace_header`` is ``("X-Trace-Id", id)``, sent as a
@@ -195,7 +239,7 @@ def problem_response(error: GatewayError, *, instance: str | None = None,
     resp = web.Response(status=error.status, body=body, content_type=PROBLEM_JSON,
                         headers=[trace_header] if trace_header else None)
     if error.status == 503:
-        resp.headers["Retry-After"] = "1"
+        resp.headers["Retry-After"] = str(getattr(error, "retry_after", 1))
     if error.closes:
         resp.force_close()   # sends Connection: close, and the connection ends after this answer
     return resp

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway.errors import MisdirectedRequest, problem, problem_response
 from gateway.routing.table import TableRef
-from gateway.server.screen import split_host
+from gateway.server.grammar import split_host
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -11,6 +11,7 @@ Every rollout figure comes from ``Rollout.view``: the console and the CLI show i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -27,10 +28,12 @@ ACTORS = ("cli", "admin", "console")
 
 
 class RoutesAPI:
-    def __init__(self, tables: TableRef, rollout: Rollout, stats: StatsRegistry) -> None:
+    def __init__(self, tables: TableRef, rollout: Rollout, stats: StatsRegistry,
+                 admission: Callable[[str], dict[str, Any] | None] | None = None) -> None:
         self.tables = tables
         self.rollout = rollout
         self.stats = stats
+        self.admission = admission     # the route's waiting room figures (``Rooms.view``), None without one
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/api/routes", self.get_routes),
@@ -54,6 +57,7 @@ class RoutesAPI:
             # same figure over its own window. Surfaces show ``text``: the rate with its window and denominator.
             "shadow_match": equal_rate(shadow.compared - shadow.mismatches, shadow.compared, "last 60s"),
             "shadow_match_rate": (None if not shadow.compared else round(100.0 - shadow.mismatch_rate, 2)),
+            "admission": self.admission(route.name) if self.admission is not None else None,
             "stats": stats.as_dict(60.0),
             # Requests per second over the last minute, oldest first: the console's sparklines.
             "series": {"legacy": stats.legacy.series(60), "extracted": stats.extracted.series(60),

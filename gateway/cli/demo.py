@@ -131,6 +131,22 @@ async def _traffic(base: str, stop: asyncio.Event, rate: float = 4.0) -> None:
                 await asyncio.wait_for(stop.wait(), timeout=1.0 / rate)
 
 
+async def _spike(base: str, visitors: int, stop: asyncio.Event) -> None:
+    """``--burst N``: after a moment (so the console is open), N visitors arrive at once on /api/events."""
+    from gateway.cli.burst import burst
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=3.0)
+    if stop.is_set():
+        return
+    print(f"strangler demo: {visitors} visitors arrive at once on /api/events; watch the waiting room fill and "
+          "drain in the console (or `strangler routes`)", file=sys.stderr, flush=True)
+    let_in, gave_up = await burst(base, visitors, stop)
+    if not stop.is_set():
+        print(f"strangler demo: the burst is through: {let_in} let in, {gave_up} gave up", file=sys.stderr,
+              flush=True)
+
+
 def _log_to_file(path: Path, setup_logging: Any) -> None:
     """The demo's traffic would flood the terminal with access lines: the gateway's log goes to a file (JSON
     lines), and only warnings and errors (a failed reload, a rollback) also show in the terminal."""
@@ -152,7 +168,7 @@ def _worth_saying(record: Any) -> bool:
     return bool(record.levelno >= 30 or getattr(record, "event", None) in TERMINAL_EVENTS)
 
 
-def run_demo(config_path: str, traffic: bool = True) -> int:
+def run_demo(config_path: str, traffic: bool = True, burst: int = 0) -> int:
     from gateway.runtime.launch import _use_uvloop
     from observability.logging import setup_logging
 
@@ -191,7 +207,7 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
                                                          for n in [*dbs, *(s.name for s in own)])
               + f" (their logs and the gateway's are in {data_dir})", file=sys.stderr, flush=True)
         _use_uvloop()
-        asyncio.run(_run(cfg, traffic))
+        asyncio.run(_run(cfg, traffic, burst))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -211,7 +227,7 @@ def run_demo(config_path: str, traffic: bool = True) -> int:
     return 0
 
 
-async def _run(cfg: Config, traffic: bool) -> None:
+async def _run(cfg: Config, traffic: bool, burst: int = 0) -> None:
     from gateway.runtime.gateway import Gateway
 
     gw = Gateway(cfg)
@@ -236,6 +252,8 @@ Try:
               file=sys.stderr, flush=True)
         if traffic:
             tasks.append(asyncio.get_running_loop().create_task(_traffic(base, stop)))
+        if burst:
+            tasks.append(asyncio.get_running_loop().create_task(_spike(base, burst, stop)))
 
     try:
         await gw.run(on_started=started)

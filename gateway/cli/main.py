@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from gateway.cli.admission_commands import cmd_admission
 from gateway.cli.client import CLIError
 from gateway.cli.config_commands import cmd_check, cmd_explain, cmd_schema
 from gateway.cli.fleet_commands import cmd_fleet
@@ -52,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--admin", help="admin HOST:PORT (overrides routes.yaml)")
     sp.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (SO_REUSEPORT)")
 
-    command("demo", cmd_demo, "run the legacy app, the extracted services and the gateway from ./routes.yaml",
-            json_flag=False)
+    sp = command("demo", cmd_demo, "run the legacy app, the extracted services and the gateway from ./routes.yaml",
+                 json_flag=False)
+    sp.add_argument("--burst", type=int, default=0, metavar="N",
+                    help="N visitors arrive at once on /api/events: watch its waiting room fill and drain")
     command("check", cmd_check, "validate routes.yaml: exit 0 if valid, else print FILE:LINE: lines and exit 1")
     command("schema", cmd_schema, "print the JSON Schema of routes.yaml (for editors)", json_flag=False)
     command("routes", cmd_routes, "the route table of the running gateway", admin=True)
@@ -105,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=30)
 
     command("fleet", cmd_fleet, "the gateways sharing this store, and any config drift between them", admin=True)
+
+    sp = command("admission", cmd_admission, "the waiting rooms: who waits, how fast they are let in; "
+                 "`rotate-key` signs tickets with a new key", admin=True)
+    sp.add_argument("action", nargs="?", choices=["rotate-key"], help="rotate the key that signs tickets")
 
     sp = command("trace", cmd_trace, "one trace as a waterfall: spans, services, durations to scale", admin=True)
     sp.add_argument("trace_id", help="the X-Trace-Id of a response (32 hex digits)")

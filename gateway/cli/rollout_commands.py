@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import urllib.parse
+from typing import Any
 
 from gateway.cli.client import admin_client
 from gateway.cli.fleet_commands import store_line
@@ -67,6 +68,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
         t.add_row(r["name"], r["match"], *stage, r["to"] or "-", weight, _match(r.get("shadow_match")), *latency,
                   *([f"[red]{rb['actor']}: {rb['reason']}[/red]" if rb else ""] if pinned else []))
     con.print(t)
+    rooms = [r for r in routes if r.get("admission")]
+    if rooms:
+        con.print(room_table(rooms))
     return 0
 
 
@@ -75,6 +79,26 @@ def _match(figure: dict | None) -> str:
     if not figure or figure.get("rate") is None:
         return "-"
     return f"{figure['rate']:.1f}% of {figure['compared']}"
+
+
+def room_table(routes: list[dict[str, Any]]) -> Any:
+    """The waiting rooms: who waits, how fast they are let in, how long the queued ones waited."""
+    from rich.table import Table as RTable
+
+    t = RTable(show_edge=False, title="waiting rooms", title_justify="left")
+    for col in ("route", "rate", "line", "let in", "wait p50/p99 s", "store"):
+        t.add_column(col)
+    for r in routes:
+        a = r["admission"]
+        t.add_row(r["name"], "[yellow]paused[/yellow]" if a["paused"] else a["rate_text"],
+                  f"{a['waiting']} waiting (of {a['queue_limit']})", f"{a['admitted_per_s']:g}/s",
+                  f"{_secs(a['wait_p50_s'])}/{_secs(a['wait_p99_s'])}",
+                  a["store"] if a["store"] == "ok" else f"[red]{a['store']}[/red]")
+    return t
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -23,4 +23,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.cli.demo import run_demo
 
-    return run_demo(args.config)
+    if args.burst < 0:
+        raise CLIError("--burst must be a number of visitors, 0 or more")
+    return run_demo(args.config, burst=args.burst)

@@ -20,6 +20,7 @@ from gateway.config.schema import (
     Num,
     Obj,
     Percent,
+    Rate,
     Size,
     Str,
 )
@@ -75,7 +76,7 @@ SHADOW = Obj({
     "methods": Field(ListOf(HTTP_METHOD, min_items=1), default=["GET", "HEAD"]),
     "max_body": Field(Size("larger request bodies are not shadowed"), default=1024 * 1024),
     "timeout": Field(Duration("the whole shadow exchange"), default=5.0),
-    "compare": Field(COMPARE),
+    "compare": Field(COMPARE, default=SECTION_DEFAULTS),
 })
 
 CANARY = Obj({
@@ -92,6 +93,16 @@ GUARD = Obj({
     "max_mismatch_rate": Field(Percent()),
     "max_p99_ratio": Field(Num(minimum=0.0, description="extracted p99 / legacy p99")),
 })
+
+ADMISSION = Obj({
+    "rate": Field(Rate("new visitors let in per second (100/s, 600/m)"), required=True),
+    "session": Field(Duration("an admitted visitor passes this long without queueing again"), default=600.0),
+    "queue": Field(Int(minimum=1, description="at most this many wait; beyond that: 503 full"), default=100000),
+    "grace": Field(Duration("a waiting visitor who stops polling this long loses the place"), default=60.0),
+    "paused": Field(Bool("admit nobody new for now; the line keeps its order"), default=False),
+    "on_store_down": Field(Str(enum=("open", "closed"), description="when the queue's store is unreachable: "
+                                   "let everyone through (open) or answer 503 (closed)"), default="open"),
+}, description="A waiting room: admit visitors at a fixed rate, first come first served.")
 
 PATH_MATCH = Obj({
     "exact": Field(Str(min_length=1)),
@@ -119,6 +130,7 @@ ROUTE = Obj({
     "on_error": Field(Str(enum=("fail", "fallback")), default="fail"),
     "guard": Field(GUARD),
     "reverse_shadow": Field(Bool("in stage extracted, shadow the monolith to keep comparing"), default=False),
+    "admission": Field(ADMISSION),
 })
 
 ROUTES_SCHEMA = Obj({

@@ -1,12 +1,14 @@
 """The configuration as the gateway reads it: a tree of frozen dataclasses rooted at ``Config``.
 
-:mod:`gateway.config.parse` builds one from routes.yaml; a reload builds a new tree and swaps it whole.
+:mod:`gateway.config.parse` builds one from routes.yaml; a reload builds a new tree and swaps it whole. No field
+has a default here: every default is written once, in the schema (:mod:`gateway.config.document`), and the
+builders pass every field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +18,15 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 2.0      # TCP connect
-    response: float = 30.0    # request sent -> response headers
-    idle: float = 60.0        # gap between two body reads, and how long a pooled connection may sit idle
+    connect: float  # TCP connect
+    response: float  # request sent -> response headers
+    idle: float  # gap between two body reads, and how long a pooled connection may sit idle
 
 
 @dataclass(frozen=True, slots=True)
 class CircuitSpec:
-    failures: int = 5         # consecutive failures that open the circuit
-    cooldown: float = 10.0    # open -> half-open after this long
+    failures: int  # consecutive failures that open the circuit
+    cooldown: float  # open -> half-open after this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,39 +56,49 @@ class StickyKey:
 
 @dataclass(frozen=True, slots=True)
 class CompareSpec:
-    ignore: tuple[str, ...] = ()
-    unordered: tuple[Any, ...] = ()
-    tolerance: float = 0.0
-    noise: float = 0.0        # percent of shadowed safe requests also sent twice to legacy
-    headers: bool = True
-    rules: Any = None         # gateway.compare.rules.CompareRules, compiled once
+    ignore: tuple[str, ...]
+    unordered: tuple[Any, ...]
+    tolerance: float
+    noise: float  # percent of shadowed safe requests also sent twice to legacy
+    headers: bool
+    rules: Any  # gateway.compare.rules.CompareRules, compiled once
 
 
 @dataclass(frozen=True, slots=True)
 class ShadowSpec:
-    percent: float = 100.0
-    key: StickyKey | None = None
-    methods: frozenset[str] = frozenset({"GET", "HEAD"})
-    max_body: int = 1024 * 1024
-    timeout: float = 5.0      # the whole shadow exchange, independent of the backend's own timeouts
-    compare: CompareSpec = field(default_factory=CompareSpec)
+    percent: float
+    key: StickyKey | None
+    methods: frozenset[str]
+    max_body: int
+    timeout: float  # the whole shadow exchange, independent of the backend's own timeouts
+    compare: CompareSpec
 
 
 @dataclass(frozen=True, slots=True)
 class CanarySpec:
-    weight: float = 0.0
-    sticky: StickyKey | None = None
-    steps: tuple[float, ...] = ()
-    interval: float = 300.0
+    weight: float
+    sticky: StickyKey | None
+    steps: tuple[float, ...]
+    interval: float
 
 
 @dataclass(frozen=True, slots=True)
 class GuardSpec:
-    window: float = 60.0
-    min_requests: int = 50
-    max_error_rate: float = 2.0     # percent
-    max_mismatch_rate: float | None = None
-    max_p99_ratio: float | None = None
+    window: float
+    min_requests: int
+    max_error_rate: float  # percent
+    max_mismatch_rate: float | None
+    max_p99_ratio: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionSpec:
+    rate: float               # visitors admitted per second
+    session: float            # seconds an admitted visitor passes without queueing again
+    queue: int                # the most that may wait
+    grace: float              # a waiting visitor silent this long loses the place
+    paused: bool
+    on_store_down: str        # "open" | "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,34 +117,35 @@ class RouteSpec:
     line: int
     order: int
     fingerprint: str          # changes when the user edits this route; clears a rollback pin
+    admission: AdmissionSpec | None = None   # a waiting room (not part of the fingerprint: not a rollout intent)
 
 
 @dataclass(frozen=True, slots=True)
 class TracingSpec:
-    sample: float = 100.0     # percent of root traces kept
-    response_header: bool = True
-    max_per_second: int = 100  # at most this many new traces kept per second (0: no limit)
+    sample: float  # percent of root traces kept
+    response_header: bool
+    max_per_second: int  # at most this many new traces kept per second (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)
 class StoreSpec:
     dir: Path
-    max_samples: int = 200            # comparison samples kept per route and verdict
-    max_age: float = 7 * 86400.0
-    max_traces: int = 2000
-    url: str | None = None            # postgresql://... : the fleet's shared store; None: SQLite in dir
-    password_file: Path | None = None
+    max_samples: int  # comparison samples kept per route and verdict
+    max_age: float
+    max_traces: int
+    url: str | None           # postgresql://... : the fleet's shared store; None: SQLite in dir
+    password_file: Path | None
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_request_body: int | None = None   # None: unlimited (streamed)
-    client_idle: float = 60.0             # an idle keep-alive connection, or a request head still arriving
-    drain: float = 0.0                    # on SIGTERM: keep serving this long with /readyz at 503
-    # schema.WIRE_LIMITS (defaults there): 431 beyond this head size; '_' header names; ';' path parameters
-    max_request_head: int = field(kw_only=True)
-    underscores_in_headers: str = field(kw_only=True)
-    path_parameters: str = field(kw_only=True)
+    max_request_body: int | None  # None: unlimited (streamed)
+    client_idle: float  # an idle keep-alive connection, or a request head still arriving
+    drain: float  # on SIGTERM: keep serving this long with /readyz at 503
+    # 431 beyond this head size; what to do with '_' header names and with ';' path parameters
+    max_request_head: int
+    underscores_in_headers: str
+    path_parameters: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.config.document import ROUTES_SCHEMA
+from gateway.config.document import ROUTES_SCHEMA, SHADOW
 from gateway.config.model import (
+    AdmissionSpec,
     Backend,
     CanarySpec,
     CircuitSpec,
@@ -294,7 +295,7 @@ def _route(r: dict[str, Any], order: int, fallback: str, backends: Mapping[str, 
     return RouteSpec(
         name=r["name"], match=match, stage=stage, to=r["to"], legacy=legacy, priority=r["priority"],
         shadow=shadow, canary=canary, on_error=r["on_error"], guard=guard, reverse_shadow=r["reverse_shadow"],
-        line=line, order=order, fingerprint=_fingerprint(r),
+        line=line, order=order, fingerprint=_fingerprint(r), admission=_admission(r["admission"]),
     )
 
 
@@ -311,7 +312,8 @@ def _stage_leftovers(r: dict[str, Any], stage: str, where: KeyPath, issues: Issu
 
 
 def _fingerprint(r: dict[str, Any]) -> str:
-    canonical = json.dumps(r, sort_keys=True, default=str)
+    # The waiting room is left out: retuning its rate is not a new rollout intent and must not clear a rollback.
+    canonical = json.dumps({k: v for k, v in r.items() if k != "admission"}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -324,7 +326,7 @@ def _sticky(v: dict[str, Any] | None) -> StickyKey | None:
 def _shadow(v: dict[str, Any] | None, where: KeyPath, issues: Issues) -> ShadowSpec | None:
     if v is None:
         return None
-    c = v["compare"] or {"ignore": [], "unordered": [], "tolerance": 0.0, "noise": 0.0, "headers": True}
+    c = v["compare"]
     rules = _compile_compare(c, where + ("compare",), issues)
     return ShadowSpec(
         percent=v["percent"], key=_sticky(v["key"]), methods=frozenset(x.upper() for x in v["methods"]),
@@ -332,6 +334,14 @@ def _shadow(v: dict[str, Any] | None, where: KeyPath, issues: Issues) -> ShadowS
         compare=CompareSpec(tuple(c["ignore"]), tuple(_unordered_value(u) for u in c["unordered"]),
                             c["tolerance"], c["noise"], c["headers"], rules),
     )
+
+
+def default_shadow() -> ShadowSpec:
+    """What ``shadow:`` means when a route does not say (a reverse shadow, a replay): the schema's defaults."""
+    issues = Issues()
+    spec = _shadow(SHADOW.check({}, ("shadow",), issues), ("shadow",), issues)
+    assert spec is not None and not issues.errors, issues.errors
+    return spec
 
 
 def _unordered_value(u: dict[str, Any]) -> Any:
@@ -369,6 +379,12 @@ def _guard(v: dict[str, Any] | None) -> GuardSpec | None:
         return None
     return GuardSpec(v["window"], v["min_requests"], v["max_error_rate"], v["max_mismatch_rate"],
                      v["max_p99_ratio"])
+
+
+def _admission(v: dict[str, Any] | None) -> AdmissionSpec | None:
+    if v is None:
+        return None
+    return AdmissionSpec(v["rate"], v["session"], v["queue"], v["grace"], v["paused"], v["on_store_down"])
 
 
 def _check_reachability(routes: list[RouteSpec], issues: Issues) -> None:

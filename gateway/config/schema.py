@@ -201,6 +201,10 @@ def Percent(description: str = "") -> Unit:  # noqa: N802
     return Unit(units.parse_percent, r"^\s*\d+(\.\d+)?\s*%?\s*$", "10%", description)
 
 
+def Rate(description: str = "") -> Unit:  # noqa: N802
+    return Unit(units.parse_rate, r"^\s*\d+(\.\d+)?\s*/\s*(s|m|h)\s*$", "100/s", description)
+
+
 @dataclass
 class ListOf(Node):
     item: Node

@@ -74,3 +74,23 @@ def parse_percent(value: object) -> float:
         raise ValueError(f"expected a percentage between 0 and 100, got {value!r}")
     return pct
 
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_RATE_SCALE = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(value: object) -> float:
+    """Events per second from ``100/s``, ``600/m`` or ``1000/h``; a bare number is per second."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a rate like 100/s or 600/m, got {value!r}")
+    if isinstance(value, int | float):
+        rate = float(value)
+    else:
+        m = _RATE.match(str(value))
+        if not m:
+            raise ValueError(f"expected a rate like 100/s or 600/m, got {value!r}")
+        rate = float(m.group(1)) / _RATE_SCALE[m.group(2)]
+    if rate <= 0:
+        raise ValueError(f"expected a rate above zero, got {value!r} (to stop admitting, set `paused: true`)")
+    return rate

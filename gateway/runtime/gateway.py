@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.admission import AdmissionAPI, AdmissionGauges
 from gateway.admin.app import API, create_admin_app
 from gateway.admin.diffs import DiffsAPI
 from gateway.admin.fleet import FleetAPI, StoreGauges, gateway_version
@@ -26,6 +27,7 @@ from gateway.admin.hosts import admin_access
 from gateway.admin.routes import RoutesAPI
 from gateway.admin.status import Lifecycle, StatusAPI
 from gateway.admin.traces import TraceAPI
+from gateway.admission.room import Rooms
 from gateway.config import model as config_mod
 from gateway.proxy.protect import Protection
 from gateway.proxy.upstream import Upstreams
@@ -117,6 +119,9 @@ class Gateway:
             self.tables, self.rollout, self.protection, self.stats, self.shadow,
             {"comparisons": self.stores.comparisons, "traces": self.stores.traces, "access_log": self.access}))
         self.metrics.sources.append(StoreGauges(self.stores.members))
+        self.rooms = Rooms(self.stores.admission, self.state.record, primary=primary)
+        self.rooms.reloaded(None, cfg, "file")
+        self.metrics.sources.append(AdmissionGauges(self.rooms))
         self.reloader = Reloader(cfg.path, self.tables, self._swapped, self._reload_failed)
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
@@ -140,6 +145,7 @@ class Gateway:
         self.upstreams.retain(new.config.backends.values())
         self.metrics.reloaded(True)
         self.rollout.reloaded(new.config, changes, actor, new.generation)
+        self.rooms.reloaded(old.config, new.config, actor)
         self._announce()
 
     def _judge_guarded(self) -> None:
@@ -153,13 +159,13 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     def _admin_apis(self) -> list[API]:
-        routes = RoutesAPI(self.tables, self.rollout, self.stats)
+        routes = RoutesAPI(self.tables, self.rollout, self.stats, self.rooms.view)
         configured = {"public": self.listen, "admin": self.admin_listen}
         return [StatusAPI(self.lifecycle, self.tables, self.reloader, self.state, configured), routes,
                 DiffsAPI(self.tables, self.stores.comparisons, self.shadow, self.stats, routes),
                 TraceAPI(self.stores.traces, self.tracing.instance, self.tables,
                          self.stores.comparisons), MetricsAPI(self.metrics),
-                FleetAPI(self.stores.members, self.instance)]
+                AdmissionAPI(self.tables, self.rooms), FleetAPI(self.stores.members, self.instance)]
 
     def _announce(self) -> None:
         """Tell the other instances sharing the store who this one is and what it serves."""
@@ -174,7 +180,7 @@ class Gateway:
 
     async def start(self) -> None:
         handler = PublicHandler(self.tables, self.rollout, self.shadow, self.recorder, self.upstreams,
-                                self.protection)
+                                self.protection, self.rooms)
         public = public_server(handler, lambda: self.table.config.limits)
         runner = web.ServerRunner(public, handle_signals=False)
         await runner.setup()
@@ -201,6 +207,7 @@ class Gateway:
         self._spawn(self._advance_steps())
         if self.fleet is not None:
             self._spawn(self.fleet.run())
+        self._spawn(self._keep_rooms())
         self.lifecycle.ready.set()
 
     def _spawn(self, coro: Any) -> None:
@@ -241,12 +248,23 @@ class Gateway:
             except Exception:  # never let a bookkeeping error stop the loop
                 log.exception("advancing canary steps failed")
 
+    async def _keep_rooms(self) -> None:
+        """Sweep out waiting visitors who stopped polling and write the lines behind, about once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.stores.admission.maintain()
+            except Exception:  # never let a bookkeeping error stop the loop
+                log.exception("waiting-room upkeep failed")
+
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for runner in reversed(self._runners):
             await runner.cleanup()
+        with contextlib.suppress(Exception):
+            await self.stores.admission.flush()
         await self.shadow.drain()
         await self.upstreams.close()
         self.recorder.close()

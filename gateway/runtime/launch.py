@@ -69,6 +69,12 @@ async def _serve(cfg: Config, listen: tuple[str, int], admin: tuple[str, int], w
         print(f"strangler up: {exc}; not starting", file=sys.stderr)
         return 1
     _tune_gc()
+    rooms = [r.name for r in cfg.routes if r.admission is not None]
+    if workers > 1 and index == 0 and rooms:
+        # Each worker keeps its own line (docs/admission.md): a visitor whose next request lands on another
+        # worker is a stranger there and queues again. Said at start rather than discovered in a spike.
+        log.warning("waiting rooms on %s: with --workers %d each worker keeps its own line and admits the full "
+                    "rate; run a route with a waiting room with one worker", ", ".join(rooms), workers)
     try:
         await gw.run_with_banner() if index == 0 else await gw.run()
     except OSError as exc:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.admission.room import Rooms
 from gateway.config.model import Backend
 from gateway.errors import (
     BadRequest,
@@ -65,8 +66,9 @@ def _retryable(exc: GatewayError, request: web.BaseRequest) -> bool:
 
 class PublicHandler:
     def __init__(self, tables: TableRef, rollout: Rollout, shadow: ShadowDispatcher, recorder: Recorder,
-                 upstreams: Upstreams, protection: Protection) -> None:
+                 upstreams: Upstreams, protection: Protection, rooms: Rooms | None = None) -> None:
         self.tables = tables
+        self.rooms = rooms
         self.rollout = rollout
         self.shadow = shadow
         self.recorder = recorder
@@ -93,6 +95,13 @@ class PublicHandler:
             # The backend sees exactly the path the route decision was made on.
             raw = norm if query is None else f"{norm}?{query}"
         route = table.resolve(request.method, norm, request.headers)
+        admitted = None
+        if route.spec is not None and route.spec.admission is not None and self.rooms is not None:
+            gate = self.rooms.gate(route.name, route.spec.admission, request, trace_header)
+            if isinstance(gate, web.Response):
+                self.recorder.held(route, request, gate.status, time.perf_counter() - started)
+                return gate
+            admitted = gate
         decision = self.rollout.decide(route, request)
         outcome = proxy.Outcome(decision.backend.name)
 
@@ -101,6 +110,8 @@ class PublicHandler:
                                            underscores=table.config.limits.underscores_in_headers)
         shadow = self.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
         extra = _cookie_header(decision)
+        if admitted is not None:
+            extra.append(admitted)
         if trace_header is not None:
             extra.append(trace_header)
         try:

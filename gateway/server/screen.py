@@ -33,15 +33,17 @@ and raises ``Refused`` (an aiohttp ``BadHttpMessage``, so the server answers it 
     chunked body   hex chunk size below 2**63, extensions as in RFC 9112 §7.1.1, CRLF after data,
                    trailer fields well formed and never framing or Host (RFC 9110 §6.5.1)        400
 
-Only bytes go in and only a count and ``Refused`` come out, so the screen is a pure function of the stream: the
+The parser only ever receives what the screen passed whole: a request head once it is complete and valid, a chunk
+size line or a trailer section once it is, body bytes as they come. Otherwise a parser that judges a line while it
+is still arriving (llhttp refuses ``FO`` of ``FOO`` at once, as 400) would answer before the screen could.
+
+Only bytes go in and only bytes (and ``Refused``) come out, so the screen is a pure function of the stream: the
 tests drive it directly, and ``ScreenedParser`` puts it in front of whichever parser aiohttp chose.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import re
 from typing import Any
 
 from aiohttp.http_exceptions import BadHttpMessage
@@ -54,77 +56,43 @@ from gateway.errors import (
     UriTooLong,
     VersionNotSupported,
 )
-
-MAX_TARGET = 16384        # bytes in the request line (method, target, version)
-MAX_FIELD = 16383         # bytes in one header field line; differs from MAX_TARGET so the two can be told apart
-MAX_FIELDS = 100          # header (or trailer) fields in one message; Envoy's default too
-
-# The methods llhttp accepts in HTTP mode: the pure-Python parser accepts any token and upper-cases it.
-METHODS = frozenset({
-    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
-    "COPY", "LOCK", "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK", "BIND", "REBIND", "UNBIND", "ACL",
-    "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE",
-    "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY",
-})
-# Fields that say where a message ends or where it goes: never valid as trailers (RFC 9110 §6.5.1).
-NOT_TRAILERS = frozenset({b"content-length", b"transfer-encoding", b"host"})
-MAX_CHUNK = 2**63 - 1
-
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_TOKEN_RE = re.compile(_TOKEN)
-_UPPER_METHOD = re.compile(rb"[A-Z][A-Z_-]*")
-_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
-_TARGET = re.compile(rb"[!-~]+")
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
-_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"'
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)((?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*)")
-# uri-host [":" port] (RFC 3986 §3.2.2, §3.2.3). A reg-name is limited to unreserved characters: RFC 3986 would
-# also allow sub-delimiters and percent-escapes, which no DNS name has, and a ',' or ';' in Host would split
-# X-Forwarded-Host or Forwarded into two values downstream.
-_HOST = re.compile(rb"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._~-]*))(?::([0-9]{0,5}))?")
-# Fields the screen needs to see whole: framing, Host, and what makes a request an upgrade or close the connection.
-_WATCHED = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade"})
-# The common case in a few scans in C: a whole head in one read, nothing unusual about it (see ``_whole_head``).
-_PLAIN_REQUEST_LINE = re.compile(rb"([A-Z][A-Z_-]*) [!-~]+ HTTP/1\.([01])")
-_PLAIN_FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
-_WATCHED_LINES = re.compile(rb"^(content-length|transfer-encoding|host|connection|upgrade):[ \t]*(.*?)[ \t]*\r?$",
-                            re.M)
-_UNDERSCORE_NAME = re.compile(rb"^[^:\r\n]*_[^:\r\n]*:", re.M)
-_UPGRADES = frozenset({b"websocket", b"tcp"})   # the upgrades aiohttp's parsers act on
+from gateway.server.grammar import (
+    CHUNK_LINE,
+    DIGITS,
+    FIELD,
+    MAX_CHUNK,
+    MAX_FIELD,
+    MAX_FIELDS,
+    MAX_TARGET,
+    METHODS,
+    NOT_TRAILERS,
+    PLAIN_FIELDS,
+    PLAIN_REQUEST_LINE,
+    TARGET,
+    TOKEN_RE,
+    UNDERSCORE_NAME,
+    UPGRADES,
+    UPPER_METHOD,
+    VERSION,
+    WATCHED,
+    WATCHED_LINES,
+    split_host,
+)
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _CLOSED, _PASS = range(8)
 
 
 class Refused(BadHttpMessage):
-    """A request the screen refuses. ``error`` is the answer; ``offset`` the bytes of the data just fed that
-    belong to messages before the refused one; ``in_body`` whether the fault is in the body of a request already
-    handed to the server (which then fails through its body stream: its answer is under way)."""
+    """A request the screen refuses. ``error`` is the answer; ``before`` the screened bytes of this read that still
+    go to the parser (earlier requests, or the good part of a body); ``in_body`` whether the fault is in the body
+    of a request already handed to the server (which then fails through its body stream: its answer is under
+    way)."""
 
-    def __init__(self, error: GatewayError, offset: int = 0, in_body: bool = False) -> None:
+    def __init__(self, error: GatewayError, before: bytes = b"", in_body: bool = False) -> None:
         super().__init__(error.detail)
         self.error = error
-        self.offset = offset
+        self.before = before
         self.in_body = in_body
-
-
-def split_host(value: bytes | str) -> tuple[str, int | None] | None:
-    """``(host, port)`` of a valid Host value (port None when absent or empty; an IPv6 address without its
-    brackets), or None when the value is not a valid host[:port]."""
-    raw = value.encode("latin-1") if isinstance(value, str) else value
-    m = _HOST.fullmatch(raw)
-    if m is None:
-        return None
-    literal, name, port = m.groups()
-    if literal is not None:
-        try:
-            ipaddress.IPv6Address(literal.decode())
-        except ValueError:
-            return None
-    if port and int(port) > 65535:
-        return None
-    host = (literal if literal is not None else name).decode().lower()
-    return host, int(port) if port else None
 
 
 class Screen:
@@ -135,6 +103,7 @@ class Screen:
         self.refuse_underscores = underscores == "refuse"
         self._state = _HEAD
         self._line = bytearray()      # a line not complete yet
+        self._held = bytearray()      # screened bytes of a head or framing line not complete yet: not passed on
         self._left = 0                # body bytes (Content-Length, or of the current chunk) still to come
         self._crlf = 0                # bytes of the CRLF after chunk data already seen
         self._after = _HEAD           # what follows the current message
@@ -151,20 +120,26 @@ class Screen:
         """aiohttp went back to HTTP/1 after an upgrade the handler declined: the next bytes are a request."""
         self._state = _HEAD
         self._line.clear()
+        self._held.clear()
         self._new_message()
 
-    def feed(self, data: bytes) -> int:
-        """How many leading bytes of ``data`` are for the parser: all of them, except after a message that closes
-        the connection (RFC 9112 §9.6: nothing after it is read). Raises ``Refused`` at the first broken rule."""
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to pass to the parser now: complete heads and framing lines, and body bytes, in order (the
+        start of a head or line still arriving is held back until it is whole); nothing after a message that closes
+        the connection (RFC 9112 §9.6: it is not read). Raises ``Refused`` at the first broken rule."""
         pos, end = 0, len(data)
-        start = 0                     # where the message being screened began in ``data`` (0: in earlier data)
-        head_here = False             # its head ended in ``data``: not handed to the server yet
+        out: list[bytes] = []         # what goes to the parser, in order
+        mark = 0                      # data[mark:pos] is screened, not yet passed on nor held
+        head_at = -1                  # len(out) before the head of the message in progress, if passed on here
         while pos < end:
             state = self._state
-            if state == _PASS:
-                return end
-            if state == _CLOSED:
-                return pos
+            if state == _PASS:        # no longer HTTP/1 messages: everything goes through
+                out.append(data[mark:])
+                mark = end
+                break
+            if state == _CLOSED:      # the rest is dropped
+                mark = end
+                break
             done = self._messages
             try:
                 if state == _HEAD:
@@ -190,16 +165,27 @@ class Screen:
                 else:
                     pos = self._trailers(data, pos, end)
             except _Fault as fault:
-                if state == _HEAD or head_here:
-                    # Refused before the server saw it: answered at once, no backend ever hears of it.
-                    raise Refused(fault.error, start) from None
-                raise Refused(fault.error, pos, in_body=True) from None
+                if state == _HEAD or head_at >= 0:
+                    # The server has not seen this request: it is answered at once, no backend hears of it.
+                    raise Refused(fault.error, b"".join(out[:head_at] if head_at >= 0 else out)) from None
+                raise Refused(fault.error, b"".join(out), in_body=True) from None
+            whole = (self._state != state or self._messages != done
+                     or state in (_LENGTH, _CHUNK_DATA, _CHUNK_CRLF))
+            if whole:                 # a head, line or section completed, or body bytes: pass them on
+                if state == _HEAD:
+                    head_at = len(out)
+                if self._held:
+                    out.append(bytes(self._held))
+                    self._held.clear()
+                out.append(data[mark:pos])
+                mark = pos
             if self._messages != done:
-                start = pos           # a message ended here; the next one starts
-                head_here = False
-            elif state == _HEAD and self._state != _HEAD:
-                head_here = True
-        return end
+                head_at = -1
+        if mark < end and self._state != _CLOSED:
+            self._held += data[mark:end]
+        if len(out) == 1 and len(out[0]) == end:
+            return data
+        return b"".join(out)
 
     # -- the head ------------------------------------------------------------------------------------------------
 
@@ -270,16 +256,16 @@ class Screen:
         if head.count(b"\n") != crlf or head.count(b"\r") != crlf or crlf > MAX_FIELDS + 1:
             return 0
         line_end = head.find(b"\r\n")
-        m = _PLAIN_REQUEST_LINE.fullmatch(head, 0, line_end)
+        m = PLAIN_REQUEST_LINE.fullmatch(head, 0, line_end)
         if m is None or m.group(1).decode() not in METHODS:
             return 0
         fields = head[line_end + 2:]
-        if _PLAIN_FIELDS.fullmatch(fields) is None:
+        if PLAIN_FIELDS.fullmatch(fields) is None:
             return 0
-        if self.refuse_underscores and _UNDERSCORE_NAME.search(fields):
+        if self.refuse_underscores and UNDERSCORE_NAME.search(fields):
             return 0
         watched: dict[bytes, list[bytes]] = {}
-        for name, value in _WATCHED_LINES.findall(fields.lower()):
+        for name, value in WATCHED_LINES.findall(fields.lower()):
             watched.setdefault(name, []).append(value)
         self._request = (m.group(1), (1, int(m.group(2))))
         self._fields = watched
@@ -292,13 +278,13 @@ class Screen:
             raise _Fault(MalformedRequest("the request line must be METHOD SP TARGET SP HTTP-VERSION with single "
                                           "spaces (RFC 9112 §3)"))
         method, target, version = parts
-        m = _VERSION.fullmatch(version)
+        m = VERSION.fullmatch(version)
         if m is None:
             raise _Fault(MalformedRequest(f"invalid HTTP version {_show(version)}"))
         major, minor = int(m.group(1)), int(m.group(2))
         if (major, minor) not in ((1, 0), (1, 1)):
             raise _Fault(VersionNotSupported(f"HTTP/{major}.{minor} is not spoken here; use HTTP/1.1"))
-        if _UPPER_METHOD.fullmatch(method) is None:
+        if UPPER_METHOD.fullmatch(method) is None:
             raise _Fault(MalformedRequest(f"invalid method {_show(method)}: methods are case-sensitive "
                                           "upper-case tokens (RFC 9110 §9.1)"))
         name = method.decode("ascii")
@@ -306,13 +292,13 @@ class Screen:
             raise _Fault(Unimplemented("CONNECT: this gateway is a reverse proxy, not a tunnel (RFC 9110 §9.3.6)"))
         if name not in METHODS:
             raise _Fault(Unimplemented(f"method {name} is not implemented (RFC 9110 §9.1)"))
-        if _TARGET.fullmatch(target) is None:
+        if TARGET.fullmatch(target) is None:
             raise _Fault(MalformedRequest("the request target holds a byte that is not visible ASCII: percent-encode "
                                           "it (RFC 9112 §3.2, RFC 3986 §2.1)"))
         self._request = (method, (major, minor))
 
     def _field(self, line: bytes, fields: dict[bytes, list[bytes]]) -> bytes:
-        m = _FIELD.fullmatch(line)
+        m = FIELD.fullmatch(line)
         if m is None:
             if line[:1] in (b" ", b"\t"):
                 raise _Fault(MalformedRequest("obsolete line folding (RFC 9112 §5.2)"))
@@ -325,7 +311,7 @@ class Screen:
             raise _Fault(MalformedRequest(f"header name {_show(name)} has an underscore (refused by "
                                           "limits.underscores_in_headers)"))
         lname = name.lower()
-        if lname in _WATCHED:
+        if lname in WATCHED:
             fields.setdefault(lname, []).append(m.group(2).strip(b" \t"))
         return lname
 
@@ -342,7 +328,7 @@ class Screen:
         chunked, length = self._framing(version, fields)
         tokens = {t.strip(b" \t").lower() for v in fields.get(b"connection", ()) for t in v.split(b",")}
         upgrade = fields.get(b"upgrade")
-        if b"upgrade" in tokens and upgrade and upgrade[0].lower() in _UPGRADES:
+        if b"upgrade" in tokens and upgrade and upgrade[0].lower() in UPGRADES:
             self._after = _PASS
         elif b"close" in tokens or (version == (1, 0) and b"keep-alive" not in tokens):
             self._after = _CLOSED
@@ -368,7 +354,7 @@ class Screen:
             if cl is not None:
                 raise _Fault(MalformedRequest("both Content-Length and Transfer-Encoding (RFC 9112 §6.3)"))
             codings = [c.strip(b" \t").lower() for c in te[0].split(b",")]
-            if not all(_TOKEN_RE.fullmatch(c) for c in codings):
+            if not all(TOKEN_RE.fullmatch(c) for c in codings):
                 raise _Fault(MalformedRequest(f"invalid Transfer-Encoding {_show(te[0])}"))
             if codings[-1] != b"chunked":
                 raise _Fault(MalformedRequest("Transfer-Encoding must end with chunked, else the body has no "
@@ -381,7 +367,7 @@ class Screen:
             return True, 0
         if cl is None:
             return False, 0
-        if len(cl) > 1 or _DIGITS.fullmatch(cl[0]) is None:
+        if len(cl) > 1 or DIGITS.fullmatch(cl[0]) is None:
             raise _Fault(MalformedRequest(f"invalid Content-Length {_show(b', '.join(cl))} (RFC 9110 §8.6)"))
         return False, int(cl[0])
 
@@ -396,7 +382,7 @@ class Screen:
         line, pos = self._lines(data, pos, end, MAX_FIELD)
         if line is None:
             return pos
-        m = _CHUNK_LINE.fullmatch(line)
+        m = CHUNK_LINE.fullmatch(line)
         if m is None:
             raise _Fault(MalformedRequest(f"invalid chunk size line {_show(line[:64])} (RFC 9112 §7.1)"))
         size = int(m.group(1), 16)
@@ -458,19 +444,19 @@ class ScreenedParser:
         if self._dead:
             return (), False, b""
         try:
-            take = self._screen.feed(data)
+            passed = self._screen.feed(data)
         except Refused as refused:
-            return self._refuse(data, refused)
-        result = self._parser.feed_data(data if take == len(data) else data[:take])
+            return self._refuse(refused)
+        result = self._parser.feed_data(passed)
         if result[0]:
             self._payload = result[0][-1][1]
         return result
 
-    def _refuse(self, data: bytes, refused: Refused) -> Any:
+    def _refuse(self, refused: Refused) -> Any:
         self._dead = True
         messages, upgraded, tail = ((), False, b"")
-        if refused.offset:
-            messages, upgraded, tail = self._parser.feed_data(data[:refused.offset])
+        if refused.before:
+            messages, upgraded, tail = self._parser.feed_data(refused.before)
             if messages:
                 self._payload = messages[-1][1]
         loop = asyncio.get_running_loop()

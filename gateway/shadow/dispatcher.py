@@ -42,7 +42,8 @@ from aiohttp import web
 from gateway.compare.answers import compare, noisy_fields
 from gateway.compare.rules import Captured, CompareRules, compile_rules
 from gateway.compare.verdict import Difference
-from gateway.config.model import SAFE_METHODS, Backend, CircuitSpec, ShadowSpec
+from gateway.config.model import SAFE_METHODS, Backend, CircuitSpec
+from gateway.config.parse import default_shadow
 from gateway.errors import GatewayError
 from gateway.proxy import upstream
 from gateway.proxy.headers import SHADOW_HEADER, Headers
@@ -74,7 +75,7 @@ TRIP_AFTER = 5          # consecutive failed exchanges before a shadow target's 
 COOLDOWN = 1.0          # seconds an open target is left alone before the next probe
 LEARN_FIRST = 20
 REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-DEFAULT_SPEC = ShadowSpec()
+DEFAULT_SPEC = default_shadow()
 _DEFAULT_RULES: CompareRules | None = None
 
 

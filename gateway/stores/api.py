@@ -6,6 +6,7 @@ One store per kind of state, each small:
     ComparisonStore   shadow comparison samples, counters, learned noise           (shadow, admin)
     TraceStore        spans of the gateway and of the services (OTLP)              (telemetry, admin)
     PeerExchange      per-second statistics shared between gateway processes       (rollout's guard)
+    AdmissionQueue    the waiting rooms' lines and the keys that sign their tickets (admission)
     Membership        the gateway instances sharing the store, the store's health  (admin)
 
 Writers never block the event loop: the comparison and trace stores queue records for a writer thread and count
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.stores.admission import SigningKey
 from gateway.stores.state import Pin, Step
 
 
@@ -127,15 +129,67 @@ class Membership(Protocol):
     def close(self) -> None: ...
 
 
+class AdmissionQueue(Protocol):
+    """One waiting line per route with an ``admission:`` block, first come first served, let in at the rate.
+
+    ``enter``, ``join``, ``poll`` are on the request path and must stay cheap (no I/O: an implementation on a
+    shared database keeps a local view and synchronises in ``maintain``, which runs about once a second). A shared
+    implementation makes numbers, positions and the rate fleet-wide; ``available`` is False while its store
+    cannot be reached (the rooms then open or close as each route says), ``problem`` says why.
+
+    ``epoch`` names the room (admitted tickets carry it; a room closed and opened again has a new one),
+    ``line_id`` the line that numbers belong to (waiting tickets carry it; the epoch itself when the line is
+    shared by every process). ``poll`` answers 0 when the number was called (let it in now), its position (> 0) while it waits, -1 when the
+    line does not know it (it stopped polling for longer than the grace, or was never issued here).
+    """
+
+    available: bool
+    problem: str
+
+    def configure(self, route: str, rate: float, capacity: float, limit: int, grace: float,
+                  paused: bool) -> bool: ...
+
+    def remove(self, route: str) -> None: ...
+
+    def routes(self) -> list[str]: ...
+
+    def epoch(self, route: str) -> str: ...
+
+    def line_id(self, route: str) -> str: ...
+
+    def enter(self, route: str) -> bool: ...
+
+    def join(self, route: str) -> tuple[int, int] | None: ...
+
+    def poll(self, route: str, number: int) -> int: ...
+
+    def eta(self, route: str, position: int) -> float: ...
+
+    def waiting(self, route: str) -> int: ...
+
+    def lost(self, route: str) -> int: ...
+
+    def keys(self) -> list[SigningKey]: ...
+
+    def rotate_key(self) -> SigningKey: ...
+
+    async def maintain(self) -> int: ...
+
+    async def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Stores:
     state: PinStore
     comparisons: ComparisonStore
     traces: TraceStore
+    admission: AdmissionQueue
     members: Membership | None = None
     peers: PeerExchange | None = None
 
     def close(self) -> None:
-        for store in (self.comparisons, self.traces, self.peers, self.members, self.state):
+        for store in (self.comparisons, self.traces, self.admission, self.peers, self.members, self.state):
             if store is not None:
                 store.close()

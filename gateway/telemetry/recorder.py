@@ -76,6 +76,18 @@ class Recorder:
             self.access.emit((time.time(), request.method, request.raw_path, None, None, None, error.status,
                               elapsed, 0, span.trace_id if span else 0, span.span_id if span else 0))
 
+    def held(self, route: Route, request: web.BaseRequest, status: int, elapsed: float) -> None:
+        """A request the route's waiting room answered itself (in line, or the line is full)."""
+        span: RequestSpan | None = CURRENT.get()
+        if span is not None:
+            outcome = Outcome("")
+            outcome.status = status
+            self.tracing.finish(span, None, None, outcome)
+        self.metrics.request(route.name, "waiting_room", "none", status, elapsed, 0.0)
+        if self.access.enabled():
+            self.access.emit((time.time(), request.method, request.raw_path, route.name, "waiting_room", None,
+                              status, elapsed, 0, span.trace_id if span else 0, span.span_id if span else 0))
+
     def shadow_done(self, route: str, target: str, span: ChildSpan, status: int, error: str | None, verdict: str,
                     seconds: float) -> None:
         self.tracing.exchange_done(span, status, error, verdict)

@@ -81,6 +81,12 @@ def staged_route(stage: str, to: str | None, *, shadow_percent: float = 100.0, c
     return text.rstrip("\n")
 
 
+def admission_route(admission: str | None) -> str:
+    """The measured route on ``/api/products/{id}``, to legacy, with this ``admission:`` block (or none)."""
+    text = '  - name: products\n    match: {path: {template: "/api/products/{id}"}}\n    stage: legacy'
+    return text + (f"\n    admission: {admission}" if admission else "")
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write beside ``path`` and rename over it, as deploy tools do (the watcher sees one complete file)."""
     tmp = path.parent.parent / f".{path.name}.{os.getpid()}.tmp"

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,8 @@ class Subject:
     pace_ms: int = 0              # per-connection pause between requests (0: as fast as it answers)
     baseline: str | None = None   # the variant this one is compared with
     anywhere: bool = False        # wrk not pinned either (the scaling scenario: everything shares every core)
+    headers: tuple[tuple[str, str], ...] = ()   # sent with every request (the admission scenario's tickets)
+    status: int = 200             # what every answer should be (a waiting room's queued answer is 503)
 
     @property
     def url(self) -> str:
@@ -203,22 +206,23 @@ class Bench:
         so that a change in the machine's background load over the minutes a scenario takes falls on every
         variant alike instead of on whichever happened to run last."""
         for sub in subjects:
-            self.check_get(scenario, sub.label, sub.port, sub.path)
+            self.check_get(scenario, sub.label, sub.port, sub.path, sub.headers, sub.status)
             if self.opts.warmup > 0:
-                self.wrk(sub.url, self.opts.warmup, sub.pace_ms, sub.anywhere)
+                self.wrk(sub.url, self.opts.warmup, sub.pace_ms, sub.anywhere, sub.headers)
         runs: list[list[tuple[wrk.WrkResult, float]]] = [[] for _ in subjects]
         pids = [procs.descendants(sub.proc.pid) for sub in subjects]
         for _ in range(max(1, repeat or self.opts.repeat)):
             for i, sub in enumerate(subjects):
                 cpu0 = procs.cpu_seconds(pids[i])
-                result = self.wrk(sub.url, duration or self.opts.duration, sub.pace_ms, sub.anywhere)
+                result = self.wrk(sub.url, duration or self.opts.duration, sub.pace_ms, sub.anywhere, sub.headers)
                 runs[i].append((result, procs.cpu_seconds(pids[i]) - cpu0))
         return [self._row(scenario, sub, sub_runs) for sub, sub_runs in zip(subjects, runs, strict=True)]
 
     def _row(self, scenario: str, sub: Subject, runs: list[tuple[wrk.WrkResult, float]]) -> Row:
         pace_ms = sub.pace_ms
         result, cpu = (min(runs, key=lambda r: r[0].p50_ms) if pace_ms else max(runs, key=lambda r: r[0].rps))
-        failures = sum(r.failures for r, _ in runs)
+        # wrk counts every status >= 400 as non-2xx: where 503 is the expected answer, only socket errors fail.
+        failures = sum(r.failures if sub.status < 400 else r.socket_errors for r, _ in runs)
         row = Row(scenario, sub.proxy, sub.variant, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
                   cpu_us=cpu / result.requests * 1e6 if result.requests else 0.0, requests=result.requests,
                   failures=failures, cpu_share=cpu / result.seconds * 100 if result.seconds else 0.0,
@@ -238,23 +242,33 @@ class Bench:
                       f"machine was busy, so its req/s and latency are unreliable (CPU per request still holds)")
         return row
 
-    def wrk(self, url: str, duration: int, pace_ms: int = 0, anywhere: bool = False) -> wrk.WrkResult:
+    def wrk(self, url: str, duration: int, pace_ms: int = 0, anywhere: bool = False,
+            headers: tuple[tuple[str, str], ...] = ()) -> wrk.WrkResult:
         load = self.procs.all_cpus if anywhere else self.procs.cpus[1]
         threads = 1 if load is not None and len(load) == 1 else 2
         return wrk.run_wrk(url, duration=duration, connections=self.opts.connections, threads=threads,
-                           workdir=self.workdir, cpus=load, pace_ms=pace_ms)
+                           workdir=self.workdir, cpus=load, pace_ms=pace_ms, headers=headers)
 
-    def check_get(self, scenario: str, who: str, port: int, path: str) -> None:
-        """One request by hand before the load: the proxy must answer 200 with the backend's exact body."""
+    def check_get(self, scenario: str, who: str, port: int, path: str,
+                  headers: tuple[tuple[str, str], ...] = (), expect: int = 200) -> None:
+        """One request by hand before the load: the proxy must answer 200 with the backend's exact body (or the
+        ``expect``-ed status, for a waiting room's queued answer)."""
         from tests.bench.backend import PAYLOAD
 
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=dict(headers))
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10) as resp:
                 status, body = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
         except Exception as exc:  # noqa: BLE001 - reported as a failed check
             status, body = 0, repr(exc).encode()
-        self.check(scenario, f"{who}: GET {path} answers 200 with the backend's body",
-                   status == 200 and body == PAYLOAD, f"status {status}, body {body[:80]!r}")
+        if expect == 200:
+            self.check(scenario, f"{who}: GET {path} answers 200 with the backend's body",
+                       status == 200 and body == PAYLOAD, f"status {status}, body {body[:80]!r}")
+        else:
+            self.check(scenario, f"{who}: GET {path} answers {expect}", status == expect,
+                       f"status {status}, body {body[:80]!r}")
 
     def check(self, scenario: str, what: str, ok: bool, detail: str = "") -> bool:
         self.checks.append(Check(scenario, what, ok, detail))

@@ -14,6 +14,8 @@ size, shadow, canary, tracing) is not skewed by load that other users of the mac
     stream-upload    1 GiB streamed from the client through gateway and nginx: MB/s, gateway RSS growth
     reload           1,000 routes, without and with a rewrite (atomic rename) of routes.yaml every second
     workers          --workers 1 vs 2, nothing pinned (throughput over the machine's cores)
+    admission        a route without a waiting room vs with one (an admitted visitor's ticket; a queued visitor
+                     polling), then 50,000 visitors held waiting: gateway memory
     fleet-store      pass-through with the PostgreSQL store of a fleet vs the SQLite default
 
 The naive proxy is left out of the transfers on purpose: it buffers whole bodies, so 1 GiB would cost it 1 GiB
@@ -388,6 +390,76 @@ def workers(b: Bench) -> None:
              f"x{two.rps / one.rps:.2f}" if one.rps else "no throughput")
 
 
+def _ticket(port: int, requests: int) -> str:
+    """The ticket cookie the ``requests``-th visitor without one gets (the first is let in, the next waits)."""
+    import urllib.error
+    import urllib.request
+
+    cookie = ""
+    for _ in range(requests):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{MEASURED_PATH}", timeout=10) as resp:
+                cookie = resp.headers.get("Set-Cookie", "")
+        except urllib.error.HTTPError as exc:
+            cookie = exc.headers.get("Set-Cookie", "")
+    return cookie.split(";", 1)[0]
+
+
+HELD = 50_000
+
+
+def admission(b: Bench) -> None:
+    """What a waiting room costs: the same route without one; with one, a visitor holding an admitted ticket (a
+    signature check, then the usual proxying); a queued visitor polling (answered by the gateway, the backend
+    never sees it). Then 50,000 visitors arrive without tickets and are held waiting: the gateway's RSS growth,
+    and that the line stops at its limit (more arrivals are turned away "full", memory stays put)."""
+    name = "admission"
+    setups = [GatewaySetup(routes=configs.admission_route(None)),
+              GatewaySetup(routes=configs.admission_route("{rate: 1000000/s, session: 1h}")),
+              GatewaySetup(routes=configs.admission_route(f"{{rate: 1/h, grace: 1h, queue: {HELD}}}"))]
+    with _gateways(b, setups) as (plain, room, held):
+        admitted = _ticket(room.port, 1)
+        waiting = _ticket(held.port, 2)
+        b.check(name, "an admitted and a waiting ticket were handed out", ":a:" in admitted and ":w:" in waiting,
+                f"{admitted!r} {waiting!r}")
+        base, ok, queued = b.measure_together(name, [
+            Subject("gateway", "no admission", plain.proc, plain.port, MEASURED_PATH),
+            Subject("gateway", "admitted ticket", room.proc, room.port, MEASURED_PATH, baseline="no admission",
+                    headers=(("Cookie", admitted),)),
+            Subject("gateway", "queued, polling", held.proc, held.port, MEASURED_PATH, baseline="no admission",
+                    headers=(("Cookie", waiting),), status=503)])
+        _within(b, name, "admitted: CPU per request within 10% of no admission", ok.cpu_us, base.cpu_us, 0.10,
+                higher_is_better=False)
+        b.target(name, "queued: CPU per request below no admission (the backend is not called)",
+                 queued.cpu_us < base.cpu_us, f"{queued.cpu_us:.0f} us vs {base.cpu_us:.0f} us")
+        _hold_many(b, name, held)
+
+
+def _hold_many(b: Bench, name: str, gw: Gateway) -> None:
+    pids = procs.descendants(gw.proc.pid)
+    before = sum(procs.status_kib(pid, "VmRSS") for pid in pids)
+    deadline = time.monotonic() + 120
+    waiting = 0
+    while time.monotonic() < deadline and waiting < HELD:       # arrivals without tickets, until the line is full
+        b.wrk(f"http://127.0.0.1:{gw.port}{MEASURED_PATH}", 3)
+        waiting = _waiting(gw)
+    full = sum(procs.status_kib(pid, "VmRSS") for pid in pids)
+    b.wrk(f"http://127.0.0.1:{gw.port}{MEASURED_PATH}", 5)       # more arrive: turned away, nothing held
+    after = sum(procs.status_kib(pid, "VmRSS") for pid in pids)
+    growth = (full - before) / 1024
+    b.note(f"{name}: {waiting} visitors held waiting: gateway RSS +{growth:.1f} MiB "
+           f"({(full - before) * 1024 / max(1, waiting):.0f} bytes a visitor); 5 s more of arrivals at the full "
+           f"line: {(after - full) / 1024:+.1f} MiB")
+    b.check(name, f"the line holds {HELD} visitors", waiting == HELD, f"{waiting} waiting")
+    b.target(name, f"{HELD} waiting visitors hold < 64 MiB", growth < 64, f"{growth:.1f} MiB")
+    b.target(name, "a full line stays put (< 4 MiB more after 5 s of arrivals)", (after - full) / 1024 < 4,
+             f"{(after - full) / 1024:+.1f} MiB")
+
+
+def _waiting(gw: Gateway) -> int:
+    return sum(int(r["waiting"]) for r in gw.admin_get("/api/admission"))
+
+
 def fleet_store(b: Bench) -> None:
     """Pass-through with the PostgreSQL store of a fleet against the SQLite default, measured in turns in one
     run: the request path reads the same in-memory snapshots either way, so the CPU per request should not move.
@@ -422,5 +494,8 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "stream-upload": stream_upload,
     "reload": reload,
     "workers": workers,
+    "admission": admission,
+
+
     "fleet-store": fleet_store,
 }

@@ -7,6 +7,7 @@ human-readable units. The ``--latency`` text is kept in the result for people re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -56,13 +57,18 @@ def wrk_binary() -> str | None:
 
 
 def run_wrk(url: str, *, duration: float, connections: int, threads: int, workdir: Path,
-            cpus: set[int] | None = None, timeout_s: float = 10.0, pace_ms: int = 0) -> WrkResult:
+            cpus: set[int] | None = None, timeout_s: float = 10.0, pace_ms: int = 0,
+            headers: tuple[tuple[str, str], ...] = ()) -> WrkResult:
     """``pace_ms``: each connection waits that long after every answer before its next request, so the offered
-    load stays below what the proxy can take (latency then measures the proxy, not its queue)."""
-    script = workdir / (f"bench_paced_{pace_ms}.lua" if pace_ms else "bench_done.lua")
+    load stays below what the proxy can take (latency then measures the proxy, not its queue). ``headers`` are
+    sent with every request (a ticket cookie, say)."""
+    lua_headers = "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers)
+    tag = hashlib.sha256(lua_headers.encode()).hexdigest()[:10] if headers else ""
+    script = workdir / (f"bench_paced_{pace_ms}{tag}.lua" if pace_ms else f"bench_done{tag}.lua")
     if not script.exists():
         # wrk's ``delay`` hook: milliseconds to wait before a connection's next request.
-        script.write_text(DONE_LUA + (f"delay = function() return {pace_ms:d} end\n" if pace_ms else ""))
+        script.write_text(DONE_LUA + lua_headers
+                          + (f"delay = function() return {pace_ms:d} end\n" if pace_ms else ""))
     # wrk takes whole seconds only.
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
             "--timeout", f"{timeout_s:.0f}s", "-s", str(script), url]

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.server.screen import Refused, Screen, split_host
+from gateway.server.grammar import split_host
+from gateway.server.screen import Refused, Screen
 from tests.server.wire_support import ACCEPTED, REFUSED
 
 LIMIT = 64 * 1024
@@ -53,6 +54,30 @@ def test_any_split_gives_the_same_verdict(case: str, cuts: list[int]) -> None:
     assert verdict(pieces(data, cuts)) == status
 
 
+def passed_on(chunks: list[bytes]) -> bytes:
+    screen = Screen(LIMIT)
+    return b"".join(screen.feed(chunk) for chunk in chunks)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=st.sampled_from(sorted(ACCEPTED)), cuts=st.lists(st.integers(0, 10**6), max_size=6))
+def test_what_is_accepted_reaches_the_parser_unchanged_however_it_arrives(case: str, cuts: list[int]) -> None:
+    assert passed_on(pieces(ACCEPTED[case], cuts)) == ACCEPTED[case]
+
+
+def test_a_head_reaches_the_parser_only_once_whole() -> None:
+    screen = Screen(LIMIT)
+    assert screen.feed(b"FO") == b""       # llhttp would refuse "FO" at once, before the screen could answer 501
+    with pytest.raises(Refused) as refused:
+        screen.feed(b"O / HTTP/1.1\r\n")
+    assert refused.value.error.status == 501 and refused.value.before == b""
+    screen = Screen(LIMIT)
+    head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert screen.feed(head[:10]) == b"" and screen.feed(head[10:] + b"5\r\nhel") == head + b"5\r\nhel"
+    assert screen.feed(b"lo\r\n0\r\nX-T") == b"lo\r\n0\r\n"     # the trailer section waits to be whole
+    assert screen.feed(b": 1\r\n\r\n") == b"X-T: 1\r\n\r\n"
+
+
 def test_pipelined_requests_with_bodies_are_delimited_exactly() -> None:
     first = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nGET /"      # a body that looks like a request
     second = b"POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: 1\r\n\r\n"
@@ -60,32 +85,32 @@ def test_pipelined_requests_with_bodies_are_delimited_exactly() -> None:
     screen = Screen(LIMIT)
     with pytest.raises(Refused) as refused:
         screen.feed(first + second + bad)
-    assert refused.value.offset == len(first + second)     # both earlier requests go to the parser
+    assert refused.value.before == first + second         # both earlier requests go to the parser
     assert not refused.value.in_body
 
 
 def test_a_fault_in_a_body_already_handed_over_is_reported_as_such() -> None:
     screen = Screen(LIMIT)
     head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n"
-    assert screen.feed(head) == len(head)
+    assert screen.feed(head) == head
     with pytest.raises(Refused) as refused:
         screen.feed(b"1\r\nx\r\nZZ\r\n")
     assert refused.value.in_body
-    assert refused.value.offset == 6    # the good chunk before the bad size line still goes through
+    assert refused.value.before == b"1\r\nx\r\n"    # the good chunk before the bad size line still goes through
 
 
 def test_after_connection_close_nothing_more_is_passed_on() -> None:
     screen = Screen(LIMIT)
     first = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
-    assert screen.feed(first + b"GET /more HTTP/1.1\r\n") == len(first)
-    assert screen.feed(b"anything") == 0
+    assert screen.feed(first + b"GET /more HTTP/1.1\r\n") == first
+    assert screen.feed(b"anything") == b""
 
 
 def test_an_upgrade_ends_screening_until_it_is_declined() -> None:
     screen = Screen(LIMIT)
     head = b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     frames = b"\x81\x85garbage that is not HTTP"
-    assert screen.feed(head + frames) == len(head + frames)
+    assert screen.feed(head + frames) == head + frames
     screen.resume()
     with pytest.raises(Refused):
         screen.feed(b"get / HTTP/1.1\r\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -101,6 +102,20 @@ def test_a_bad_chunk_after_the_head_fails_the_request_not_the_backend(gw: Gatewa
     assert resp.status == 400
     assert resp.header("Connection") == "close" and resp.closed
     assert len(gw.backend.seen) == before
+
+
+@pytest.mark.parametrize(("pieces", "status"), [
+    ([b"F", b"O", b"O / HTTP/1.1\r\nHost: h\r\n\r\n"], 501),
+    ([b"GET / HTTP/1.1\r\nHo", b"st: a@evil.com/x\r\n", b"\r\n"], 400),
+    ([b"GET / HTTP/2", b".0\r\nHost: h\r\n\r\n"], 505),
+], ids=["method", "host", "version"])
+def test_a_request_arriving_in_pieces_gets_the_same_answer(gw: Gateway, pieces: list[bytes], status: int) -> None:
+    with connect(gw.public) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.05)    # separate reads on the gateway's side, as a slow client's would be
+        resp = read_response(sock, check_close=True)
+    assert resp.status == status and resp.closed
 
 
 def test_requests_before_a_refused_one_are_answered_first(gw: Gateway) -> None:

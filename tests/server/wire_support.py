@@ -71,7 +71,10 @@ class Backend:
 
     async def _serve(self) -> None:
         async def record(request: web.Request) -> web.StreamResponse:
-            body = await request.read()
+            try:
+                body = await request.read()
+            except ConnectionResetError:   # the gateway gave up on the request: it never completes here
+                return web.Response(status=499)
             self.seen.append(Seen(request.method, request.raw_path, list(request.headers.items()), body))
             if request.path == "/bare/big":
                 resp = web.StreamResponse()

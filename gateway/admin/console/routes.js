@@ -3,6 +3,7 @@
 
 import { post, getJSON, getOptional } from "./api.js";
 import { confirmAction, toast } from "./dialogs.js";
+import { roomsPanel } from "./rooms.js";
 import { badge, empty, fmtAgo, fmtDateTime, fmtInt, fmtMs, fmtPct, h, link, s, segment, widthPct } from "./dom.js";
 
 const STAGES = ["legacy", "shadow", "canary", "extracted"];
@@ -254,6 +255,7 @@ export function routesPage() {
             " above ", h("span", { class: "side-new" }, "new side"),
             " (the extracted backend, or its shadow copies while in shadow), last minute."),
           table(routes)),
+        roomsPanel(routes) || "",
         historyList(events) || "");
     },
   };
