@@ -143,6 +143,7 @@ async def test_store_outage_fails_no_request_and_loses_nothing(tmp_path: Path) -
                     await asyncio.to_thread(wait_ready, c)
                     load.paused.discard("c")
                     assert (await asyncio.to_thread(c.route, "other"))["effective_stage"] == "legacy"
+                    assert (c.directory / "store" / "fleet-state.json").stat().st_mode & 0o777 == 0o600
                     assert not (await asyncio.to_thread(c.get, "/api/fleet"))["store"]["up"]
 
                     await asyncio.sleep(max(0.0, down_at + OUTAGE_S - time.time()))

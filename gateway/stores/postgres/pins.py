@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from gateway.stores import sqlite
 from gateway.stores.postgres.link import Link
 from gateway.stores.postgres.peers import StatsOp
 from gateway.stores.state import Pin, Step
@@ -279,8 +280,11 @@ class PgPinStore:
                 "pending": [{"op": _op_name(op), **_fields(op)} for op in ops if type(op) in _OP_NAMES]}
         tmp = self.local_copy.with_name(f".{self.local_copy.name}.{os.getpid()}.tmp")
         try:
-            self.local_copy.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data, default=str))
+            # Private, as the SQLite state files are: it names routes, actors and reasons.
+            sqlite.private_dir(self.local_copy.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, sqlite.FILE_MODE)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(data, default=str))
             os.replace(tmp, self.local_copy)
         except OSError as exc:
             log.warning("could not save the local copy of the state in %s: %s", self.local_copy, exc)
