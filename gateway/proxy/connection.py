@@ -8,6 +8,7 @@ past its end; anything else closes it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 
 import httptools
@@ -15,6 +16,7 @@ import httptools
 from gateway.config.model import Backend
 from gateway.errors import UpstreamProtocolError, UpstreamTimeout
 from gateway.proxy.response import UpstreamResponse
+from gateway.proxy.tls import handshake_error
 
 MAX_HEADER_BYTES = 64 * 1024   # a backend's response head beyond this is an error, not memory to fill
 MAX_HEADER_FIELDS = 200
@@ -84,6 +86,10 @@ class Connection(asyncio.Protocol):
             self.drain_waiter.set_exception(ConnectionResetError("connection lost while sending"))
         response = self.response
         if response is not None:
+            if isinstance(exc, ssl.SSLError) and not response.status:
+                # Under TLS 1.3 the client's handshake ends before the backend has checked our certificate:
+                # its refusal arrives as an alert in place of the response.
+                response._fail(handshake_error(exc, self.backend))
             response._connection_lost(exc)
         self.on_closed(self)
 

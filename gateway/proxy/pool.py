@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import time
 from collections.abc import AsyncIterable, Iterable
 
 from gateway.config.model import Backend
-from gateway.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
+from gateway.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, UpstreamTLSError
 from gateway.proxy.connection import Connection
 from gateway.proxy.response import UpstreamResponse
+from gateway.proxy.tls import BackendTLSClient, handshake_error
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 TIMEOUT_TICK = 0.05          # seconds between two checks of the response deadlines
@@ -43,8 +45,9 @@ __all__ = ["Body", "Pool", "UpstreamResponse"]
 class Pool:
     """Keep-alive connections to one backend: at most ``limit`` open, the most recently used reused first."""
 
-    def __init__(self, backend: Backend, limit: int | None = None) -> None:
+    def __init__(self, backend: Backend, limit: int | None = None, tls: BackendTLSClient | None = None) -> None:
         self.backend = backend
+        self.tls = tls   # set for https:// backends: connections go through asyncio's TLS transport
         self.limit = limit or backend.max_connections
         self.open = 0
         self._idle: list[Connection] = []
@@ -89,6 +92,11 @@ class Pool:
                     await response.headers_ready
                 finally:
                     self._awaiting.pop(response, None)
+        except UpstreamTLSError as exc:   # the backend refused our certificate after the TLS 1.3 handshake
+            response.release()
+            if self.tls is not None:
+                self.tls.report(exc)
+            raise
         except (ConnectionError, OSError) as exc:
             response.release()
             raise UpstreamProtocolError(f"{self.backend.name}: connection failed while sending: {exc}",
@@ -154,9 +162,20 @@ class Pool:
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         b = self.backend
+        tls = self.tls
         try:
             async with asyncio.timeout(b.timeouts.connect):
-                _transport, conn = await loop.create_connection(lambda: Connection(b, self._release, self._forget), b.host, b.port)
+                if tls is None:
+                    transport, conn = await loop.create_connection(
+                        lambda: Connection(b, self._release, self._forget), b.host, b.port)
+                else:
+                    transport, conn = await loop.create_connection(
+                        lambda: Connection(b, self._release, self._forget), b.host, b.port, ssl=tls.context,
+                        server_hostname=tls.server_name, ssl_handshake_timeout=b.timeouts.connect)
+                    tls.connected(transport)
+        except ssl.SSLError as exc:   # before OSError, of which it is a subclass
+            assert tls is not None
+            raise tls.report(handshake_error(exc, b)) from exc
         except TimeoutError:
             raise UpstreamTimeout(f"{b.name}: connect timed out after {b.timeouts.connect:g}s", backend=b.name,
                                   retryable=True) from None
@@ -171,6 +190,8 @@ class Pool:
             self._forget(conn)
             return
         conn.idle_since = time.monotonic()
+        if self.tls is not None and conn.requests == 1:
+            self.tls.remember(conn.transport)   # the TLS 1.3 ticket has arrived by the end of the first response
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

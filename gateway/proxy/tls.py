@@ -1,0 +1,151 @@
+"""TLS to backends: one client context per https:// backend, shared by its primary, shadow and WebSocket
+connections, and the one function that turns a failed handshake into the gateway's error.
+
+- **Always verified.** ``CERT_REQUIRED`` and host name checking, against ``tls.ca`` when given (only that CA, as
+  nginx's ``proxy_ssl_trusted_certificate`` and Envoy's ``trusted_ca``), else the system CAs. There is no switch to
+  skip verification: a backend that cannot be verified gets a 502 that says why, never an unverified exchange.
+- **Session resumption.** asyncio's ``create_connection`` has no parameter for a TLS session, but its TLS
+  transport (and uvloop's) opens every connection through ``SSLContext.wrap_bio``; ``ResumingContext`` passes the
+  session of an earlier connection there, so a pool of keep-alive connections pays one full handshake, and the
+  next connections an abbreviated one (RFC 8446 §2.2, RFC 5077).
+- **Failures, logged once.** A handshake failure is an ``UpstreamTLSError`` whose ``cause`` names the reason
+  (unknown CA, name mismatch, expired, client certificate refused, ...); ``BackendTLSClient.report`` logs a cause
+  the first time it is seen for the backend (and again only after a handshake succeeded in between), not once
+  per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from gateway.config.model import Backend, BackendTLS
+from gateway.errors import UpstreamTLSError
+
+log = logging.getLogger("strangler.tls")
+
+ALPN = ["http/1.1"]   # the pool speaks HTTP/1.1; say so, so an h2-capable backend does not pick h2
+
+# OpenSSL X509_V_ERR_* codes (x509_vfy.h) -> the cause shown to the user.
+_VERIFY_CAUSES = {
+    2: "unknown CA",        # unable to get issuer certificate
+    10: "certificate expired",
+    9: "certificate not yet valid",
+    18: "unknown CA",       # self-signed certificate
+    19: "unknown CA",       # self-signed certificate in chain
+    20: "unknown CA",       # unable to get local issuer certificate
+    21: "unknown CA",       # unable to verify the first certificate
+    23: "certificate revoked",
+    62: "name mismatch",    # hostname mismatch
+    64: "name mismatch",    # IP address mismatch
+}
+
+# TLS alerts the backend sends when it does not accept our client certificate (RFC 8446 §6.2).
+_CLIENT_CERT_ALERTS = frozenset({
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+    "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_CERTIFICATE_EXPIRED", "TLSV1_ALERT_ACCESS_DENIED",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE", "TLSV1_ALERT_DECRYPT_ERROR",
+})
+
+
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers the last remembered session on each new connection."""
+
+    session: ssl.SSLSession | None
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
+                 server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None
+                 ) -> ssl.SSLObject:
+        if session is None and not server_side:
+            session = getattr(self, "session", None)
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+
+def client_context(spec: BackendTLS) -> ResumingContext:
+    """A verifying client context for one backend's ``tls`` settings; raises ``OSError``/``ssl.SSLError`` on files
+    that cannot be loaded (the config load has checked them already)."""
+    ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)   # CERT_REQUIRED and check_hostname by default
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.session = None
+    if spec.ca is not None:
+        ctx.load_verify_locations(cafile=str(spec.ca))
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if spec.cert is not None and spec.key is not None:
+        ctx.load_cert_chain(str(spec.cert), str(spec.key))
+    ctx.set_alpn_protocols(ALPN)
+    return ctx
+
+
+def cause_of(exc: BaseException) -> str:
+    """Why a TLS exchange failed, in the user's words."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _VERIFY_CAUSES.get(exc.verify_code, "certificate rejected")
+    reason = getattr(exc, "reason", None) or ""
+    if reason in _CLIENT_CERT_ALERTS:
+        return "client certificate refused"
+    if reason in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        return "not TLS"   # typically plain HTTP on the port
+    if reason in ("UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"):
+        return "no common TLS version"
+    return "handshake failed"
+
+
+def handshake_error(exc: BaseException, backend: Backend) -> UpstreamTLSError:
+    """The one translation of a TLS failure (``ssl.SSLError`` from the handshake, or the backend's alert right
+    after it) into the gateway's error tree."""
+    cause = cause_of(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or str(exc)
+    else:
+        why = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    name = _server_name(backend)
+    return UpstreamTLSError(f"{backend.name}: TLS with {name}:{backend.port} failed: {cause} ({why})",
+                            cause=cause, backend=backend.name)
+
+
+def _server_name(backend: Backend) -> str:
+    tls = backend.tls
+    return (tls.server_name if tls is not None and tls.server_name else None) or backend.host
+
+
+class BackendTLSClient:
+    """Everything TLS about one backend: its context, the name it is verified as, the remembered session, the
+    handshake counters and the causes already logged."""
+
+    def __init__(self, backend: Backend) -> None:
+        assert backend.tls is not None
+        self.backend = backend
+        self.context = client_context(backend.tls)
+        self.server_name = _server_name(backend)
+        self.handshakes = 0
+        self.resumed = 0
+        self._logged: set[str] = set()
+
+    def connected(self, transport: Any) -> None:
+        """A handshake succeeded: count it, and remember its session for the next connection. Under TLS 1.3 the
+        session ticket arrives after the handshake, so ``remember`` is called again once a response was read."""
+        self.handshakes += 1
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None and sslobj.session_reused:
+            self.resumed += 1
+        self.remember(transport)
+        if self._logged:
+            log.info("backend %s: TLS handshake succeeded again", self.backend.name)
+            self._logged.clear()
+
+    def remember(self, transport: Any) -> None:
+        sslobj = transport.get_extra_info("ssl_object")
+        session = sslobj.session if sslobj is not None else None
+        # A TLS 1.3 session is worth keeping only once its ticket has arrived; a TLS 1.2 one at once.
+        if session is not None and (session.has_ticket or sslobj.version() != "TLSv1.3"):
+            self.context.session = session
+
+    def report(self, error: UpstreamTLSError) -> UpstreamTLSError:
+        """Log a failure once per cause until a handshake succeeds again; returns the error to raise."""
+        if error.cause not in self._logged:
+            self._logged.add(error.cause)
+            log.error("%s; requests to it get 502 until this is fixed (logged once per cause)", error.detail,
+                      extra={"event": "backend_tls_failed", "backend": self.backend.name, "cause": error.cause})
+        return error
