@@ -30,6 +30,7 @@ from gateway.rollout.controller import Rollout
 from gateway.routing.reload import Reloader, ReloadStatus
 from gateway.routing.table import Table, TableRef
 from gateway.server.handler import PublicHandler
+from gateway.server.tls import ListenerCertificates
 from gateway.server.wire import public_server
 from gateway.shadow.dispatcher import ShadowDispatcher
 from gateway.stores.open import open_stores
@@ -104,6 +105,8 @@ class Gateway:
             self.tables, self.rollout, self.protection, self.stats, self.shadow,
             {"comparisons": self.stores.comparisons, "traces": self.stores.traces, "access_log": self.access}))
         self.reloader = Reloader(cfg.path, self.tables, self._swapped, self._reload_failed)
+        # HTTPS on the public listener: fixed at start (like the address); the certificate follows the files.
+        self.certificates = ListenerCertificates(cfg.tls) if cfg.tls is not None else None
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -149,7 +152,8 @@ class Gateway:
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, self.listen[0], self.listen[1], reuse_port=self.reuse_port or None,
-                           backlog=1024)
+                           backlog=1024,
+                           ssl_context=self.certificates.context if self.certificates is not None else None)
         await site.start()
         self.bound["public"] = _bound_address(runner)
 
@@ -169,6 +173,8 @@ class Gateway:
         self._spawn(self._advance_steps())
         if self.fleet is not None:
             self._spawn(self.fleet.run())
+        if self.certificates is not None:
+            self._spawn(self.certificates.watch(lambda: self.tables.current.config.tls))
         self.lifecycle.ready.set()
 
     def _spawn(self, coro: Any) -> None:
@@ -226,7 +232,7 @@ class Gateway:
         host, port = self.bound["public"]
         lines = [f"strangler: serving generation {self.table.generation} of {self.table.config.path} "
                  f"({len(self.table.routes)} route(s))",
-                 f"  gateway:  http://{host}:{port}/"]
+                 f"  gateway:  {'https' if self.certificates is not None else 'http'}://{host}:{port}/"]
         if "admin" in self.bound:
             ahost, aport = self.bound["admin"]
             lines.append(f"  console:  http://{ahost}:{aport}/   (admin API under /api/)")
