@@ -30,7 +30,7 @@ class Connection(asyncio.Protocol):
     """One TCP connection to the backend and the response currently being read on it."""
 
     __slots__ = ("backend", "on_idle", "on_closed", "transport", "parser", "response", "closed", "reusable", "idle_since", "write_paused",
-                 "drain_waiter", "requests", "dirty", "counted_out", "overrun")
+                 "drain_waiter", "requests", "dirty", "counted_out", "overrun", "ssl_object")
 
     def __init__(self, backend: Backend, on_idle: Callable[[Connection], None],
                  on_closed: Callable[[Connection], None]) -> None:
@@ -49,6 +49,7 @@ class Connection(asyncio.Protocol):
         self.dirty = False        # the request body was not fully sent: the connection must never be reused
         self.counted_out = False  # the pool has stopped counting this connection
         self.overrun = False      # the backend sent more than its response: never reuse, never forward the rest
+        self.ssl_object: ssl.SSLObject | None = None   # over TLS: kept to read its session after a close
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------------------
 

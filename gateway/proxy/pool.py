@@ -172,7 +172,8 @@ class Pool:
                     transport, conn = await loop.create_connection(
                         lambda: Connection(b, self._release, self._forget), b.host, b.port, ssl=tls.context,
                         server_hostname=tls.server_name, ssl_handshake_timeout=b.timeouts.connect)
-                    tls.connected(transport)
+                    conn.ssl_object = transport.get_extra_info("ssl_object")
+                    tls.connected(conn.ssl_object)
         except ssl.SSLError as exc:   # before OSError, of which it is a subclass
             assert tls is not None
             raise tls.report(handshake_error(exc, b)) from exc
@@ -185,13 +186,13 @@ class Pool:
         return conn
 
     def _release(self, conn: Connection) -> None:
+        if self.tls is not None and conn.requests == 1:
+            self.tls.remember(conn.ssl_object)   # the TLS 1.3 ticket has arrived by the end of the first response
         if conn.closed or self.closed:
             conn.close()
             self._forget(conn)
             return
         conn.idle_since = time.monotonic()
-        if self.tls is not None and conn.requests == 1:
-            self.tls.remember(conn.transport)   # the TLS 1.3 ticket has arrived by the end of the first response
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

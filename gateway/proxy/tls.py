@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any
 
 from gateway.config.model import Backend, BackendTLS
 from gateway.errors import UpstreamTLSError
@@ -123,20 +122,18 @@ class BackendTLSClient:
         self.resumed = 0
         self._logged: set[str] = set()
 
-    def connected(self, transport: Any) -> None:
+    def connected(self, sslobj: ssl.SSLObject | None) -> None:
         """A handshake succeeded: count it, and remember its session for the next connection. Under TLS 1.3 the
         session ticket arrives after the handshake, so ``remember`` is called again once a response was read."""
         self.handshakes += 1
-        sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None and sslobj.session_reused:
             self.resumed += 1
-        self.remember(transport)
+        self.remember(sslobj)
         if self._logged:
             log.info("backend %s: TLS handshake succeeded again", self.backend.name)
             self._logged.clear()
 
-    def remember(self, transport: Any) -> None:
-        sslobj = transport.get_extra_info("ssl_object")
+    def remember(self, sslobj: ssl.SSLObject | None) -> None:
         session = sslobj.session if sslobj is not None else None
         # A TLS 1.3 session is worth keeping only once its ticket has arrived; a TLS 1.2 one at once.
         if session is not None and (session.has_ticket or sslobj.version() != "TLSv1.3"):

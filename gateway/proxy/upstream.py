@@ -203,15 +203,18 @@ def translate(exc: BaseException, backend: Backend, phase: str) -> BaseException
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    """The ``ssl.SSLError`` behind an aiohttp exception (its certificate and TLS errors wrap one), if any."""
+    """The ``ssl.SSLError`` behind an aiohttp exception, if any (aiohttp's certificate and TLS errors wrap one,
+    and are themselves ``ssl.SSLError`` subclasses without its fields)."""
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
             return None
-        if isinstance(seen, ssl.SSLError):
-            return seen
         inner = getattr(seen, "certificate_error", None) or getattr(seen, "os_error", None)
-        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
+        if isinstance(inner, ssl.SSLError):
+            return inner
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, aiohttp.ClientError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
