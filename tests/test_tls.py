@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from pathlib import Path
 
@@ -107,7 +108,7 @@ async def test_a_backend_that_cannot_be_verified_gets_502_naming_the_cause(
                 status, headers, body = await fetch(public_url(gw) + "/x")
                 assert status == 502
                 assert headers["Content-Type"] == "application/problem+json"
-                problem = __import__("json").loads(body)
+                problem = json.loads(body)
                 assert problem["type"] == "urn:strangler:problem:backend-tls"
                 assert problem["tls_cause"] == cause
                 assert cause in problem["detail"]
@@ -151,7 +152,7 @@ async def test_mutual_tls_works_with_the_client_certificate_and_fails_without(tm
                                name="plain.yaml")
         async with run_gateway(without) as gw:
             status, _, body = await fetch(public_url(gw) + "/x")
-            problem = __import__("json").loads(body)
+            problem = json.loads(body)
             assert status == 502, problem
             assert problem.get("tls_cause") == "client certificate refused", problem
             assert problem["tls_cause"] == "client certificate refused"
@@ -223,8 +224,11 @@ async def test_websocket_relay_to_an_https_backend(tmp_path: Path, certs: Certs)
 
 
 async def test_websocket_to_an_untrusted_backend_is_a_tls_502(tmp_path: Path, certs: Certs) -> None:
+    async def never(request: web.Request) -> web.Response:
+        return web.Response()
+
     app = web.Application()
-    app.router.add_get("/ws", lambda r: web.Response())
+    app.router.add_get("/ws", never)
     async with serve_app(app, ssl_context=certs.server_context(ca=certs.other_ca)) as url:
         path = write_routes(tmp_path, routes(url, f"ca: {certs.ca_file}"))
         async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
