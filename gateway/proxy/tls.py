@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 
 from gateway.config.model import Backend, BackendTLS
 from gateway.errors import UpstreamTLSError
 
 log = logging.getLogger("strangler.tls")
 
-ALPN = ["http/1.1"]   # the pool speaks HTTP/1.1; say so, so an h2-capable backend does not pick h2
+ALPN = ["http/1.1"]
+REFRESH = 300.0       # seconds before the remembered TLS session is replaced by a newer one (tickets live longer)   # the pool speaks HTTP/1.1; say so, so an h2-capable backend does not pick h2
 
 # OpenSSL X509_V_ERR_* codes (x509_vfy.h) -> the cause shown to the user.
 _VERIFY_CAUSES = {
@@ -120,24 +122,35 @@ class BackendTLSClient:
         self.server_name = _server_name(backend)
         self.handshakes = 0
         self.resumed = 0
+        self._want_session = True
+        self._taken_at = 0.0
         self._logged: set[str] = set()
 
     def connected(self, sslobj: ssl.SSLObject | None) -> None:
-        """A handshake succeeded: count it, and remember its session for the next connection. Under TLS 1.3 the
-        session ticket arrives after the handshake, so ``remember`` is called again once a response was read."""
+        """A handshake succeeded: count it. A full (not resumed) handshake means the remembered session is
+        missing or no longer accepted, so the next ``remember`` takes this connection's."""
         self.handshakes += 1
         if sslobj is not None and sslobj.session_reused:
             self.resumed += 1
-        self.remember(sslobj)
+        else:
+            self._want_session = True
         if self._logged:
             log.info("backend %s: TLS handshake succeeded again", self.backend.name)
             self._logged.clear()
 
     def remember(self, sslobj: ssl.SSLObject | None) -> None:
-        session = sslobj.session if sslobj is not None else None
+        """Keep this connection's session for the next ones, if one is wanted. Called once a response was read:
+        under TLS 1.3 the session ticket arrives after the handshake. Reading ``SSLObject.session`` costs a copy
+        of the session (CPython serialises and parses it back, a few hundred microseconds), so it is read only
+        when there is none yet, the last handshake was a full one, or the kept one is ``REFRESH`` seconds old."""
+        if sslobj is None or not (self._want_session or time.monotonic() - self._taken_at > REFRESH):
+            return
+        session = sslobj.session
         # A TLS 1.3 session is worth keeping only once its ticket has arrived; a TLS 1.2 one at once.
         if session is not None and (session.has_ticket or sslobj.version() != "TLSv1.3"):
             self.context.session = session
+            self._want_session = False
+            self._taken_at = time.monotonic()
 
     def report(self, error: UpstreamTLSError) -> UpstreamTLSError:
         """Log a failure once per cause until a handshake succeeds again; returns the error to raise."""

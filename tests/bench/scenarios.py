@@ -14,6 +14,7 @@ size, shadow, canary, tracing) is not skewed by load that other users of the mac
     stream-upload    1 GiB streamed from the client through gateway and nginx: MB/s, gateway RSS growth
     reload           1,000 routes, without and with a rewrite (atomic rename) of routes.yaml every second
     workers          --workers 1 vs 2, nothing pinned (throughput over the machine's cores)
+    tls              HTTP vs HTTPS to the backend, gateway and nginx (proxy_ssl); handshakes/s, keep-alive off
 
 The naive proxy is left out of the transfers on purpose: it buffers whole bodies, so 1 GiB would cost it 1 GiB
 of memory (or more), which says nothing new.
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.bench import configs, procs, transfer
+from tests.bench import bench_tls, configs, procs, transfer
 from tests.bench.configs import MEASURED_PATH, GatewaySetup
 from tests.bench.run import Bench, Gateway, Row, Subject, progress
 
@@ -399,4 +400,5 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "stream-upload": stream_upload,
     "reload": reload,
     "workers": workers,
+    "tls": bench_tls.tls,
 }
