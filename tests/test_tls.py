@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.support import public_url, run_gateway, serve_app, write_routes
-from tests.tls_certs import Certs, refusing_server
+from tests.tls_certs import Certs, refusing_server, write_pair
 
 
 @pytest.fixture
@@ -235,3 +235,32 @@ async def test_websocket_to_an_untrusted_backend_is_a_tls_502(tmp_path: Path, ce
             with pytest.raises(aiohttp.WSServerHandshakeError) as err:
                 await s.ws_connect(public_url(gw) + "/ws")
     assert err.value.status == 502
+
+
+async def test_a_renewed_client_certificate_is_used_for_new_connections(tmp_path: Path, certs: Certs) -> None:
+    client_ca = certs.other_ca
+    cert, key, _ = certs.leaf("gw", "gateway-v1.internal", ca=client_ca)
+
+    async def who(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        names = sorted(v for _k, v in (peer or {}).get("subjectAltName", ()))
+        resp = web.Response(text=",".join(names))
+        resp.force_close()   # a new connection (and handshake) for every request
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/who", who)
+    async with serve_app(app, ssl_context=certs.server_context(client_ca=client_ca)) as url:
+        path = write_routes(tmp_path, routes(url, f"ca: {certs.ca_file}, cert: {cert}, key: {key}"))
+        async with run_gateway(path) as gw:
+            status, _, body = await fetch(public_url(gw) + "/who")
+            assert (status, body) == (200, b"gateway-v1.internal")
+            write_pair(client_ca.issue_cert("gateway-v2.internal"), cert, key)
+            seen = body
+            for _ in range(100):   # the files are looked at again at most once a second
+                status, _, seen = await fetch(public_url(gw) + "/who")
+                assert status == 200
+                if seen == b"gateway-v2.internal":
+                    break
+                await asyncio.sleep(0.05)
+            assert seen == b"gateway-v2.internal"

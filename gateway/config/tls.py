@@ -13,6 +13,7 @@ in it, nor when it expires, without a private CPython helper).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,19 @@ def _check_dates(path: Path, cert: x509.Certificate, now: dt.datetime | None) ->
     if cert.not_valid_before_utc > now:
         raise TLSFileError(f"the certificate in {path} is not valid before "
                            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+
+
+def file_stamp(paths: tuple[Path | None, ...]) -> tuple[tuple[int, int, int], ...]:
+    """What changes when any of ``paths`` is rewritten, replaced by a rename, or re-pointed by a symlink swap (as
+    Kubernetes secret volumes do): inode, modification time and size of each (zeros for one that is missing)."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path) if path is not None else None
+        except OSError:
+            st = None
+        out.append((st.st_ino, st.st_mtime_ns, st.st_size) if st is not None else (0, 0, 0))
+    return tuple(out)
 
 
 def describe(info: CertInfo, role: str) -> str:

@@ -169,6 +169,7 @@ class Pool:
                     transport, conn = await loop.create_connection(
                         lambda: Connection(b, self._release, self._forget), b.host, b.port)
                 else:
+                    tls.refresh()
                     transport, conn = await loop.create_connection(
                         lambda: Connection(b, self._release, self._forget), b.host, b.port, ssl=tls.context,
                         server_hostname=tls.server_name, ssl_handshake_timeout=b.timeouts.connect)

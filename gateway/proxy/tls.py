@@ -8,6 +8,8 @@ connections, and the one function that turns a failed handshake into the gateway
   transport (and uvloop's) opens every connection through ``SSLContext.wrap_bio``; ``ResumingContext`` passes the
   session of an earlier connection there, so a pool of keep-alive connections pays one full handshake, and the
   next connections an abbreviated one (RFC 8446 §2.2, RFC 5077).
+- **Renewed files.** A changed CA bundle or client certificate on disk is picked up for new connections
+  (``refresh``, looked at before opening one, at most once a second).
 - **Failures, logged once.** A handshake failure is an ``UpstreamTLSError`` whose ``cause`` names the reason
   (unknown CA, name mismatch, expired, client certificate refused, ...); ``BackendTLSClient.report`` logs a cause
   the first time it is seen for the backend (and again only after a handshake succeeded in between), not once
@@ -21,11 +23,13 @@ import ssl
 import time
 
 from gateway.config.model import Backend, BackendTLS
+from gateway.config.tls import file_stamp
 from gateway.errors import UpstreamTLSError
 
 log = logging.getLogger("strangler.tls")
 
 ALPN = ["http/1.1"]
+FILE_CHECK = 1.0      # seconds between two looks at a backend's certificate files (at a new connection only)
 REFRESH = 300.0       # seconds before the remembered TLS session is replaced by a newer one (tickets live longer)   # the pool speaks HTTP/1.1; say so, so an h2-capable backend does not pick h2
 
 # OpenSSL X509_V_ERR_* codes (x509_vfy.h) -> the cause shown to the user.
@@ -120,11 +124,38 @@ class BackendTLSClient:
         self.backend = backend
         self.context = client_context(backend.tls)
         self.server_name = _server_name(backend)
+        self._files = (backend.tls.ca, backend.tls.cert, backend.tls.key)
+        self._stamp = file_stamp(self._files)
+        self._checked_at = time.monotonic()
+        self._failed_stamp: object = None
         self.handshakes = 0
         self.resumed = 0
         self._want_session = True
         self._taken_at = 0.0
         self._logged: set[str] = set()
+
+    def refresh(self) -> None:
+        """Before a new connection: if the CA or client certificate files changed on disk (a renewed client
+        certificate, a rotated CA bundle), new connections use a context built from the new files. At most one
+        look (three ``stat`` calls) per ``FILE_CHECK`` seconds; connections already open keep their certificate."""
+        now = time.monotonic()
+        if now - self._checked_at < FILE_CHECK:
+            return
+        self._checked_at = now
+        stamp = file_stamp(self._files)
+        if stamp == self._stamp or stamp == self._failed_stamp:
+            return
+        assert self.backend.tls is not None
+        try:
+            fresh = client_context(self.backend.tls)
+        except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError
+            self._failed_stamp = stamp
+            log.error("backend %s: TLS files changed but cannot be loaded, keeping the previous ones: %s",
+                      self.backend.name, exc, extra={"event": "backend_tls_reload_failed"})
+            return
+        self.context, self._stamp, self._want_session = fresh, stamp, True
+        log.info("backend %s: TLS files changed on disk; new connections use them", self.backend.name,
+                 extra={"event": "backend_tls_reloaded"})
 
     def connected(self, sslobj: ssl.SSLObject | None) -> None:
         """A handshake succeeded: count it. A full (not resumed) handshake means the remembered session is
@@ -145,6 +176,8 @@ class BackendTLSClient:
         when there is none yet, the last handshake was a full one, or the kept one is ``REFRESH`` seconds old."""
         if sslobj is None or not (self._want_session or time.monotonic() - self._taken_at > REFRESH):
             return
+        if sslobj.context is not self.context:
+            return   # opened before the files were re-read: its session belongs to the previous context
         session = sslobj.session
         # A TLS 1.3 session is worth keeping only once its ticket has arrived; a TLS 1.2 one at once.
         if session is not None and (session.has_ticket or sslobj.version() != "TLSv1.3"):

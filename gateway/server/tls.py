@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 from collections.abc import Callable
 
 from gateway.config.model import ListenerTLS
-from gateway.config.tls import TLSFileError, check_pair, describe
+from gateway.config.tls import TLSFileError, check_pair, describe, file_stamp
 
 log = logging.getLogger("strangler.tls")
 
@@ -38,15 +37,7 @@ def server_context(spec: ListenerTLS) -> ssl.SSLContext:
 
 
 def _stamp(spec: ListenerTLS) -> Stamp:
-    """What changes when either file is rewritten, replaced by a rename, or re-pointed by a symlink swap."""
-    out = []
-    for path in (spec.cert, spec.key):
-        try:
-            st = os.stat(path)
-            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append((0, 0, 0))
-    return tuple(out)
+    return file_stamp((spec.cert, spec.key))
 
 
 class ListenerCertificates:
