@@ -114,6 +114,7 @@ async def test_the_listener_serves_https_and_upstream_sees_https(https_gateway: 
         assert resp.status == 200
         assert await resp.json() == {"size": 5, "sha256": hashlib.sha256(b"hello").hexdigest(),
                                      "proto": "https"}
+    assert f"gateway:  https://127.0.0.1:{https_gateway['port']}/" in Path(https_gateway["log"]).read_text()
     # Plain HTTP on the HTTPS port is not answered as if it were secure.
     async with aiohttp.ClientSession() as s:
         with pytest.raises(aiohttp.ClientError):
@@ -183,3 +184,26 @@ async def test_a_1_gib_download_streams_through_tls_with_bounded_memory(https_ga
     print(f"1 GiB through TLS: gateway RSS {before / 2**20:.1f} MiB before, peak growth "
           f"{(peak - before) / 2**20:.1f} MiB")
     assert peak - before < RSS_GROWTH_LIMIT, f"gateway RSS grew by {(peak - before) / 2**20:.1f} MiB"
+
+
+async def test_start_up_says_which_https_backend_fails_verification_and_why(tmp_path: Path, certs: Certs) -> None:
+    public, admin = free_port(), free_port()
+    async with serve_app(backend_app(), ssl_context=certs.server_context(ca=certs.other_ca)) as backend:
+        config = tmp_path / "routes.yaml"
+        config.write_text(f"""\
+version: 1
+listen: 127.0.0.1:{public}
+admin: {{listen: 127.0.0.1:{admin}}}
+backends:
+  untrusted: {{url: "{backend}", tls: {{ca: {certs.ca_file}}}}}
+fallback: untrusted
+""")
+        log = tmp_path / "gateway.log"
+        with gateway_process(config, log):
+            await asyncio.to_thread(wait_http, f"http://127.0.0.1:{admin}/readyz")
+            for _ in range(200):   # the probe runs right after start-up
+                if "unknown CA" in log.read_text():
+                    break
+                await asyncio.sleep(0.05)
+    assert "backend untrusted: TLS with 127.0.0.1" in log.read_text()
+    assert "unknown CA" in log.read_text()

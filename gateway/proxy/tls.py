@@ -134,6 +134,10 @@ class BackendTLSClient:
         self._taken_at = 0.0
         self._logged: set[str] = set()
 
+    def connect_args(self) -> dict[str, object]:
+        """Keyword arguments for ``loop.create_connection`` / ``asyncio.open_connection``."""
+        return {"ssl": self.context, "server_hostname": self.server_name}
+
     def refresh(self) -> None:
         """Before a new connection: if the CA or client certificate files changed on disk (a renewed client
         certificate, a rotated CA bundle), new connections use a context built from the new files. At most one

@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from gateway.admin.status import Lifecycle, StatusAPI
 from gateway.admin.traces import TraceAPI
 from gateway.config import model as config_mod
 from gateway.proxy.protect import Protection
+from gateway.proxy.tls import handshake_error
 from gateway.proxy.upstream import Upstreams
 from gateway.rollout.controller import Rollout
 from gateway.routing.reload import Reloader, ReloadStatus
@@ -185,11 +187,15 @@ class Gateway:
     async def probe_backends(self) -> None:
         """Say at start-up which backends cannot be reached, rather than leaving it to the first 502."""
         async def probe(backend: Any) -> str | None:
+            tls = self.upstreams.tls(backend)   # an https:// backend is probed with a verified handshake
             try:
                 async with asyncio.timeout(max(backend.timeouts.connect, 0.1)):
-                    _reader, writer = await asyncio.open_connection(backend.host, backend.port)
+                    _reader, writer = await asyncio.open_connection(
+                        backend.host, backend.port, **(tls.connect_args() if tls is not None else {}))
                 writer.close()
                 return None
+            except ssl.SSLError as exc:
+                return f"backend {handshake_error(exc, backend).detail}"
             except (OSError, TimeoutError) as exc:
                 reason = getattr(exc, "strerror", None) or type(exc).__name__
                 return f"backend {backend.name} at {backend.host}:{backend.port} is not reachable ({reason})"
