@@ -264,3 +264,35 @@ async def test_a_renewed_client_certificate_is_used_for_new_connections(tmp_path
                     break
                 await asyncio.sleep(0.05)
             assert seen == b"gateway-v2.internal"
+
+
+async def test_websocket_relays_use_a_renewed_client_certificate(tmp_path: Path, certs: Certs) -> None:
+    client_ca = certs.other_ca
+    cert, key, _ = certs.leaf("gw", "gateway-v1.internal", ca=client_ca)
+
+    async def who(request: web.Request) -> web.WebSocketResponse:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(",".join(sorted(v for _k, v in (peer or {}).get("subjectAltName", ()))))
+        await ws.close()
+        return ws
+
+    async def names(url: str) -> str:
+        async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
+            return (await ws.receive(timeout=5)).data
+
+    app = web.Application()
+    app.router.add_get("/ws", who)
+    async with serve_app(app, ssl_context=certs.server_context(client_ca=client_ca)) as url:
+        path = write_routes(tmp_path, routes(url, f"ca: {certs.ca_file}, cert: {cert}, key: {key}"))
+        async with run_gateway(path) as gw:
+            assert await names(public_url(gw) + "/ws") == "gateway-v1.internal"
+            write_pair(client_ca.issue_cert("gateway-v2.internal"), cert, key)
+            seen = ""
+            for _ in range(100):   # the files are looked at again at most once a second
+                seen = await names(public_url(gw) + "/ws")
+                if seen == "gateway-v2.internal":
+                    break
+                await asyncio.sleep(0.05)
+            assert seen == "gateway-v2.internal"

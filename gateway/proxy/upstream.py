@@ -52,6 +52,7 @@ class Upstreams:
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._ws: dict[tuple[object, ...], aiohttp.ClientSession] = {}
         self._tls: dict[tuple[object, ...], BackendTLSClient] = {}
+        self._ws_context: dict[tuple[object, ...], ssl.SSLContext] = {}   # the TLS context each session was made with
         self._closing: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -77,9 +78,22 @@ class Upstreams:
     def ws_session(self, backend: Backend) -> aiohttp.ClientSession:
         key = _pool_key(backend, "ws")
         session = self._ws.get(key)
+        tls = self.tls(backend)
+        if tls is not None:
+            tls.refresh()
+            if session is not None and self._ws_context.get(key) is not tls.context:
+                self._retire(self._ws.pop(key), 30.0)   # renewed TLS files: new sessions use them
+                session = None
         if session is None or session.closed:
-            session = self._ws[key] = _new_session(backend, self.tls(backend))
+            session = self._ws[key] = _new_session(backend, tls)
+            if tls is not None:
+                self._ws_context[key] = tls.context
         return session
+
+    def _retire(self, session: aiohttp.ClientSession, grace: float) -> None:
+        task = asyncio.get_running_loop().create_task(_close_later(session, grace))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _schedule_sweep(self) -> None:
         if self._sweeper is None:
@@ -103,10 +117,8 @@ class Upstreams:
             pool = self._pools.pop(key)
             asyncio.get_running_loop().call_later(grace, pool.close)
         for key in [k for k in self._ws if k not in wanted]:
-            session = self._ws.pop(key)
-            task = asyncio.get_running_loop().create_task(_close_later(session, grace))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._ws_context.pop(key, None)
+            self._retire(self._ws.pop(key), grace)
 
     async def close(self) -> None:
         if self._sweeper is not None:
