@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support import public_url, run_gateway, serve_app, write_routes
+from tests.support import admin_url, public_url, run_gateway, serve_app, write_routes
 from tests.tls_certs import Certs, refusing_server, write_pair
 
 
@@ -86,6 +86,9 @@ async def test_sessions_are_resumed_on_the_next_pooled_connections(tmp_path: Pat
             assert tls is not None
             assert tls.handshakes == 4
             assert tls.resumed == 3   # the first handshake is full, each later one resumes the last session
+            _, _, metrics = await fetch(admin_url(gw) + "/metrics")
+    assert b'strangler_backend_tls_handshakes_total{backend="secure",resumed="true"} 3.0' in metrics
+    assert b'strangler_backend_tls_handshakes_total{backend="secure",resumed="false"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("case, cause", [
@@ -112,6 +115,8 @@ async def test_a_backend_that_cannot_be_verified_gets_502_naming_the_cause(
                 assert problem["type"] == "urn:strangler:problem:backend-tls"
                 assert problem["tls_cause"] == cause
                 assert cause in problem["detail"]
+            _, _, metrics = await fetch(admin_url(gw) + "/metrics")
+    assert f'strangler_backend_tls_failures_total{{backend="secure",cause="{cause}"}} 3.0'.encode() in metrics
     assert connections == []   # never spoken to
     logged = [r for r in caplog.records if getattr(r, "event", "") == "backend_tls_failed"]
     assert len(logged) == 1    # three failed requests, one log line

@@ -130,6 +130,7 @@ class BackendTLSClient:
         self._failed_stamp: object = None
         self.handshakes = 0
         self.resumed = 0
+        self.failures: dict[str, int] = {}   # cause -> failed handshakes (for /metrics)
         self._want_session = True
         self._taken_at = 0.0
         self._logged: set[str] = set()
@@ -190,7 +191,8 @@ class BackendTLSClient:
             self._taken_at = time.monotonic()
 
     def report(self, error: UpstreamTLSError) -> UpstreamTLSError:
-        """Log a failure once per cause until a handshake succeeds again; returns the error to raise."""
+        """Count a failure, and log it once per cause until a handshake succeeds again; returns the error."""
+        self.failures[error.cause] = self.failures.get(error.cause, 0) + 1
         if error.cause not in self._logged:
             self._logged.add(error.cause)
             log.error("%s; requests to it get 502 until this is fixed (logged once per cause)", error.detail,

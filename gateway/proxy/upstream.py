@@ -75,6 +75,9 @@ class Upstreams:
             client = self._tls[key] = BackendTLSClient(backend)
         return client
 
+    def tls_clients(self) -> list[BackendTLSClient]:
+        return list(self._tls.values())
+
     def ws_session(self, backend: Backend) -> aiohttp.ClientSession:
         key = _pool_key(backend, "ws")
         session = self._ws.get(key)

@@ -23,6 +23,7 @@ from gateway.admin.gauges import MetricsAPI, StateGauges
 from gateway.admin.hosts import admin_access
 from gateway.admin.routes import RoutesAPI
 from gateway.admin.status import Lifecycle, StatusAPI
+from gateway.admin.tls_gauges import TLSGauges
 from gateway.admin.traces import TraceAPI
 from gateway.config import model as config_mod
 from gateway.proxy.protect import Protection
@@ -106,6 +107,7 @@ class Gateway:
         self.metrics.sources.append(StateGauges(
             self.tables, self.rollout, self.protection, self.stats, self.shadow,
             {"comparisons": self.stores.comparisons, "traces": self.stores.traces, "access_log": self.access}))
+        self.metrics.sources.append(TLSGauges(self.upstreams))
         self.reloader = Reloader(cfg.path, self.tables, self._swapped, self._reload_failed)
         # HTTPS on the public listener: fixed at start (like the address); the certificate follows the files.
         self.certificates = ListenerCertificates(cfg.tls) if cfg.tls is not None else None
