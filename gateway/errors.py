@@ -149,7 +149,8 @@ class UpstreamConnectError(UpstreamError):
 
 class UpstreamTLSError(UpstreamConnectError):
     """The backend could not be spoken to over verified TLS. It counts against the backend's circuit like any
-    connect failure; the request never reached the backend's application, so a fallback may retry it."""
+    connect failure; the request never reached the backend's application, so a fallback may retry it (once its
+    body was sent, as when a TLS 1.3 backend refuses our certificate after the handshake, only without a body)."""
 
     code = "backend-tls"
     title = "TLS handshake with the backend failed"

@@ -301,3 +301,26 @@ async def test_websocket_relays_use_a_renewed_client_certificate(tmp_path: Path,
                     break
                 await asyncio.sleep(0.05)
             assert seen == "gateway-v2.internal"
+
+
+async def test_on_error_fallback_serves_legacy_when_the_new_side_fails_tls(tmp_path: Path, certs: Certs) -> None:
+    legacy_app, _ = echo_app("legacy")
+    new_app, new_connections = echo_app("new")
+    async with serve_app(legacy_app) as legacy, \
+            serve_app(new_app, ssl_context=certs.server_context(ca=certs.other_ca)) as new:
+        path = write_routes(tmp_path, f"""\
+backends:
+  legacy: {{url: "{legacy}"}}
+  new: {{url: "{new}", tls: {{ca: {certs.ca_file}}}}}
+fallback: legacy
+routes:
+  - name: r
+    match: {{path: {{prefix: /r}}}}
+    to: new
+    stage: extracted
+    on_error: fallback
+""")
+        async with run_gateway(path) as gw:
+            status, headers, _ = await fetch(public_url(gw) + "/r/1")
+    assert (status, headers["X-Served-By"]) == (200, "legacy")
+    assert new_connections == []

@@ -90,7 +90,7 @@ class Connection(asyncio.Protocol):
             if isinstance(exc, ssl.SSLError) and not response.status:
                 # Under TLS 1.3 the client's handshake ends before the backend has checked our certificate:
                 # its refusal arrives as an alert in place of the response.
-                response._fail(handshake_error(exc, self.backend))
+                response._fail(handshake_error(exc, self.backend, request_sent=True))
             response._connection_lost(exc)
         self.on_closed(self)
 

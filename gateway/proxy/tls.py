@@ -97,9 +97,11 @@ def cause_of(exc: BaseException) -> str:
     return "handshake failed"
 
 
-def handshake_error(exc: BaseException, backend: Backend) -> UpstreamTLSError:
+def handshake_error(exc: BaseException, backend: Backend, *, request_sent: bool = False
+                    ) -> UpstreamTLSError:
     """The one translation of a TLS failure (``ssl.SSLError`` from the handshake, or the backend's alert right
-    after it) into the gateway's error tree."""
+    after it) into the gateway's error tree. Before the request was written it may be retried elsewhere as is;
+    after (``request_sent``: the TLS 1.3 client-certificate alert) only if it had no body to consume."""
     cause = cause_of(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         why = exc.verify_message or str(exc)
@@ -107,7 +109,7 @@ def handshake_error(exc: BaseException, backend: Backend) -> UpstreamTLSError:
         why = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
     name = _server_name(backend)
     return UpstreamTLSError(f"{backend.name}: TLS with {name}:{backend.port} failed: {cause} ({why})",
-                            cause=cause, backend=backend.name)
+                            cause=cause, backend=backend.name, retryable=not request_sent)
 
 
 def _server_name(backend: Backend) -> str:
