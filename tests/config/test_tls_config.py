@@ -16,7 +16,7 @@ from gateway.config.model import BackendTLS
 from gateway.config.parse import ConfigError, load
 from tests.tls_certs import Certs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str) -> Path:
