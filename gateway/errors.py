@@ -14,6 +14,7 @@
     |   +-- VersionNotSupported       505 (the client's HTTP version, so a client error despite the 5xx)
     +-- UpstreamError                 the backend is at fault
     |   +-- UpstreamConnectError      502 refused / unreachable / reset before any response byte
+    |   |   +-- UpstreamTLSError      502 the TLS handshake failed; ``cause`` says why (unknown CA, name mismatch, ...)
     |   +-- UpstreamProtocolError     502 answered garbage or closed before the response headers
     |   +-- UpstreamTimeout           504 connect or response-header timeout
     |   +-- UpstreamRetryableStatus   the backend's own 502/503, held back for a fallback retry
@@ -30,7 +31,8 @@ An error whose ``closes`` is true ends the connection after its answer (``Connec
 or oversized message, or an unread body, the gateway can no longer tell where the next request would start.
 
 Lower-level exceptions are translated into this tree in exactly two functions: ``gateway.proxy.upstream.translate``
-(backends) and ``gateway.server.wire.translate`` (requests aiohttp could not parse).
+(backends; TLS failures, which the pool meets too, through ``gateway.proxy.tls.handshake_error``) and
+``gateway.server.wire.translate`` (requests aiohttp could not parse).
 """
 
 from __future__ import annotations
@@ -147,6 +149,25 @@ class UpstreamError(GatewayError):
 class UpstreamConnectError(UpstreamError):
     code = "backend-unreachable"
     title = "Backend refused or unreachable"
+
+
+class UpstreamTLSError(UpstreamConnectError):
+    """The backend could not be spoken to over verified TLS. It counts against the backend's circuit like any
+    connect failure; the request never reached the backend's application, so a fallback may retry it (once its
+    body was sent, as when a TLS 1.3 backend refuses our certificate after the handshake, only without a body)."""
+
+    code = "backend-tls"
+    title = "TLS handshake with the backend failed"
+
+    def __init__(self, detail: str = "", *, cause: str = "handshake failed", backend: str | None = None,
+                 retryable: bool = True) -> None:
+        super().__init__(detail, backend=backend, retryable=retryable)
+        self.cause = cause
+
+    def problem(self, instance: str | None = None, trace_id: str | None = None) -> dict[str, object]:
+        body = super().problem(instance, trace_id)
+        body["tls_cause"] = self.cause
+        return body
 
 
 class UpstreamProtocolError(UpstreamError):

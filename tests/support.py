@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import textwrap
 import time
@@ -37,15 +38,16 @@ def refused_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: web.Application, **runner_kwargs: object) -> AsyncIterator[str]:
-    """Run an aiohttp app on 127.0.0.1:0; yields its base URL."""
+async def serve_app(app: web.Application, ssl_context: ssl.SSLContext | None = None,
+                    **runner_kwargs: object) -> AsyncIterator[str]:
+    """Run an aiohttp app on 127.0.0.1:0 (over HTTPS with ``ssl_context``); yields its base URL."""
     runner = web.AppRunner(app, access_log=None, **runner_kwargs)  # type: ignore[arg-type]
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        yield f"http://{host}:{port}"
+        yield f"{'https' if ssl_context is not None else 'http'}://{host}:{port}"
     finally:
         await runner.cleanup()
 

@@ -13,6 +13,7 @@ from gateway.cli.client import CLIError, admin_client
 from gateway.cli.output import ago, console, print_json
 from gateway.config.document import json_schema
 from gateway.config.parse import ConfigError, load
+from gateway.config.tls import tls_files
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -26,13 +27,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             for line in [*exc.problems, *exc.warnings]:
                 print(line, file=sys.stderr)
         return 1
+    tls = tls_files(dict(cfg.backends), cfg.tls)
     if args.json:
         print_json({"ok": True, "errors": [], "warnings": list(cfg.warnings), "routes": len(cfg.routes),
-                     "backends": sorted(cfg.backends)})
+                     "backends": sorted(cfg.backends), "tls": tls})
     else:
         for line in cfg.warnings:
             print(line, file=sys.stderr)
         print(f"{path}: ok ({len(cfg.routes)} route(s), {len(cfg.backends)} backend(s))")
+        for line in tls:
+            print(line)
     return 0
 
 

@@ -41,9 +41,23 @@ TIMEOUTS = Obj({
                   default=60.0),
 })
 
+BACKEND_TLS = Obj({
+    "ca": Field(Str(min_length=1, description="PEM file of the CA(s) to trust instead of the system CAs")),
+    "cert": Field(Str(min_length=1, description="PEM client certificate chain for mutual TLS (with `key`)")),
+    "key": Field(Str(min_length=1, description="PEM private key of `cert`")),
+    "server_name": Field(Str(pattern=r"[A-Za-z0-9*]([A-Za-z0-9.*-]{0,252})", expected="a host name",
+                             description="SNI and the name verified, if not the URL's host")),
+}, description="TLS to an https:// backend; its certificate is always verified.")
+
+LISTENER_TLS = Obj({
+    "cert": Field(Str(min_length=1, description="PEM certificate chain"), required=True),
+    "key": Field(Str(min_length=1, description="PEM private key"), required=True),
+}, description="Serve the public listener over HTTPS; the files are re-read when they change on disk.")
+
 BACKEND = Obj({
-    "url": Field(Str(pattern=r"https?://[^\s/?#]+(/[^\s?#]*)?", expected="an http:// URL such as http://127.0.0.1:8001"),
-                 required=True),
+    "url": Field(Str(pattern=r"https?://[^\s/?#]+(/[^\s?#]*)?",
+                     expected="an http:// or https:// URL such as http://127.0.0.1:8001"), required=True),
+    "tls": Field(BACKEND_TLS),
     "timeouts": Field(TIMEOUTS),
     "max_connections": Field(Int(minimum=1), default=256),
     "max_concurrency": Field(Int(minimum=1, description="in-flight requests before answering 503")),
@@ -138,6 +152,7 @@ ROUTES_SCHEMA = Obj({
     "listen": Field(LISTEN, default="127.0.0.1:8080"),
     "admin": Field(Obj({"listen": Field(LISTEN, default="127.0.0.1:9901"), **ADMIN_ACCESS}),
                    default=SECTION_DEFAULTS),
+    "tls": Field(LISTENER_TLS),
     "backends": Field(MapOf(BACKEND, key_pattern=NAME_PATTERN, key_expected="a backend name"), required=True),
     "fallback": Field(Str(pattern=NAME_PATTERN, expected="a backend name"), required=True),
     "routes": Field(ListOf(ROUTE), default=[]),

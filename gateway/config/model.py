@@ -30,6 +30,24 @@ class CircuitSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendTLS:
+    """How to speak TLS to an https:// backend: always verified, against ``ca`` if given, else the system CAs."""
+
+    ca: Path | None = None            # trust only this CA bundle (PEM)
+    cert: Path | None = None          # client certificate chain (PEM) for mutual TLS, with its key
+    key: Path | None = None
+    server_name: str | None = None    # SNI and the name verified, if not the URL's host
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTLS:
+    """The public listener's certificate chain and key (PEM), re-read when they change on disk."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     name: str
     url: str
@@ -42,6 +60,7 @@ class Backend:
     max_concurrency: int | None  # in-flight requests beyond which the gateway answers 503
     queue: int                # requests allowed to wait for a concurrency slot
     circuit: CircuitSpec | None
+    tls: BackendTLS | None = None     # set for https:// backends
 
     @property
     def origin(self) -> str:
@@ -163,6 +182,7 @@ class Config:
     limits: Limits
     digest: str                        # sha256 of the file's bytes
     warnings: tuple[str, ...] = ()
+    tls: ListenerTLS | None = None     # the public listener over HTTPS
 
     def route(self, name: str) -> RouteSpec | None:
         for r in self.routes:

@@ -41,6 +41,7 @@ from gateway.config.model import (
     TracingSpec,
 )
 from gateway.config.schema import MISSING, Issues, KeyPath, Problem, suggest
+from gateway.config.tls import backend_tls, listener_tls
 
 
 class ConfigError(Exception):
@@ -172,7 +173,9 @@ def _dotted(path: KeyPath) -> str:
 
 
 def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int], issues: Issues) -> Config | None:
-    backends = {name: _backend(name, b, ("backends", name), issues) for name, b in v["backends"].items()}
+    base = path.resolve().parent   # relative file names (store.dir, certificates) are beside routes.yaml
+    backends = {name: _backend(name, b, ("backends", name), issues, base) for name, b in v["backends"].items()}
+    listener = listener_tls(v["tls"], base, issues)
     if v["fallback"] not in backends:
         issues.error(("fallback",), f"unknown backend {v['fallback']!r}; defined: {', '.join(backends) or 'none'}")
     routes = []
@@ -215,6 +218,7 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
                         _relative(path, store["password_file"])),
         limits=Limits(**limits),
         digest=hashlib.sha256(raw).hexdigest(),
+        tls=listener,
     )
 
 
@@ -231,15 +235,12 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _backend(name: str, b: dict[str, Any], where: KeyPath, issues: Issues) -> Backend:
+def _backend(name: str, b: dict[str, Any], where: KeyPath, issues: Issues, base: Path) -> Backend:
     parts = urlsplit(b["url"])
-    if parts.scheme != "http":
-        # TLS to upstreams is not offered yet; saying so beats silently speaking plain HTTP to port 443.
-        issues.error(where + ("url",), "only http:// backends are supported")
     t = b["timeouts"] or {"connect": 2.0, "response": 30.0, "idle": 60.0}
     circuit = b["circuit"]
     try:
-        port = parts.port or 80
+        port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         issues.error(where + ("url",), f"invalid port in {b['url']!r}")
         port = 80
@@ -255,6 +256,7 @@ def _backend(name: str, b: dict[str, Any], where: KeyPath, issues: Issues) -> Ba
         max_concurrency=b["max_concurrency"],
         queue=b["queue"],
         circuit=CircuitSpec(circuit["failures"], circuit["cooldown"]) if circuit else None,
+        tls=backend_tls(b["tls"], parts.scheme, base, where, issues),
     )
 
 

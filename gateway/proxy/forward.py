@@ -251,7 +251,8 @@ async def forward_websocket(request: web.BaseRequest, backend: Backend, session:
     url = upstream.upstream_url(backend, raw_target)
     try:
         up = await session.ws_connect(url, headers=fwd, protocols=protocols, autoping=False, max_msg_size=0,
-                                      autoclose=False)
+                                      autoclose=False,
+                                      server_hostname=backend.tls.server_name if backend.tls is not None else None)
     except aiohttp.WSServerHandshakeError as exc:
         outcome.status = 502
         raise upstream.UpstreamProtocolError(

@@ -14,352 +14,44 @@ response that the backend agreed to keep alive.
 Framing follows RFC 9112 §6: a response to HEAD, and 1xx/204/304 responses, have no body; otherwise
 Transfer-Encoding: chunked or Content-Length delimit it, and without either the body runs until the backend
 closes the connection (never reused). A request body without Content-Length is sent chunked.
+
+Three modules: this one (the pool: acquiring, reusing and counting connections, writing requests, response
+timeouts), ``gateway.proxy.connection`` (one connection and its parser) and ``gateway.proxy.response`` (one
+answer's head and body).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-
-import httptools
+from collections.abc import AsyncIterable, Iterable
 
 from gateway.config.model import Backend
-from gateway.errors import (
-    GatewayError,
-    UpstreamBodyError,
-    UpstreamConnectError,
-    UpstreamProtocolError,
-    UpstreamTimeout,
-)
+from gateway.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, UpstreamTLSError
+from gateway.proxy.connection import Connection
+from gateway.proxy.response import UpstreamResponse
+from gateway.proxy.tls import BackendTLSClient, handshake_error
 
-MAX_HEADER_BYTES = 64 * 1024   # a backend's response head beyond this is an error, not memory to fill
-MAX_HEADER_FIELDS = 200
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 TIMEOUT_TICK = 0.05          # seconds between two checks of the response deadlines
-HIGH_WATER = 256 * 1024     # buffered response bytes before we stop reading from the backend
-LOW_WATER = 64 * 1024
-NO_BODY_STATUS = frozenset({204, 304})
 
 Body = AsyncIterable[bytes] | bytes | None
 
-
-class _Overrun(Exception):
-    """Raised inside a parser callback to stop parsing what the backend should not have sent."""
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP connection to the backend and the response currently being read on it."""
-
-    __slots__ = ("pool", "transport", "parser", "response", "closed", "reusable", "idle_since", "write_paused",
-                 "drain_waiter", "requests", "dirty", "counted_out", "overrun")
-
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.response: UpstreamResponse | None = None
-        self.closed = False
-        self.reusable = False
-        self.idle_since = 0.0
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
-        self.requests = 0
-        self.dirty = False        # the request body was not fully sent: the connection must never be reused
-        self.counted_out = False  # the pool has stopped counting this connection
-        self.overrun = False      # the backend sent more than its response: never reuse, never forward the rest
-
-    # -- asyncio.Protocol ------------------------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        response = self.response
-        if response is None:   # bytes while idle: the backend is confused; never reuse this connection
-            self.close()
-            return
-        try:
-            self.parser.feed_data(data)
-        except _Overrun:
-            self._overrun(response)
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _Overrun) or self.overrun:
-                self._overrun(response)
-                return
-            response._fail(UpstreamProtocolError(f"{self.pool.backend.name}: invalid response: {exc}",
-                                                 backend=self.pool.backend.name))
-            self.close()
-        except httptools.HttpParserUpgrade:
-            response._fail(UpstreamProtocolError(f"{self.pool.backend.name}: unexpected protocol upgrade",
-                                                 backend=self.pool.backend.name))
-            self.close()
-        except httptools.HttpParserError as exc:
-            response._fail(UpstreamProtocolError(f"{self.pool.backend.name}: invalid response: {exc}",
-                                                 backend=self.pool.backend.name))
-            self.close()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.closed = True
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_exception(ConnectionResetError("connection lost while sending"))
-        response = self.response
-        if response is not None:
-            response._connection_lost(exc)
-        self.pool._forget(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
-
-    def _overrun(self, response: UpstreamResponse) -> None:
-        """The backend sent bytes past the end of its response (a wrong Content-Length, an answer to a request
-        body it did not read, ...). They must never reach the client as part of this response, nor be read as
-        the next response on this connection: the connection is closed, and a response whose head has not been
-        handed over yet fails with 502."""
-        self.dirty = True
-        if not response._done:
-            response._fail(UpstreamProtocolError(f"{self.pool.backend.name}: sent more than one response",
-                                                 backend=self.pool.backend.name))
-        self.close()
-
-    # -- httptools callbacks ---------------------------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        response = self.response
-        if response is not None and response.status:
-            # A second message after the final response of this request: see _overrun.
-            self.overrun = True
-            raise _Overrun
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        response = self.response
-        assert response is not None
-        if response.status:
-            return   # a trailer field (after a chunked body): not a header of the response already sent
-        response.header_bytes += len(name) + len(value)
-        if response.header_bytes > MAX_HEADER_BYTES or len(response.raw_headers) >= MAX_HEADER_FIELDS:
-            self.overrun = True
-            response._fail(UpstreamProtocolError(
-                f"{self.pool.backend.name}: response header over {MAX_HEADER_BYTES} bytes or "
-                f"{MAX_HEADER_FIELDS} fields", backend=self.pool.backend.name))
-            self.close()
-            raise _Overrun
-        response.raw_headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        response = self.response
-        assert response is not None
-        status = self.parser.get_status_code()
-        if 100 <= status < 200:
-            response.raw_headers = []   # an interim answer (100 Continue, 103 Early Hints): wait for the real one
-            return
-        response._headers_done(status, self.parser.should_keep_alive())
-
-    def on_body(self, body: bytes) -> None:
-        self.response._feed(body)  # type: ignore[union-attr]
-
-    def on_message_complete(self) -> None:
-        response = self.response
-        if response is None or response.status == 0:
-            return   # the end of an interim 1xx message
-        self.reusable = response.keep_alive and not response.close_delimited and not self.dirty
-        response._complete()
-
-    # -- writing ---------------------------------------------------------------------------------------------------
-
-    async def drain(self) -> None:
-        if self.closed:
-            raise ConnectionResetError("connection closed")
-        if self.write_paused:
-            self.drain_waiter = asyncio.get_running_loop().create_future()
-            idle = self.pool.backend.timeouts.idle
-            try:
-                async with asyncio.timeout(idle):
-                    await self.drain_waiter
-            except TimeoutError:
-                # A backend that stops reading an upload must not hold the request (and the client) for ever.
-                self.dirty = True
-                self.close()
-                raise UpstreamTimeout(f"{self.pool.backend.name}: stopped reading the request body for {idle:g}s",
-                                      backend=self.pool.backend.name) from None
-            finally:
-                self.drain_waiter = None
-
-    def close(self) -> None:
-        self.reusable = False
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-        self.closed = True
-
-
-class UpstreamResponse:
-    """A backend's answer: status and raw headers now, the body as it arrives."""
-
-    __slots__ = ("conn", "status", "raw_headers", "keep_alive", "close_delimited", "no_body", "head_request",
-                 "_chunks", "_buffered", "_waiter", "_done", "_error", "headers_ready", "_released", "_idle",
-                 "header_bytes")
-
-    def __init__(self, conn: _Connection, head_request: bool, idle_timeout: float) -> None:
-        self.conn = conn
-        self.status = 0
-        self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
-        self.keep_alive = False
-        self.close_delimited = False
-        self.no_body = head_request
-        self.head_request = head_request
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._buffered = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._done = False
-        self._error: GatewayError | None = None
-        self.headers_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._released = False
-        self._idle = idle_timeout
-
-    # -- called by the connection ----------------------------------------------------------------------------------
-
-    def _headers_done(self, status: int, keep_alive: bool) -> None:
-        if not 200 <= status <= 599:
-            name = self.conn.pool.backend.name
-            self._fail(UpstreamProtocolError(f"{name}: invalid status code {status}", backend=name))
-            self.conn.close()
-            return
-        self.status = status
-        self.keep_alive = keep_alive
-        if self.head_request or status in NO_BODY_STATUS:
-            self.no_body = True
-        else:
-            self.close_delimited = not _framed(self.raw_headers)
-        if not self.headers_ready.done():
-            self.headers_ready.set_result(None)
-        if self.head_request:
-            # llhttp cannot be told that a HEAD answer has no body, so it would wait for Content-Length bytes:
-            # the message ends here and the connection is not reused.
-            self._done = True
-            self.conn.dirty = True
-
-    def _feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        if self._buffered > HIGH_WATER and self.conn.transport is not None:
-            self.conn.transport.pause_reading()
-        self._wake()
-
-    def _complete(self) -> None:
-        self._done = True
-        self._wake()
-
-    def _fail(self, error: GatewayError) -> None:
-        if self._error is None:
-            self._error = error
-        if not self.headers_ready.done():
-            self.headers_ready.set_exception(error)
-        self._wake()
-
-    def _connection_lost(self, exc: BaseException | None) -> None:
-        if self._done:
-            return
-        if self.status and self.close_delimited and exc is None:
-            self._complete()   # the end of a body delimited by closing the connection
-            return
-        name = self.conn.pool.backend.name
-        if not self.status:
-            self._fail(UpstreamProtocolError(f"{name}: closed the connection without a response", backend=name))
-        else:
-            self._fail(UpstreamBodyError(f"{name}: connection closed before the end of the response body",
-                                         backend=name))
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- used by the proxy -----------------------------------------------------------------------------------------
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, chunk by chunk, as the backend sends it. Raises ``UpstreamBodyError`` if it breaks off or
-        goes silent for longer than the idle timeout."""
-        if self.no_body:
-            return
-        while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                conn = self.conn
-                if self._buffered < LOW_WATER and conn.transport is not None and not conn.closed:
-                    conn.transport.resume_reading()
-                yield chunk
-                continue
-            if self._error is not None:
-                error = self._error
-                if not isinstance(error, UpstreamBodyError):
-                    error = UpstreamBodyError(error.detail, backend=error.backend)
-                raise error
-            if self._done:
-                return
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(self._idle):
-                    await self._waiter
-            except TimeoutError:
-                name = self.conn.pool.backend.name
-                raise UpstreamBodyError(f"{name}: no body bytes for {self._idle:g}s", backend=name) from None
-            finally:
-                self._waiter = None
-
-    def take_complete(self, limit: int) -> bytes | None:
-        """The whole body, if it has already arrived complete and is at most ``limit`` bytes (else None: stream
-        it). Responses without a body (HEAD, 204, 304) are left to the streaming path, which knows their rules."""
-        if self.no_body or not self._done or self._error is not None or self._buffered > limit:
-            return None
-        body = b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        return body
-
-    async def read(self, limit: int) -> tuple[bytes, bool]:
-        """Up to ``limit`` body bytes and whether there were more (for captures)."""
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.chunks():
-            room = limit - size
-            if len(chunk) > room:
-                parts.append(chunk[:room])
-                return b"".join(parts), True
-            parts.append(chunk)
-            size += len(chunk)
-        return b"".join(parts), False
-
-    def release(self) -> None:
-        """Done with this response: a complete, keep-alive one returns its connection to the pool."""
-        if self._released:
-            return
-        self._released = True
-        conn = self.conn
-        conn.response = None
-        if not (self._done and self._error is None and conn.reusable and not conn.dirty and not self._chunks):
-            conn.close()
-        conn.pool._release(conn)
-
-    close = release
+__all__ = ["Body", "Pool", "UpstreamResponse"]
 
 
 class Pool:
     """Keep-alive connections to one backend: at most ``limit`` open, the most recently used reused first."""
 
-    def __init__(self, backend: Backend, limit: int | None = None) -> None:
+    def __init__(self, backend: Backend, limit: int | None = None, tls: BackendTLSClient | None = None) -> None:
         self.backend = backend
+        self.tls = tls   # set for https:// backends: connections go through asyncio's TLS transport
         self.limit = limit or backend.max_connections
         self.open = 0
-        self._idle: list[_Connection] = []
-        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
+        self._idle: list[Connection] = []
+        self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self.closed = False
         self._awaiting: dict[UpstreamResponse, float] = {}   # response -> when its headers are overdue
         self._ticker: asyncio.TimerHandle | None = None
@@ -381,7 +73,7 @@ class Pool:
         conn, _ = await self._acquire(fresh=True)
         return await self._exchange(conn, method, head, body)
 
-    async def _exchange(self, conn: _Connection, method: str, head: bytes, body: Body) -> UpstreamResponse:
+    async def _exchange(self, conn: Connection, method: str, head: bytes, body: Body) -> UpstreamResponse:
         response = UpstreamResponse(conn, method == "HEAD", self.backend.timeouts.idle)
         conn.response = response
         conn.requests += 1
@@ -400,6 +92,11 @@ class Pool:
                     await response.headers_ready
                 finally:
                     self._awaiting.pop(response, None)
+        except UpstreamTLSError as exc:   # the backend refused our certificate after the TLS 1.3 handshake
+            response.release()
+            if self.tls is not None:
+                self.tls.report(exc)
+            raise
         except (ConnectionError, OSError) as exc:
             response.release()
             raise UpstreamProtocolError(f"{self.backend.name}: connection failed while sending: {exc}",
@@ -428,7 +125,7 @@ class Pool:
         if self._awaiting:
             self._ticker = asyncio.get_running_loop().call_later(TIMEOUT_TICK, self._tick)
 
-    async def _acquire(self, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _acquire(self, fresh: bool = False) -> tuple[Connection, bool]:
         now = time.monotonic()
         idle_limit = self.backend.timeouts.idle
         while self._idle and not fresh:
@@ -448,9 +145,9 @@ class Pool:
             self.open -= 1
             raise
 
-    async def _wait_for_connection(self) -> _Connection | None:
+    async def _wait_for_connection(self) -> Connection | None:
         """All connections are busy: wait for one to be handed over (or for a slot to open: ``None``)."""
-        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(self.backend.timeouts.connect):
@@ -462,12 +159,25 @@ class Pool:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         b = self.backend
+        tls = self.tls
         try:
             async with asyncio.timeout(b.timeouts.connect):
-                _transport, conn = await loop.create_connection(lambda: _Connection(self), b.host, b.port)
+                if tls is None:
+                    transport, conn = await loop.create_connection(
+                        lambda: Connection(b, self._release, self._forget), b.host, b.port)
+                else:
+                    tls.refresh()
+                    transport, conn = await loop.create_connection(
+                        lambda: Connection(b, self._release, self._forget), b.host, b.port, ssl=tls.context,
+                        server_hostname=tls.server_name, ssl_handshake_timeout=b.timeouts.connect)
+                    conn.ssl_object = transport.get_extra_info("ssl_object")
+                    tls.connected(conn.ssl_object)
+        except ssl.SSLError as exc:   # before OSError, of which it is a subclass
+            assert tls is not None
+            raise tls.report(handshake_error(exc, b)) from exc
         except TimeoutError:
             raise UpstreamTimeout(f"{b.name}: connect timed out after {b.timeouts.connect:g}s", backend=b.name,
                                   retryable=True) from None
@@ -476,7 +186,9 @@ class Pool:
                                        backend=b.name, retryable=True) from exc
         return conn
 
-    def _release(self, conn: _Connection) -> None:
+    def _release(self, conn: Connection) -> None:
+        if self.tls is not None and conn.requests == 1:
+            self.tls.remember(conn.ssl_object)   # the TLS 1.3 ticket has arrived by the end of the first response
         if conn.closed or self.closed:
             conn.close()
             self._forget(conn)
@@ -489,7 +201,7 @@ class Pool:
                 return
         self._idle.append(conn)
 
-    def _forget(self, conn: _Connection) -> None:
+    def _forget(self, conn: Connection) -> None:
         """A connection closed: it no longer counts, and a waiter may open a new one (it is handed ``None``)."""
         if conn.counted_out:
             return
@@ -520,19 +232,6 @@ class Pool:
             self._forget(conn)
 
 
-def _framed(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the body has a length of its own (RFC 9112 §6.3): Content-Length, or a Transfer-Encoding whose last
-    coding is chunked. Otherwise it runs until the connection closes."""
-    coding = b""
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            return True
-        if lname == b"transfer-encoding":
-            coding = value.rsplit(b",", 1)[-1].strip().lower()
-    return coding == b"chunked"
-
-
 def _expire(response: UpstreamResponse, backend: Backend) -> None:
     response._fail(UpstreamTimeout(f"{backend.name}: no response within {backend.timeouts.response:g}s",
                                    backend=backend.name))
@@ -560,7 +259,7 @@ def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]], 
     return "".join(lines).encode("latin-1")
 
 
-async def _send_body(conn: _Connection, body: AsyncIterable[bytes], chunked: bool,
+async def _send_body(conn: Connection, body: AsyncIterable[bytes], chunked: bool,
                      response: UpstreamResponse) -> None:
     transport = conn.transport
     assert transport is not None

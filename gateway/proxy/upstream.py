@@ -7,13 +7,15 @@ none of the client's default headers, raw (already encoded) request targets.
 
 Pools survive reloads while the backend's address and settings are unchanged, so a reload never drops warm
 keep-alive connections (``retain`` closes the others after a grace period). Shadow traffic gets pools of its own
-so that a slow shadow target can never take connections from the primary.
+so that a slow shadow target can never take connections from the primary. An https:// backend's pools and session
+share one ``BackendTLSClient`` (``gateway.proxy.tls``): one verifying context, one remembered TLS session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterable, Iterable
 
 import aiohttp
@@ -28,12 +30,18 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.proxy.pool import Pool, UpstreamResponse
+from gateway.proxy.tls import BackendTLSClient, handshake_error
 
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
 
 def _pool_key(backend: Backend, purpose: str) -> tuple[object, ...]:
-    return (purpose, backend.scheme, backend.host, backend.port, backend.timeouts, backend.max_connections)
+    return (purpose, backend.scheme, backend.host, backend.port, backend.timeouts, backend.max_connections,
+            backend.tls)
+
+
+def _tls_key(backend: Backend) -> tuple[object, ...]:
+    return (backend.name, backend.host, backend.port, backend.tls)
 
 
 class Upstreams:
@@ -43,6 +51,8 @@ class Upstreams:
     def __init__(self) -> None:
         self._pools: dict[tuple[object, ...], Pool] = {}
         self._ws: dict[tuple[object, ...], aiohttp.ClientSession] = {}
+        self._tls: dict[tuple[object, ...], BackendTLSClient] = {}
+        self._ws_context: dict[tuple[object, ...], ssl.SSLContext] = {}   # the TLS context each session was made with
         self._closing: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -50,16 +60,43 @@ class Upstreams:
         key = _pool_key(backend, purpose)
         pool = self._pools.get(key)
         if pool is None or pool.closed:
-            pool = self._pools[key] = Pool(backend)
+            pool = self._pools[key] = Pool(backend, tls=self.tls(backend))
             self._schedule_sweep()
         return pool
+
+    def tls(self, backend: Backend) -> BackendTLSClient | None:
+        """The TLS client of an https:// backend (one per backend and settings: its primary, shadow and WebSocket
+        connections share the context, the remembered session and the failures already logged)."""
+        if backend.tls is None:
+            return None
+        key = _tls_key(backend)
+        client = self._tls.get(key)
+        if client is None:
+            client = self._tls[key] = BackendTLSClient(backend)
+        return client
+
+    def tls_clients(self) -> list[BackendTLSClient]:
+        return list(self._tls.values())
 
     def ws_session(self, backend: Backend) -> aiohttp.ClientSession:
         key = _pool_key(backend, "ws")
         session = self._ws.get(key)
+        tls = self.tls(backend)
+        if tls is not None:
+            tls.refresh()
+            if session is not None and self._ws_context.get(key) is not tls.context:
+                self._retire(self._ws.pop(key), 30.0)   # renewed TLS files: new sessions use them
+                session = None
         if session is None or session.closed:
-            session = self._ws[key] = _new_session(backend)
+            session = self._ws[key] = _new_session(backend, tls)
+            if tls is not None:
+                self._ws_context[key] = tls.context
         return session
+
+    def _retire(self, session: aiohttp.ClientSession, grace: float) -> None:
+        task = asyncio.get_running_loop().create_task(_close_later(session, grace))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _schedule_sweep(self) -> None:
         if self._sweeper is None:
@@ -75,15 +112,16 @@ class Upstreams:
 
     def retain(self, backends: Iterable[Backend], grace: float = 30.0) -> None:
         """After a reload: close the pools no backend uses any more, once in-flight requests had time to finish."""
+        backends = list(backends)
         wanted = {_pool_key(b, p) for b in backends for p in ("primary", "shadow", "ws")}
+        tls_wanted = {_tls_key(b) for b in backends}
+        self._tls = {k: c for k, c in self._tls.items() if k in tls_wanted}
         for key in [k for k in self._pools if k not in wanted]:
             pool = self._pools.pop(key)
             asyncio.get_running_loop().call_later(grace, pool.close)
         for key in [k for k in self._ws if k not in wanted]:
-            session = self._ws.pop(key)
-            task = asyncio.get_running_loop().create_task(_close_later(session, grace))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._ws_context.pop(key, None)
+            self._retire(self._ws.pop(key), grace)
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -106,9 +144,10 @@ async def _close_later(session: aiohttp.ClientSession, grace: float) -> None:
         await session.close()
 
 
-def _new_session(backend: Backend) -> aiohttp.ClientSession:
+def _new_session(backend: Backend, tls: BackendTLSClient | None) -> aiohttp.ClientSession:
     t = backend.timeouts
     connector = aiohttp.TCPConnector(
+        ssl=tls.context if tls is not None else True,
         limit=backend.max_connections,
         limit_per_host=0,
         keepalive_timeout=t.idle,
@@ -156,6 +195,9 @@ def translate(exc: BaseException, backend: Backend, phase: str) -> BaseException
             return cause
         cause = cause.__cause__
     name = backend.name
+    tls_failure = _ssl_cause(exc)
+    if tls_failure is not None and phase == "headers":
+        return handshake_error(tls_failure, backend)
     if phase == "body":
         return UpstreamBodyError(f"{name}: response body broke off: {_describe(exc)}", backend=name)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -173,6 +215,22 @@ def translate(exc: BaseException, backend: Backend, phase: str) -> BaseException
     if isinstance(exc, aiohttp.ClientError | OSError):
         return UpstreamConnectError(f"{name}: connection failed: {_describe(exc)}", backend=name)
     return exc
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind an aiohttp exception, if any (aiohttp's certificate and TLS errors wrap one,
+    and are themselves ``ssl.SSLError`` subclasses without its fields)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        inner = getattr(seen, "certificate_error", None) or getattr(seen, "os_error", None)
+        if isinstance(inner, ssl.SSLError):
+            return inner
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, aiohttp.ClientError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _describe(exc: BaseException) -> str:

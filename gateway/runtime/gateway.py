@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -26,15 +27,18 @@ from gateway.admin.gauges import MetricsAPI, StateGauges
 from gateway.admin.hosts import admin_access
 from gateway.admin.routes import RoutesAPI
 from gateway.admin.status import Lifecycle, StatusAPI
+from gateway.admin.tls_gauges import TLSGauges
 from gateway.admin.traces import TraceAPI
 from gateway.admission.room import Rooms
 from gateway.config import model as config_mod
 from gateway.proxy.protect import Protection
+from gateway.proxy.tls import handshake_error
 from gateway.proxy.upstream import Upstreams
 from gateway.rollout.controller import Rollout
 from gateway.routing.reload import Reloader, ReloadStatus
 from gateway.routing.table import Table, TableRef
 from gateway.server.handler import PublicHandler
+from gateway.server.tls import ListenerCertificates
 from gateway.server.wire import public_server
 from gateway.shadow.dispatcher import ShadowDispatcher
 from gateway.stores.open import open_stores
@@ -122,7 +126,10 @@ class Gateway:
         self.rooms = Rooms(self.stores.admission, self.state.record, primary=primary)
         self.rooms.reloaded(None, cfg, "file")
         self.metrics.sources.append(AdmissionGauges(self.rooms))
+        self.metrics.sources.append(TLSGauges(self.upstreams))
         self.reloader = Reloader(cfg.path, self.tables, self._swapped, self._reload_failed)
+        # HTTPS on the public listener: fixed at start (like the address); the certificate follows the files.
+        self.certificates = ListenerCertificates(cfg.tls) if cfg.tls is not None else None
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -186,7 +193,8 @@ class Gateway:
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, self.listen[0], self.listen[1], reuse_port=self.reuse_port or None,
-                           backlog=1024)
+                           backlog=1024,
+                           ssl_context=self.certificates.context if self.certificates is not None else None)
         await site.start()
         self.bound["public"] = _bound_address(runner)
 
@@ -208,6 +216,8 @@ class Gateway:
         if self.fleet is not None:
             self._spawn(self.fleet.run())
         self._spawn(self._keep_rooms())
+        if self.certificates is not None:
+            self._spawn(self.certificates.watch(lambda: self.tables.current.config.tls))
         self.lifecycle.ready.set()
 
     def _spawn(self, coro: Any) -> None:
@@ -218,11 +228,15 @@ class Gateway:
     async def probe_backends(self) -> None:
         """Say at start-up which backends cannot be reached, rather than leaving it to the first 502."""
         async def probe(backend: Any) -> str | None:
+            tls = self.upstreams.tls(backend)   # an https:// backend is probed with a verified handshake
             try:
                 async with asyncio.timeout(max(backend.timeouts.connect, 0.1)):
-                    _reader, writer = await asyncio.open_connection(backend.host, backend.port)
+                    _reader, writer = await asyncio.open_connection(
+                        backend.host, backend.port, **(tls.connect_args() if tls is not None else {}))
                 writer.close()
                 return None
+            except ssl.SSLError as exc:
+                return f"backend {handshake_error(exc, backend).detail}"
             except (OSError, TimeoutError) as exc:
                 reason = getattr(exc, "strerror", None) or type(exc).__name__
                 return f"backend {backend.name} at {backend.host}:{backend.port} is not reachable ({reason})"
@@ -276,7 +290,7 @@ class Gateway:
         host, port = self.bound["public"]
         lines = [f"strangler: serving generation {self.table.generation} of {self.table.config.path} "
                  f"({len(self.table.routes)} route(s))",
-                 f"  gateway:  http://{host}:{port}/"]
+                 f"  gateway:  {'https' if self.certificates is not None else 'http'}://{host}:{port}/"]
         if "admin" in self.bound:
             ahost, aport = self.bound["admin"]
             lines.append(f"  console:  http://{ahost}:{aport}/   (admin API under /api/)")

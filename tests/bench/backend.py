@@ -16,7 +16,9 @@ What it answers (HTTP/1.1, keep-alive unless the client says ``Connection: close
                        the body is counted, never stored: {"received": N}
     anything else      the same 70-byte JSON document
 
-``--delay SECONDS`` holds every answer back that long (a slow shadow target).
+``--delay SECONDS`` holds every answer back that long (a slow shadow target). ``--tls-cert FILE --tls-key FILE``
+serves HTTPS; ``--close`` answers every request with ``Connection: close`` (a new connection, and over TLS a new
+handshake, per request).
 
 Run: ``python -m tests.bench.backend --port P [--server raw] [--delay 0.5]``; it prints ``ready`` once listening.
 """
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import json
 import signal
+import ssl
 
 import httptools
 from aiohttp import web
@@ -53,8 +56,9 @@ class HttpServer(asyncio.Protocol):
     """One client connection. Requests are answered in order; while an answer is pending (delay, streaming),
     reading is paused so a pipelining client cannot get answers out of order."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, close: bool = False) -> None:
         self.delay = delay
+        self.close_each = close
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -106,7 +110,7 @@ class HttpServer(asyncio.Protocol):
         self.received += len(body)
 
     def on_message_complete(self) -> None:
-        keep_alive = self.parser.should_keep_alive()
+        keep_alive = self.parser.should_keep_alive() and not self.close_each
         if self.has_body or self.received:
             body = json.dumps({"received": self.received}).encode()
             self._answer(_head("200 OK", len(body), keep_alive) + body, keep_alive)
@@ -167,10 +171,16 @@ class HttpServer(asyncio.Protocol):
             self.transport.close()
 
 
-def aiohttp_app(delay: float) -> web.Application:
+def aiohttp_app(delay: float, close: bool = False) -> web.Application:
     """The same answers as ``HttpServer``, written as the plain aiohttp handler a service team would write."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
+        resp = await _answer(request)
+        if close:
+            resp.force_close()
+        return resp
+
+    async def _answer(request: web.Request) -> web.StreamResponse:
         if delay > 0:
             await asyncio.sleep(delay)
         if request.can_read_body:
@@ -200,15 +210,16 @@ async def _stream_bytes(request: web.Request, size: int) -> web.StreamResponse:
     return resp
 
 
-async def serve(host: str, port: int, delay: float, server: str = "aiohttp") -> None:
+async def serve(host: str, port: int, delay: float, server: str = "aiohttp", close: bool = False,
+                tls: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
     if server == "raw":
-        listener = await loop.create_server(lambda: HttpServer(delay), host, port, backlog=4096,
-                                            reuse_address=True)
+        listener = await loop.create_server(lambda: HttpServer(delay, close), host, port, backlog=4096,
+                                            reuse_address=True, ssl=tls)
     else:
-        runner = web.AppRunner(aiohttp_app(delay), access_log=None, handle_signals=False)
+        runner = web.AppRunner(aiohttp_app(delay, close), access_log=None, handle_signals=False)
         await runner.setup()
-        listener = await loop.create_server(runner.server, host, port, backlog=4096, reuse_address=True)
+        listener = await loop.create_server(runner.server, host, port, backlog=4096, reuse_address=True, ssl=tls)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -224,10 +235,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--server", choices=SERVERS, default=SERVERS[0],
                         help="aiohttp: a minimal aiohttp app (default); raw: httptools protocol, near-free")
+    parser.add_argument("--close", action="store_true", help="close the connection after every answer")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain (and --tls-key)")
+    parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
     import uvloop
 
-    uvloop.run(serve(args.host, args.port, args.delay, args.server))
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    uvloop.run(serve(args.host, args.port, args.delay, args.server, args.close, tls))
 
 
 if __name__ == "__main__":

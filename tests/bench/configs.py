@@ -24,6 +24,7 @@ class GatewaySetup:
     tracing_sample: float | None = None  # None: the default (tracing on, 100%)
     workers: int = 1                     # strangler up --workers
     src: Path | None = None              # run the gateway package found in this checkout (--baseline-src)
+    legacy_ca: Path | None = None        # the legacy backend speaks HTTPS with a certificate from this CA
     env: dict[str, str] = field(default_factory=dict)   # added to the gateway's environment (a store URL)
 
 
@@ -33,7 +34,8 @@ def gateway_yaml(setup: GatewaySetup, *, listen: int, admin: int, backend: int, 
         f"listen: 127.0.0.1:{listen}",
         f"admin: {{listen: 127.0.0.1:{admin}}}",
         "backends:",
-        f"  legacy: {{url: http://127.0.0.1:{backend}}}",
+        f"  legacy: {{url: http://127.0.0.1:{backend}}}" if setup.legacy_ca is None else
+        f"  legacy: {{url: https://127.0.0.1:{backend}, tls: {{ca: {setup.legacy_ca}}}}}",
     ]
     for name, port in setup.extra_backends.items():
         lines.append(f"  {name}: {{url: http://127.0.0.1:{port}, timeouts: {{connect: 1s, response: 5s}}}}")

@@ -16,6 +16,7 @@ size, shadow, canary, tracing) is not skewed by load that other users of the mac
     workers          --workers 1 vs 2, nothing pinned (throughput over the machine's cores)
     admission        a route without a waiting room vs with one (an admitted visitor's ticket; a queued visitor
                      polling), then 50,000 visitors held waiting: gateway memory
+    tls              HTTP vs HTTPS to the backend, gateway and nginx (proxy_ssl); handshakes/s, keep-alive off
     fleet-store      pass-through with the PostgreSQL store of a fleet vs the SQLite default
 
 The naive proxy is left out of the transfers on purpose: it buffers whole bodies, so 1 GiB would cost it 1 GiB
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.bench import configs, procs, transfer
+from tests.bench import bench_tls, configs, procs, transfer
 from tests.bench.configs import MEASURED_PATH, GatewaySetup
 from tests.bench.run import Bench, Gateway, Row, Subject, progress
 
@@ -495,7 +496,6 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "reload": reload,
     "workers": workers,
     "admission": admission,
-
-
+    "tls": bench_tls.tls,
     "fleet-store": fleet_store,
 }
