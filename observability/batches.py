@@ -92,6 +92,11 @@ class BatchWriter:
                 except Exception:  # a broken stream or file must not kill the thread (and never the gateway)
                     self.dropped += len(batch)
                 self._done += len(batch)
+                if self._max_batch is not None and len(pending) >= self._max_batch:
+                    # A full batch is already waiting: write it now. Waiting out the interval would cap the
+                    # writer at max_batch per interval (the comparison store: 2,000 a second) and let a faster
+                    # producer's backlog grow without bound.
+                    self._wake.set()
             elif self._closing:
                 return
 
