@@ -48,7 +48,7 @@ class Backend:
 
 @dataclass(frozen=True, slots=True)
 class StickyKey:
-    kind: str                 # "header" | "cookie"
+    kind: str                 # "header" | "cookie" | "param"
     name: str
 
 
@@ -81,6 +81,19 @@ class CanarySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifySpec:
+    method: str               # the read that checks a mirrored write, on both sides
+    path: str                 # a path template; {name} takes the write's path parameter of that name
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSpec:
+    methods: frozenset[str]   # writes mirrored to the other side
+    max_body: int             # a larger write is refused (413): it could not be journaled
+    verify: VerifySpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GuardSpec:
     window: float = 60.0
     min_requests: int = 50
@@ -105,6 +118,7 @@ class RouteSpec:
     line: int
     order: int
     fingerprint: str          # changes when the user edits this route; clears a rollback pin
+    sync: SyncSpec | None = None   # mirror completed writes to the other side (gateway.sync)
 
 
 @dataclass(frozen=True, slots=True)

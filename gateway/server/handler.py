@@ -93,7 +93,7 @@ class PublicHandler:
             # The backend sees exactly the path the route decision was made on.
             raw = norm if query is None else f"{norm}?{query}"
         route = table.resolve(request.method, norm, request.headers)
-        decision = self.rollout.decide(route, request)
+        decision = self.rollout.decide(route, request, norm)
         outcome = proxy.Outcome(decision.backend.name)
 
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
