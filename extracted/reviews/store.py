@@ -102,12 +102,14 @@ def _review(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def add_review(
-    conn: sqlite3.Connection, product_id: int, author: str, rating: int, text: str, created_at: str
+    conn: sqlite3.Connection, product_id: int, author: str, rating: int, text: str, created_at: str,
+    review_id: int | None = None,
 ) -> dict[str, Any]:
     require_product(conn, product_id)
+    # review_id None: SQLite allocates the next one (a write without an Idempotency-Key).
     cursor = conn.execute(
-        "INSERT INTO reviews (product_id, author, rating, body, created_at) VALUES (?, ?, ?, ?, ?)",
-        (product_id, author, rating, text, to_epoch(created_at)),
+        "INSERT INTO reviews (review_id, product_id, author, rating, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (review_id, product_id, author, rating, text, to_epoch(created_at)),
     )
     return {
         "id": cursor.lastrowid,

@@ -21,6 +21,7 @@ from gateway.admin.diffs import DiffsAPI
 from gateway.admin.gauges import MetricsAPI, StateGauges
 from gateway.admin.routes import RoutesAPI
 from gateway.admin.status import Lifecycle, StatusAPI
+from gateway.admin.sync import SyncAPI, SyncGauges
 from gateway.admin.traces import TraceAPI
 from gateway.config import model as config_mod
 from gateway.proxy.protect import Protection
@@ -33,6 +34,9 @@ from gateway.server.wire import public_server
 from gateway.shadow.dispatcher import ShadowDispatcher
 from gateway.stores.open import open_stores
 from gateway.stores.workers import Fleet
+from gateway.sync.capture import Mirror
+from gateway.sync.deliver import Deliverer
+from gateway.sync.verify import Verifier
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.stats import StatsRegistry
@@ -103,6 +107,14 @@ class Gateway:
             self.tables, self.rollout, self.protection, self.stats, self.shadow,
             {"comparisons": self.stores.comparisons, "traces": self.stores.traces, "access_log": self.access}))
         self.reloader = Reloader(cfg.path, self.tables, self._swapped, self._reload_failed)
+        # Mirrored writes: every worker journals; the primary delivers (in order per route, one deliverer).
+        journal = self.stores.journal
+        assert journal is not None
+        self.verifier = Verifier(journal, self.tables, lambda route: self.shadow.noise.get(route, frozenset()))
+        self.deliverer = Deliverer(journal, self.tables, self.verifier)
+        self.mirror = Mirror(journal, self.deliverer.committed)
+        self.metrics.sources.append(SyncGauges(self.deliverer))
+        self.primary = primary
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -137,11 +149,12 @@ class Gateway:
         configured = {"public": self.listen, "admin": self.admin_listen}
         return [StatusAPI(self.lifecycle, self.tables, self.reloader, self.state, configured), routes,
                 DiffsAPI(self.tables, self.stores.comparisons, self.shadow, self.stats, routes),
-                TraceAPI(self.stores.traces, self.tracing.instance), MetricsAPI(self.metrics)]
+                TraceAPI(self.stores.traces, self.tracing.instance), MetricsAPI(self.metrics),
+                SyncAPI(self.tables, self.rollout, self.deliverer.journal, self.deliverer)]
 
     async def start(self) -> None:
         handler = PublicHandler(self.tables, self.rollout, self.shadow, self.recorder, self.upstreams,
-                                self.protection)
+                                self.protection, self.mirror)
         public = public_server(handler, self.table.config.limits.client_idle)
         runner = web.ServerRunner(public, handle_signals=False)
         await runner.setup()
@@ -166,6 +179,8 @@ class Gateway:
         self._spawn(self._advance_steps())
         if self.fleet is not None:
             self._spawn(self.fleet.run())
+        if self.primary:
+            self._spawn(self.deliverer.run())
         self.lifecycle.ready.set()
 
     def _spawn(self, coro: Any) -> None:
@@ -213,6 +228,7 @@ class Gateway:
         for runner in reversed(self._runners):
             await runner.cleanup()
         await self.shadow.drain()
+        await self.verifier.close()
         await self.upstreams.close()
         self.recorder.close()
         if self.fleet is not None:

@@ -6,6 +6,7 @@ One store per kind of state, each small:
     ComparisonStore   shadow comparison samples, counters, learned noise           (shadow, admin)
     TraceStore        spans of the gateway and of the services (OTLP)              (telemetry, admin)
     PeerExchange      per-second statistics shared between gateway processes       (rollout's guard)
+    SyncJournal       mirrored writes waiting for, or done with, the other side    (sync, admin)
 
 Writers never block the event loop: the comparison and trace stores queue records for a writer thread and count
 what a full queue drops; the pin store's writes are rare (a rollback, a reload). Reads may block, so callers on the
@@ -18,6 +19,7 @@ waiting-room queue add their interfaces here and their fields to ``Stores``; cal
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -108,12 +110,47 @@ class PeerExchange(Protocol):
     def close(self) -> None: ...
 
 
+class SyncJournal(Protocol):
+    """Writes to mirror to the other side. ``append`` never blocks: its future resolves once the entry is durable
+    (group commit); everything else blocks (run it in a thread). Delivery is in ``seq`` order per route."""
+
+    def append(self, entry: Any) -> concurrent.futures.Future[int]: ...
+
+    def pending_routes(self) -> list[str]: ...
+
+    def next_pending(self, route: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def delivered(self, seq: int, status: int) -> None: ...
+
+    def failed(self, seq: int, error: str, status: int | None, next_at: float) -> None: ...
+
+    def dead(self, seq: int, status: int, error: str) -> None: ...
+
+    def verified(self, seq: int, result: dict[str, Any]) -> None: ...
+
+    def retry_dead(self, route: str) -> int: ...
+
+    def summary(self) -> dict[str, dict[str, Any]]: ...
+
+    def pending_count(self, route: str) -> int: ...
+
+    def entries(self, route: str | None = None, state: str | None = None,
+                limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def flush(self, timeout: float = 5.0) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Stores:
     state: PinStore
     comparisons: ComparisonStore
     traces: TraceStore
+    journal: SyncJournal | None = None
 
     def close(self) -> None:
         for store in (self.comparisons, self.traces, self.state):
             store.close()
+        if self.journal is not None:
+            self.journal.close()

@@ -5,14 +5,17 @@ from __future__ import annotations
 from gateway.config.model import Config
 from gateway.stores.api import Stores
 from gateway.stores.diffs import DiffStore
+from gateway.stores.journal import SQLiteJournal
 from gateway.stores.state import StateStore
 from gateway.stores.traces import TraceStore
 
 STATE_DB, DIFFS_DB, TRACES_DB = "state.db", "diffs.db", "traces.db"
+JOURNAL_DB = "journal.db"
 
 
 def open_stores(cfg: Config) -> Stores:
     spec = cfg.store
     return Stores(state=StateStore(spec.dir / STATE_DB),
                   comparisons=DiffStore(spec.dir / DIFFS_DB, max_samples=spec.max_samples, max_age=spec.max_age),
-                  traces=TraceStore(spec.dir / TRACES_DB, max_traces=spec.max_traces))
+                  traces=TraceStore(spec.dir / TRACES_DB, max_traces=spec.max_traces),
+                  journal=SQLiteJournal(spec.dir / JOURNAL_DB, retention=spec.max_age))

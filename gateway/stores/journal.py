@@ -1,0 +1,274 @@
+"""The sync journal in SQLite (``journal.db`` in ``store.dir``): the mirrored writes, durable before the client
+gets its answer.
+
+Group commit: the event loop hands an entry to ``append`` and awaits the future it returns; one writer thread takes
+every entry queued since its last commit and inserts them in one transaction (``synchronous=FULL``, so a commit
+survives a power cut, not only a crash). Under load one fsync covers many writes, which is what keeps the journal
+cheap on the request path.
+
+States: ``pending`` (to deliver, in ``seq`` order per route), ``delivered`` and ``dead`` (the other side answered
+4xx: kept, shown, retryable, never dropped). Retention: a delivered entry's body is cleared when it is delivered
+(it will never be sent again) and the row is removed after ``retention`` seconds; pending and dead entries are
+never removed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.stores.sqlite import connect
+
+log = logging.getLogger("strangler.sync")
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+PRUNE_EVERY = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    route        TEXT NOT NULL,
+    target       TEXT NOT NULL,          -- the backend the write is mirrored to
+    side         TEXT NOT NULL,          -- legacy | extracted: which side that backend is
+    method       TEXT NOT NULL,
+    raw_target   TEXT NOT NULL,
+    headers      TEXT NOT NULL,          -- JSON [[name, value], ...]
+    body         BLOB,
+    idem_key     TEXT NOT NULL,
+    entity       TEXT,
+    trace_id     TEXT,
+    answered_by  TEXT NOT NULL,
+    answered_status INTEGER NOT NULL,
+    created_at   REAL NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      REAL NOT NULL DEFAULT 0,
+    last_status  INTEGER,
+    last_error   TEXT,
+    done_at      REAL,
+    verify       TEXT                    -- JSON {verdict, differences} of the read-after-write check
+);
+CREATE INDEX IF NOT EXISTS journal_pending ON journal(state, route, seq);
+CREATE INDEX IF NOT EXISTS journal_done ON journal(state, done_at);
+"""
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    """One write to mirror, as the request path hands it over."""
+
+    route: str
+    target: str
+    side: str
+    method: str
+    raw_target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    idem_key: str
+    answered_by: str
+    answered_status: int
+    entity: str | None = None
+    trace_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+class SQLiteJournal:
+    """``SyncJournal`` over one SQLite file. ``append`` never blocks the loop; the reads block (run them in a
+    thread)."""
+
+    def __init__(self, path: Path, retention: float = 7 * 86400.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.retention = retention
+        self._db = connect(path)
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.row_factory = None
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()           # one connection, used by the writer and the readers
+        self._queue: deque[tuple[JournalEntry, concurrent.futures.Future[int]]] = deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._pruned = 0.0
+        self.commits = 0
+        self._writer = threading.Thread(target=self._write_loop, name="strangler-journal", daemon=True)
+        self._writer.start()
+
+    # -- the request path ------------------------------------------------------------------------------------------
+
+    def append(self, entry: JournalEntry) -> concurrent.futures.Future[int]:
+        """Queue ``entry``; the future resolves to its sequence number once it is committed to disk."""
+        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with self._wake:
+            if self._closed:
+                fut.set_exception(RuntimeError("the sync journal is closed"))
+                return fut
+            self._queue.append((entry, fut))
+            self._wake.notify()
+        return fut
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if not self._queue and self._closed:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[JournalEntry, concurrent.futures.Future[int]]]) -> None:
+        rows = [(e.route, e.target, e.side, e.method, e.raw_target, json.dumps(e.headers), e.body, e.idem_key,
+                 e.entity, e.trace_id, e.answered_by, e.answered_status, e.created_at) for e, _ in batch]
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    seqs = [self._db.execute(
+                        "INSERT INTO journal (route, target, side, method, raw_target, headers, body, idem_key, "
+                        "entity, trace_id, answered_by, answered_status, created_at) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row).lastrowid for row in rows]
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            self.commits += 1
+        except Exception as exc:  # the client then gets a 503: a write that is not journaled is not answered OK
+            log.exception("sync journal commit failed")
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        for (_, fut), seq in zip(batch, seqs, strict=True):
+            fut.set_result(int(seq or 0))
+
+    # -- the deliverer ---------------------------------------------------------------------------------------------
+
+    def pending_routes(self) -> list[str]:
+        with self._lock:
+            return [r for (r,) in self._db.execute("SELECT DISTINCT route FROM journal WHERE state = 'pending'")]
+
+    def next_pending(self, route: str, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT seq, route, target, side, method, raw_target, headers, body, idem_key, entity, trace_id, "
+                "created_at, attempts, next_at FROM journal WHERE state = 'pending' AND route = ? "
+                "ORDER BY seq LIMIT ?", (route, limit))
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        for row in rows:
+            row["headers"] = [tuple(h) for h in json.loads(row["headers"])]
+        return rows
+
+    def delivered(self, seq: int, status: int) -> None:
+        self._update("UPDATE journal SET state = 'delivered', last_status = ?, last_error = NULL, done_at = ?, "
+                     "attempts = attempts + 1, body = NULL WHERE seq = ?", (status, time.time(), seq))
+        self._maybe_prune()
+
+    def failed(self, seq: int, error: str, status: int | None, next_at: float) -> None:
+        self._update("UPDATE journal SET attempts = attempts + 1, last_error = ?, last_status = ?, next_at = ? "
+                     "WHERE seq = ?", (error, status, next_at, seq))
+
+    def dead(self, seq: int, status: int, error: str) -> None:
+        self._update("UPDATE journal SET state = 'dead', attempts = attempts + 1, last_status = ?, last_error = ?, "
+                     "done_at = ? WHERE seq = ?", (status, error, time.time(), seq))
+
+    def verified(self, seq: int, result: dict[str, Any]) -> None:
+        self._update("UPDATE journal SET verify = ? WHERE seq = ?", (json.dumps(result), seq))
+
+    def retry_dead(self, route: str) -> int:
+        """Make a route's dead letters pending again (their place in the order is their original one)."""
+        with self._lock:
+            return self._db.execute("UPDATE journal SET state = 'pending', next_at = 0, done_at = NULL "
+                                    "WHERE state = 'dead' AND route = ?", (route,)).rowcount
+
+    def _update(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+    def _maybe_prune(self) -> None:
+        now = time.time()
+        if now - self._pruned < PRUNE_EVERY:
+            return
+        self._pruned = now
+        with self._lock:
+            self._db.execute("DELETE FROM journal WHERE state = 'delivered' AND done_at < ?",
+                             (now - self.retention,))
+
+    # -- the surfaces ----------------------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per route: pending, delivered, dead, the oldest pending write's time, the last error, verify counts."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for route, state, n, oldest in self._db.execute(
+                    "SELECT route, state, COUNT(*), MIN(created_at) FROM journal GROUP BY route, state"):
+                row = out.setdefault(route, _empty())
+                row[state] = n
+                if state == PENDING:
+                    row["oldest_pending_at"] = oldest
+            for route, error, status, attempts in self._db.execute(
+                    "SELECT route, last_error, last_status, attempts FROM journal WHERE seq IN "
+                    "(SELECT MIN(seq) FROM journal WHERE state = 'pending' GROUP BY route)"):
+                out[route]["head"] = {"error": error, "status": status, "attempts": attempts}
+            for route, verdict, n in self._db.execute(
+                    "SELECT route, json_extract(verify, '$.verdict'), COUNT(*) FROM journal "
+                    "WHERE verify IS NOT NULL GROUP BY route, 2"):
+                out.setdefault(route, _empty())["verified"][verdict] = n
+        return out
+
+    def pending_count(self, route: str) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM journal WHERE state = 'pending' AND route = ?",
+                                        (route,)).fetchone()[0])
+
+    def entries(self, route: str | None = None, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest entries (without bodies), for ``strangler sync ROUTE`` and the console."""
+        where, args = [], []
+        if route is not None:
+            where.append("route = ?")
+            args.append(route)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        sql = ("SELECT seq, route, target, side, method, raw_target, idem_key, entity, answered_by, "
+               "answered_status, created_at, state, attempts, last_status, last_error, done_at, verify FROM journal"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?")
+        with self._lock:
+            cur = self._db.execute(sql, (*args, limit))
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        for row in rows:
+            row["verify"] = json.loads(row["verify"]) if row["verify"] else None
+        return rows
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._wake:
+                if not self._queue:
+                    break
+            time.sleep(0.005)
+        with self._lock:   # the batch taken last is committed once the lock is free
+            return True
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._writer.join(timeout=10)
+        with self._lock:
+            self._db.close()
+
+
+def _empty() -> dict[str, Any]:
+    return {PENDING: 0, DELIVERED: 0, DEAD: 0, "oldest_pending_at": None, "head": None, "verified": {}}

@@ -1,0 +1,69 @@
+"""Writes the gateway mirrors (``sync:`` in routes.yaml): how the shop applies a write that the extracted side
+answered first, so that both databases end up with the same rows (docs/services.md, "Mirrored writes").
+
+- ``Idempotency-Key``: ``Database.write`` records the key with the first result, in the write's transaction; the
+  same key again changes nothing and gets that first result.
+- ``X-Strangler-Sync: 1`` marks a mirrored write: a real write (unlike ``X-Shadow``), applied as usual. The shop
+  never forwards a write anywhere, so it cannot mirror it again.
+- A mirrored write's ``Date`` is when the other side made it; the shop stores that time rather than its own.
+- The id of a created review comes from the key, so the same review has the same id on both sides.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from legacy_app.db import format_timestamp
+
+SHADOW_HEADER = "X-Shadow"
+SYNC_HEADER = "X-Strangler-Sync"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+ID_EPOCH_MS = 1_577_836_800_000   # 2020-01-01T00:00:00Z
+
+
+def is_shadow(request: web.Request) -> bool:
+    """The gateway marks shadow copies with ``X-Shadow: 1``; those must not change any data."""
+    return request.headers.get(SHADOW_HEADER) == "1"
+
+
+def write_options(request: web.Request) -> dict[str, Any]:
+    """How ``Database.write`` applies this request's change: a shadow copy as a dry run; with the request's
+    ``Idempotency-Key``, so a repeated key changes nothing and answers as the first time."""
+    return {"dry_run": is_shadow(request), "key": request.headers.get(IDEMPOTENCY_KEY) or None}
+
+
+def is_mirrored(request: web.Request) -> bool:
+    """A write the gateway mirrored from the extracted side (``X-Strangler-Sync: 1``): applied like any other,
+    and never sent on (the shop calls no one)."""
+    return request.headers.get(SYNC_HEADER) == "1"
+
+
+def written_at(request: web.Request) -> str:
+    """When the write happened: for a mirrored write, the time the other side made it (the gateway sends it as
+    ``Date``, RFC 9110 §6.6.1), so both sides store the same time; otherwise now."""
+    date = request.headers.get("Date") if is_mirrored(request) else None
+    if date:
+        try:
+            return format_timestamp(email.utils.parsedate_to_datetime(date))
+        except (TypeError, ValueError):
+            pass
+    return format_timestamp(datetime.now(UTC))
+
+
+def entity_id(request: web.Request) -> int | None:
+    """The id of what this write creates, derived from its ``Idempotency-Key`` so that every side applying the
+    write gives it the same id (docs/services.md); None without a key (SQLite allocates). A UUIDv7 key gives a
+    time-ordered id under 2^53; any other key is hashed into [2^52, 2^53)."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if not key:
+        return None
+    hexdigits = key.replace("-", "").lower()
+    if len(hexdigits) == 32 and hexdigits[12] == "7" and all(c in "0123456789abcdef" for c in hexdigits):
+        return ((int(hexdigits[:12], 16) - ID_EPOCH_MS) << 12) | int(hexdigits[13:16], 16)
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (1 << 52) + int.from_bytes(digest, "big") % (1 << 52)
