@@ -55,7 +55,7 @@ def _print_routes(data: dict[str, Any]) -> None:
         t.add_row(r["route"] + ("" if r["sync"] else " (sync off)"), r["effective_stage"] or "-", str(r["pending"]),
                   "-" if age is None else f"{age:.1f}s", str(r["delivered"]),
                   f"[red]{r['dead']}[/red]" if r["dead"] else "0",
-                  f"{100.0 * verified.get('match', 0) / total:.1f}% of {total}" if total else "-",
+                  f"{_agreed(verified) / total:.1%} of {total} agree" if total else "-",
                   f"[yellow]{head.get('attempts')} attempt(s): {head.get('error')}[/yellow]" if head.get("error")
                   else "")
     con = console()
@@ -83,3 +83,8 @@ def _print_entries(entries: list[dict[str, Any]]) -> None:
                   (e["last_error"] or str(e["last_status"] or ""))[:60],
                   (verify.get("verdict", "") + (f" ({', '.join(fields[:3])})" if fields else "")))
     console().print(t)
+
+
+def _agreed(verified: dict[str, int]) -> int:
+    """Verifications where both sides held the same data (``ignored``: equal but for ignored fields)."""
+    return verified.get("match", 0) + verified.get("ignored", 0)
