@@ -262,10 +262,10 @@ async def test_metrics_show_the_journal(tmp_path: Path, pair: Any) -> None:
 
 def test_journal_survives_a_reopen_in_order(tmp_path: Path) -> None:
     journal = SQLiteJournal(tmp_path / "journal.db")
-    seqs = [journal.append(JournalEntry("r", "new", "extracted", "POST", f"/x/{i}", [("A", "b")], b"body",
-                                        f"k{i}", "legacy", 200)).result(5) for i in range(5)]
-    assert seqs == sorted(seqs)
-    journal.delivered(seqs[0], 200)
+    seqs = journal.append([JournalEntry("r", "new", "extracted", "POST", f"/x/{i}", [("A", "b")], b"body",
+                                        f"k{i}", "legacy", 200) for i in range(5)]).result(5)
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    journal.delivered([(seqs[0], 200)])
     journal.close()
     again = SQLiteJournal(tmp_path / "journal.db")
     try:

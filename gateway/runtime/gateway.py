@@ -111,7 +111,7 @@ class Gateway:
         journal = self.stores.journal
         assert journal is not None
         self.verifier = Verifier(journal, self.tables, lambda route: self.shadow.noise.get(route, frozenset()))
-        self.deliverer = Deliverer(journal, self.tables, self.verifier)
+        self.deliverer = Deliverer(journal, self.tables, self.upstreams, self.verifier)
         self.mirror = Mirror(journal, self.deliverer.committed)
         self.metrics.sources.append(SyncGauges(self.deliverer))
         self.primary = primary

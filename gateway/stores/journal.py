@@ -98,7 +98,7 @@ class SQLiteJournal:
             self._db.execute("VACUUM")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()           # one connection, used by the writer and the readers
-        self._queue: deque[tuple[JournalEntry, concurrent.futures.Future[int]]] = deque()
+        self._queue: deque[tuple[list[JournalEntry], concurrent.futures.Future[list[int]]]] = deque()
         self._wake = threading.Condition()
         self._closed = False
         self._pruned = 0.0
@@ -108,14 +108,14 @@ class SQLiteJournal:
 
     # -- the request path ------------------------------------------------------------------------------------------
 
-    def append(self, entry: JournalEntry) -> concurrent.futures.Future[int]:
-        """Queue ``entry``; the future resolves to its sequence number once it is committed to disk."""
-        fut: concurrent.futures.Future[int] = concurrent.futures.Future()
+    def append(self, entries: list[JournalEntry]) -> concurrent.futures.Future[list[int]]:
+        """Queue ``entries``; the future resolves to their sequence numbers once they are committed to disk."""
+        fut: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
         with self._wake:
             if self._closed:
                 fut.set_exception(RuntimeError("the sync journal is closed"))
                 return fut
-            self._queue.append((entry, fut))
+            self._queue.append((entries, fut))
             self._wake.notify()
         return fut
 
@@ -130,9 +130,10 @@ class SQLiteJournal:
                 self._queue.clear()
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[JournalEntry, concurrent.futures.Future[int]]]) -> None:
+    def _commit(self, batch: list[tuple[list[JournalEntry], concurrent.futures.Future[list[int]]]]) -> None:
         rows = [(e.route, e.target, e.side, e.method, e.raw_target, json.dumps(e.headers), e.body, e.idem_key,
-                 e.entity, e.trace_id, e.answered_by, e.answered_status, e.created_at) for e, _ in batch]
+                 e.entity, e.trace_id, e.answered_by, e.answered_status, e.created_at)
+                for entries, _ in batch for e in entries]
         try:
             with self._lock:
                 # An append is what the client's answer waits for: FULL makes its commit survive a power cut.
@@ -157,8 +158,10 @@ class SQLiteJournal:
             for _, fut in batch:
                 fut.set_exception(exc)
             return
-        for (_, fut), seq in zip(batch, seqs, strict=True):
-            fut.set_result(int(seq or 0))
+        at = 0
+        for entries, fut in batch:
+            fut.set_result([int(seq or 0) for seq in seqs[at:at + len(entries)]])
+            at += len(entries)
 
     # -- the deliverer ---------------------------------------------------------------------------------------------
 
@@ -178,9 +181,19 @@ class SQLiteJournal:
             row["headers"] = [tuple(h) for h in json.loads(row["headers"])]
         return rows
 
-    def delivered(self, seq: int, status: int) -> None:
-        self._update("UPDATE journal SET state = 'delivered', last_status = ?, last_error = NULL, done_at = ?, "
-                     "attempts = attempts + 1, body = NULL WHERE seq = ?", (status, time.time(), seq))
+    def delivered(self, done: list[tuple[int, int]]) -> None:
+        """Mark ``(seq, status)`` pairs delivered, in one transaction; their bodies are dropped."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("UPDATE journal SET state = 'delivered', last_status = ?, last_error = NULL, "
+                                     "done_at = ?, attempts = attempts + 1, body = NULL WHERE seq = ?",
+                                     [(status, now, seq) for seq, status in done])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         self._maybe_prune()
 
     def failed(self, seq: int, error: str, status: int | None, next_at: float) -> None:

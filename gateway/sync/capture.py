@@ -91,12 +91,15 @@ class SyncWrite:
 
 
 class Mirror:
-    """Hands synced writes to the journal. ``committed(seq, shadow)`` tells the deliverer a new entry is there
-    (and which shadow copy, if any, must go first)."""
+    """Hands synced writes to the journal. The writes committed in one event-loop iteration go to the journal as
+    one batch (one hand-off to its writer thread, one wake-up of the loop when they are durable), which the
+    writer may commit together with others. ``committed(route, seq, shadow)`` tells the deliverer a new entry is
+    there (and which shadow copy, if any, must go first)."""
 
     def __init__(self, journal: SyncJournal, committed: Callable[[str, int, Any], None]) -> None:
         self.journal = journal
         self.committed = committed
+        self._batch: list[tuple[JournalEntry, asyncio.Future[int]]] = []
 
     def begin(self, route: Route, request: web.BaseRequest, raw_target: str, headers: Headers,
               shadow: Tap | None) -> SyncWrite | None:
@@ -130,13 +133,35 @@ class Mirror:
                              body=b"".join(write.chunks), idem_key=write.key, answered_by=outcome.backend,
                              answered_status=outcome.status, entity=_entity(route, write.raw_target),
                              trace_id=trace_id)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._batch.append((entry, fut))
+        if len(self._batch) == 1:
+            loop.call_soon(self._flush, loop)
         try:
-            seq = await asyncio.wrap_future(self.journal.append(entry))
+            seq = await fut
         except Exception as exc:
             raise Unavailable(f"the write was applied by {outcome.backend} but could not be journaled for "
                               f"{target.name}: {exc}", backend=target.name) from exc
         shadow = weakref.ref(write.shadow) if write.shadow is not None else None
         self.committed(route.name, seq, shadow)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._batch = self._batch, []
+        done = self.journal.append([entry for entry, _ in batch])
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(_resolve, batch, f))
+
+
+def _resolve(batch: list[tuple[JournalEntry, asyncio.Future[int]]], done: Any) -> None:
+    error = done.exception()
+    seqs = done.result() if error is None else [0] * len(batch)
+    for (_, fut), seq in zip(batch, seqs, strict=True):
+        if fut.done():
+            continue   # the request was cancelled (client gone); the entry is journaled all the same
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(seq)
 
 
 def _entity(route: Route, raw_target: str) -> str | None:

@@ -24,10 +24,11 @@ import weakref
 from collections import deque
 from typing import Any
 
-import aiohttp
-
 from gateway.config.model import Backend
+from gateway.errors import GatewayError
+from gateway.proxy import upstream
 from gateway.proxy.headers import SYNC_HEADER
+from gateway.proxy.upstream import Upstreams
 from gateway.routing.table import TableRef
 from gateway.stores.api import SyncJournal
 from gateway.sync.verify import Verifier
@@ -45,15 +46,17 @@ LAGS = 2048             # recent delivery lags kept for the percentiles
 
 
 class Deliverer:
-    def __init__(self, journal: SyncJournal, tables: TableRef, verifier: Verifier | None = None) -> None:
+    def __init__(self, journal: SyncJournal, tables: TableRef, upstreams: Upstreams,
+                 verifier: Verifier | None = None) -> None:
         self.journal = journal
         self.tables = tables
+        self.upstreams = upstreams    # mirrored writes use their own keep-alive pool per backend ("sync")
         self.verifier = verifier
         self._wake = asyncio.Event()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._generation: dict[str, int] = {}
         self._shadows: dict[int, weakref.ref[Any]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._marks: list[tuple[int, int]] = []       # delivered, not yet marked in the journal
         self.delivered = 0
         self.dead = 0
         self.retries = 0
@@ -74,7 +77,6 @@ class Deliverer:
     # -- the loop -----------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
         try:
             while True:
                 try:
@@ -88,7 +90,8 @@ class Deliverer:
             for task in self._active.values():
                 task.cancel()
             await asyncio.gather(*self._active.values(), return_exceptions=True)
-            await self._session.close()
+            if self._marks:
+                await asyncio.to_thread(self._flush_marks)
 
     async def _tick(self) -> None:
         for route in await asyncio.to_thread(self.journal.pending_routes):
@@ -106,8 +109,18 @@ class Deliverer:
                 if self._generation.get(route, 0) == seen:
                     return
                 continue   # an entry was committed while the journal was being read
-            for entry in batch:
-                await self._deliver(entry)
+            try:
+                for entry in batch:
+                    await self._deliver(entry)
+            finally:
+                # Deliveries are marked in the journal a batch at a time: one transaction instead of one per
+                # write. A crash before the mark only sends those writes again, with their keys.
+                await asyncio.to_thread(self._flush_marks)
+
+    def _flush_marks(self) -> None:
+        marks, self._marks = self._marks, []
+        if marks:
+            self.journal.delivered(marks)
 
     async def _deliver(self, entry: dict[str, Any]) -> None:
         attempts = entry["attempts"]
@@ -123,7 +136,7 @@ class Deliverer:
                 status, error = await self._send(backend, entry)
             seq = entry["seq"]
             if status is not None and 200 <= status < 300:
-                await asyncio.to_thread(self.journal.delivered, seq, status)
+                self._marks.append((seq, status))
                 self.delivered += 1
                 self.lags.append(time.time() - entry["created_at"])
                 if self.verifier is not None:
@@ -150,23 +163,27 @@ class Deliverer:
             await asyncio.sleep(0.005)
 
     async def _send(self, backend: Backend, entry: dict[str, Any]) -> tuple[int | None, str | None]:
-        assert self._session is not None
         headers = [(k, v) for k, v in entry["headers"] if k.lower() not in DROPPED_HEADERS]
         headers.append((SYNC_HEADER, "1"))
-        url = f"{backend.origin}{backend.base_path}{entry['raw_target']}"
-        timeout = aiohttp.ClientTimeout(total=backend.timeouts.connect + backend.timeouts.response,
-                                        connect=backend.timeouts.connect)
+        timeout = backend.timeouts.connect + backend.timeouts.response
+        pool = self.upstreams.pool(backend, "sync")
         try:
-            async with self._session.request(entry["method"], url, headers=headers, data=entry["body"] or None,
-                                             timeout=timeout, allow_redirects=False) as resp:
-                body = await resp.content.read(2048)
-                if resp.status >= 400:
-                    return resp.status, f"answered {resp.status}: {body.decode('utf-8', 'replace')[:500]}"
-                return resp.status, None
+            async with asyncio.timeout(timeout):
+                resp = await upstream.open_response(pool, entry["method"], entry["raw_target"], headers,
+                                                    entry["body"] or b"")
+                try:
+                    body, _ = await resp.read(2048)
+                finally:
+                    resp.close()
         except TimeoutError:
-            return None, f"no answer within {timeout.total:g}s"
-        except (aiohttp.ClientError, OSError) as exc:
+            return None, f"no answer within {timeout:g}s"
+        except GatewayError as exc:
+            return None, f"{exc.code}: {exc.detail}"
+        except (OSError, ValueError, RuntimeError) as exc:   # garbage from the other side must not escape
             return None, f"{type(exc).__name__}: {exc}"
+        if resp.status >= 400:
+            return resp.status, f"answered {resp.status}: {body.decode('utf-8', 'replace')[:500]}"
+        return resp.status, None
 
     # -- for the surfaces and tests -----------------------------------------------------------------------------
 
