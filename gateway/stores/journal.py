@@ -97,7 +97,11 @@ class SQLiteJournal:
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("VACUUM")
         self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()           # one connection, used by the writer and the readers
+        self._lock = threading.Lock()           # the writing connection: appends, the deliverer's updates
+        # Reads (the deliverer's next entries, the surfaces' summaries) use a connection of their own: in WAL mode
+        # they never wait for a commit, and a commit never waits for them.
+        self._reader = connect(path)
+        self._read_lock = threading.Lock()
         self._queue: deque[tuple[list[JournalEntry], concurrent.futures.Future[list[int]]]] = deque()
         self._wake = threading.Condition()
         self._closed = False
@@ -166,12 +170,13 @@ class SQLiteJournal:
     # -- the deliverer ---------------------------------------------------------------------------------------------
 
     def pending_routes(self) -> list[str]:
-        with self._lock:
-            return [r for (r,) in self._db.execute("SELECT DISTINCT route FROM journal WHERE state = 'pending'")]
+        with self._read_lock:
+            rows = self._reader.execute("SELECT DISTINCT route FROM journal WHERE state = 'pending'").fetchall()
+        return [r for (r,) in rows]
 
     def next_pending(self, route: str, limit: int = 100) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self._db.execute(
+        with self._read_lock:
+            cur = self._reader.execute(
                 "SELECT seq, route, target, side, method, raw_target, headers, body, idem_key, entity, trace_id, "
                 "created_at, attempts, next_at FROM journal WHERE state = 'pending' AND route = ? "
                 "ORDER BY seq LIMIT ?", (route, limit))
@@ -235,26 +240,26 @@ class SQLiteJournal:
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per route: pending, delivered, dead, the oldest pending write's time, the last error, verify counts."""
         out: dict[str, dict[str, Any]] = {}
-        with self._lock:
-            for route, state, n, oldest in self._db.execute(
+        with self._read_lock:
+            for route, state, n, oldest in self._reader.execute(
                     "SELECT route, state, COUNT(*), MIN(created_at) FROM journal GROUP BY route, state"):
                 row = out.setdefault(route, _empty())
                 row[state] = n
                 if state == PENDING:
                     row["oldest_pending_at"] = oldest
-            for route, error, status, attempts in self._db.execute(
+            for route, error, status, attempts in self._reader.execute(
                     "SELECT route, last_error, last_status, attempts FROM journal WHERE seq IN "
                     "(SELECT MIN(seq) FROM journal WHERE state = 'pending' GROUP BY route)"):
                 out[route]["head"] = {"error": error, "status": status, "attempts": attempts}
-            for route, verdict, n in self._db.execute(
+            for route, verdict, n in self._reader.execute(
                     "SELECT route, json_extract(verify, '$.verdict'), COUNT(*) FROM journal "
                     "WHERE verify IS NOT NULL GROUP BY route, 2"):
                 out.setdefault(route, _empty())["verified"][verdict] = n
         return out
 
     def pending_count(self, route: str) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM journal WHERE state = 'pending' AND route = ?",
+        with self._read_lock:
+            return int(self._reader.execute("SELECT COUNT(*) FROM journal WHERE state = 'pending' AND route = ?",
                                         (route,)).fetchone()[0])
 
     def entries(self, route: str | None = None, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -269,8 +274,8 @@ class SQLiteJournal:
         sql = ("SELECT seq, route, target, side, method, raw_target, idem_key, entity, answered_by, "
                "answered_status, created_at, state, attempts, last_status, last_error, done_at, verify FROM journal"
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?")
-        with self._lock:
-            cur = self._db.execute(sql, (*args, limit))
+        with self._read_lock:
+            cur = self._reader.execute(sql, (*args, limit))
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         for row in rows:
@@ -297,6 +302,8 @@ class SQLiteJournal:
         self._writer.join(timeout=10)
         with self._lock:
             self._db.close()
+        with self._read_lock:
+            self._reader.close()
 
 
 def _empty() -> dict[str, Any]:

@@ -42,6 +42,7 @@ BACKOFF_MAX = 2.0       # short: a side that comes back is caught up within seco
 SHADOW_WAIT = 10.0      # at most this long for a shadow's dry-run copy of the same write to go first
 RETRY_4XX = frozenset({408, 425, 429})
 DROPPED_HEADERS = frozenset({"content-length", "traceparent", "tracestate", "transfer-encoding"})
+SUMMARY_EVERY = 1.0     # seconds between two reads of the journal's per-route counts (for /metrics)
 LAGS = 2048             # recent delivery lags kept for the percentiles
 
 
@@ -61,7 +62,8 @@ class Deliverer:
         self.dead = 0
         self.retries = 0
         self.lags: deque[float] = deque(maxlen=LAGS)   # seconds from the answer to the other side's 2xx
-        self.summary: dict[str, dict[str, Any]] = {}    # the journal's per-route counts, refreshed each poll
+        self.summary: dict[str, dict[str, Any]] = {}    # the journal's per-route counts, refreshed each second
+        self._summarised = 0.0
 
     # -- told by the request path -------------------------------------------------------------------------------
 
@@ -69,7 +71,8 @@ class Deliverer:
         if shadow is not None:
             self._shadows[seq] = shadow
         self._generation[route] = self._generation.get(route, 0) + 1
-        self._wake.set()
+        if route not in self._active:   # a running drain of the route sees the new generation by itself
+            self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -98,8 +101,11 @@ class Deliverer:
             if route not in self._active:
                 task = asyncio.get_running_loop().create_task(self._drain(route))
                 self._active[route] = task
-                task.add_done_callback(lambda _t, r=route: self._active.pop(r, None))
-        self.summary = await asyncio.to_thread(self.journal.summary)
+                task.add_done_callback(lambda t, r=route: self._active.pop(r, None) if self._active.get(r) is t
+                                       else None)
+        if time.monotonic() - self._summarised >= SUMMARY_EVERY:
+            self._summarised = time.monotonic()
+            self.summary = await asyncio.to_thread(self.journal.summary)
 
     async def _drain(self, route: str) -> None:
         while True:
@@ -107,6 +113,7 @@ class Deliverer:
             batch = await asyncio.to_thread(self.journal.next_pending, route, BATCH)
             if not batch:
                 if self._generation.get(route, 0) == seen:
+                    self._active.pop(route, None)   # now, so that the next commit wakes the loop
                     return
                 continue   # an entry was committed while the journal was being read
             try:

@@ -7,7 +7,8 @@ big the journal gets.
 1. Latency: a gateway process (``python -m gateway up``) in front of two loopback backends, with two routes that
    differ only in ``sync:`` (both in stage extracted, so a synced write is journaled for the monolith). POSTs are
    sent to one route, then the other, in turns (A B, A B, ...) so machine drift falls on both; p50 and p99 as the
-   client sees them, per concurrency (1: every write pays its own fsync; more: group commit shares them).
+   client sees them, per concurrency (1: every write pays its own fsync; more: group commit shares them), and
+   at a paced ``--rate`` (an open loop below saturation).
 2. Throughput of mirrored writes: the monolith answers mirrored writes 503 while ``--backlog`` writes are taken,
    then comes back; the time until ``GET /api/sync`` shows nothing pending gives the delivery rate.
 3. Journal size: ``--journal`` entries like the demo's likes appended to a fresh journal (pending), then all
@@ -97,6 +98,30 @@ async def _posts(url: str, n: int, concurrency: int) -> list[float]:
     return lat
 
 
+async def _paced(url: str, n: int, rate: float) -> list[float]:
+    """``n`` POSTs started at a fixed ``rate`` per second, whatever the answers take (an open loop): the latency
+    below saturation, where a closed loop would measure the throughput."""
+    lat: list[float] = []
+
+    async def one(s: aiohttp.ClientSession, i: int) -> None:
+        started = time.perf_counter()
+        async with s.post(f"{url}/{i % 500}", json={"user": f"user-{i:05d}"}) as resp:
+            await resp.read()
+            assert resp.status == 200, resp.status
+        lat.append(time.perf_counter() - started)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
+        start = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(s, i)))
+        await asyncio.gather(*tasks)
+    return lat
+
+
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q))] * 1000
@@ -141,6 +166,18 @@ async def latency_and_throughput(args: argparse.Namespace, tmp: Path) -> dict[st
                 row["added_p99_ms"] = round(row["synced"]["p99_ms"] - row["plain"]["p99_ms"], 3)
                 out[f"latency_c{concurrency}"] = row
                 row["lag"] = lag   # from the answer to the other side's 2xx, the last deliveries under load
+            if args.rate:
+                lat = {"plain": [], "synced": []}
+                for _ in range(args.rounds):
+                    for name in ("plain", "synced"):
+                        lat[name] += await _paced(f"{base}/{name}", args.requests, args.rate)
+                    while await _pending(ports["admin"]):
+                        await asyncio.sleep(0.05)
+                row = {name: {"p50_ms": round(_pct(v, 0.5), 3), "p99_ms": round(_pct(v, 0.99), 3),
+                              "requests": len(v)} for name, v in lat.items()}
+                row["added_p50_ms"] = round(row["synced"]["p50_ms"] - row["plain"]["p50_ms"], 3)
+                row["added_p99_ms"] = round(row["synced"]["p99_ms"] - row["plain"]["p99_ms"], 3)
+                out[f"latency_paced_{args.rate:g}_per_s"] = row
             # Throughput: a backlog taken while the monolith refuses mirrored writes, then delivered.
             legacy.down = True
             await _posts(base + "/synced", args.backlog, 16)
@@ -196,6 +233,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="POSTs per route per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rate", type=float, default=300.0, help="POSTs per second of the paced run (0: none)")
     parser.add_argument("--backlog", type=int, default=5000)
     parser.add_argument("--journal", type=int, default=100_000)
     args = parser.parse_args()

@@ -4,6 +4,7 @@
 import { post, getJSON, getOptional } from "./api.js";
 import { confirmAction, toast } from "./dialogs.js";
 import { badge, empty, fmtAgo, fmtDateTime, fmtInt, fmtMs, fmtPct, h, link, s, segment, widthPct } from "./dom.js";
+import { syncPanel } from "./sync.js";
 
 const STAGES = ["legacy", "shadow", "canary", "extracted"];
 const WINDOW_S = 60;
@@ -238,7 +239,8 @@ export function routesPage() {
     el,
     live: true,
     async refresh() {
-      const [routes, events] = await Promise.all([getJSON("/api/routes"), getOptional("/api/history?limit=8")]);
+      const [routes, events, sync] = await Promise.all([getJSON("/api/routes"), getOptional("/api/history?limit=8"),
+        getOptional("/api/sync")]);
       if (!routes.length) {
         el.replaceChildren(empty("No routes in routes.yaml yet."));
         return;
@@ -250,6 +252,7 @@ export function routesPage() {
             " above ", h("span", { class: "side-new" }, "new side"),
             " (the extracted backend, or its shadow copies while in shadow), last minute."),
           table(routes)),
+        syncPanel(sync) || "",
         historyList(events) || "");
     },
   };
