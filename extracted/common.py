@@ -219,6 +219,7 @@ def served_by_middleware(service: str) -> Middleware:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = problem_response(500, "internal error")
         response.headers[SERVED_BY_HEADER] = service
+        stamp_write_date(request, response)
         return response
 
     return served_by
@@ -284,12 +285,27 @@ def written_at(request: web.Request) -> str:
     """When the write happened: for a mirrored write, the time the answering side made it (the gateway sends it
     as ``Date``, RFC 9110 §6.6.1), so both sides store the same time; otherwise now."""
     date = request.headers.get("Date") if is_mirrored(request) else None
+    value = None
     if date:
         try:
-            return email.utils.parsedate_to_datetime(date).astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+            value = email.utils.parsedate_to_datetime(date).astimezone(UTC).strftime(TIMESTAMP_FORMAT)
         except (TypeError, ValueError):
             pass
-    return timestamp()
+    request[WRITTEN_AT] = value = value or timestamp()
+    return value
+
+
+WRITTEN_AT = "strangler.written_at"   # the request's key for the time its write recorded
+
+
+def stamp_write_date(request: web.Request, response: web.StreamResponse) -> None:
+    """A write's answer is dated with the time the write recorded (not the moment the answer left, which can be
+    the next second): the gateway passes that ``Date`` on with the mirrored write, so the other side stores the
+    same time."""
+    value = request.get(WRITTEN_AT)
+    if value is not None:
+        moment = datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        response.headers["Date"] = email.utils.format_datetime(moment, usegmt=True)
 
 
 ID_EPOCH_MS = 1_577_836_800_000   # 2020-01-01T00:00:00Z

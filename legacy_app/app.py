@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from legacy_app.db import Database, format_timestamp
-from legacy_app.writes import entity_id, write_options, written_at
+from legacy_app.writes import entity_id, stamp_write_date, write_options, written_at
 from observability.tracing import server_span_middleware
 
 SERVICE_NAME = "legacy"
@@ -81,6 +81,7 @@ async def served_by_middleware(request: web.Request, handler: Handler) -> web.St
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = problem_response(500, "internal error")
     response.headers[SERVED_BY_HEADER] = SERVICE_NAME
+    stamp_write_date(request, response)
     return response
 
 

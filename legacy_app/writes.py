@@ -18,12 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
-from legacy_app.db import format_timestamp
+from legacy_app.db import TIMESTAMP_FORMAT, format_timestamp
 
 SHADOW_HEADER = "X-Shadow"
 SYNC_HEADER = "X-Strangler-Sync"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 ID_EPOCH_MS = 1_577_836_800_000   # 2020-01-01T00:00:00Z
+WRITTEN_AT = "strangler.written_at"   # the request's key for the time its write recorded
 
 
 def is_shadow(request: web.Request) -> bool:
@@ -47,12 +48,24 @@ def written_at(request: web.Request) -> str:
     """When the write happened: for a mirrored write, the time the other side made it (the gateway sends it as
     ``Date``, RFC 9110 §6.6.1), so both sides store the same time; otherwise now."""
     date = request.headers.get("Date") if is_mirrored(request) else None
+    value = None
     if date:
         try:
-            return format_timestamp(email.utils.parsedate_to_datetime(date))
+            value = format_timestamp(email.utils.parsedate_to_datetime(date))
         except (TypeError, ValueError):
             pass
-    return format_timestamp(datetime.now(UTC))
+    request[WRITTEN_AT] = value = value or format_timestamp(datetime.now(UTC))
+    return value
+
+
+def stamp_write_date(request: web.Request, response: web.StreamResponse) -> None:
+    """A write's answer is dated with the time the write recorded (not the moment the answer left, which can be
+    the next second): the gateway passes that ``Date`` on with the mirrored write, so the other side stores the
+    same time."""
+    value = request.get(WRITTEN_AT)
+    if value is not None:
+        moment = datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        response.headers["Date"] = email.utils.format_datetime(moment, usegmt=True)
 
 
 def entity_id(request: web.Request) -> int | None:

@@ -290,3 +290,16 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(path)
     assert "canary.sticky.param': the route's path has no parameter 'id'; it has: product_id" in err.value.problems[0]
+
+
+def test_drift_is_a_mismatch_a_mirrored_write_was_still_on_its_way_to() -> None:
+    from gateway.sync.drift import classify
+
+    samples = [
+        {"id": 1, "at": 100.0, "path": "/api/likes/7", "shadow": {"ms": 2.0}},     # write delivered after the read
+        {"id": 2, "at": 200.0, "path": "/api/likes/7?x=1", "shadow": {"ms": 2.0}},  # delivered after the read
+        {"id": 3, "at": 300.0, "path": "/api/likes/7", "shadow": {"ms": 2.0}},     # delivered long before
+        {"id": 4, "at": 100.0, "path": "/api/likes/8", "shadow": {"ms": 2.0}},     # no write to this entity
+    ]
+    writes = [("/api/likes/7", 99.9, 100.5), ("/api/likes/7", 199.99, 200.01), ("/api/likes/7", 250.0, 250.1)]
+    assert classify(samples, writes) == {"mismatches": 4, "drift": 2, "real": 2, "drift_samples": [1, 2]}

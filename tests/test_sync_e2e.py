@@ -309,6 +309,9 @@ async def test_shadow_after_a_canary_sees_only_real_differences_with_sync(stack:
     print(f"likes shadow match rate after a 50% canary of 200 likes, sync {'on' if sync else 'off'}: {rate}%")
     if sync:
         assert rate == 100.0
+        out = stack.cli("report")
+        assert out.returncode == 0, out.stderr
+        assert "likes: sync 0 pending, 200 delivered, 0 dead" in out.stdout
     else:
         assert rate < 50.0      # data drift: the canary's writes reached one side only
 

@@ -1,7 +1,7 @@
 """Mirrored writes (``sync:``): per route, pending, delivered, dead letters, lag, read-after-write verdicts.
 
-    GET  /api/sync?route=&state=&limit=   {routes: [{route, stage, effective_stage, sync, target, pending,
-                                           delivered, dead, oldest_pending_age_s, head, verified}], lag, entries}
+    GET  /api/sync?route=&state=&limit=   {routes: [{route, stage, effective_stage, sync, pending, delivered,
+                                           dead, oldest_pending_age_s, head, verified, drift}], lag, entries}
     POST /api/sync/{name}/retry           {route, retried}: the route's dead letters become pending again
 
 The figures come from the journal (every process's writes) and the deliverer of this process (lag).
@@ -19,19 +19,24 @@ from prometheus_client.core import CounterMetricFamily
 from gateway.admin.app import int_param
 from gateway.rollout.controller import Rollout
 from gateway.routing.table import TableRef
-from gateway.stores.api import SyncJournal
+from gateway.stores.api import ComparisonStore, SyncJournal
 from gateway.sync.deliver import Deliverer
+from gateway.sync.drift import classify
 from gateway.telemetry.metrics import gauge_family
 
 STATES = ("pending", "delivered", "dead")
+DRIFT_SAMPLES = 200       # recent mismatch samples judged for drift
+DRIFT_WINDOW = 3600.0     # seconds before the oldest of them in which a write may still have been on its way
 
 
 class SyncAPI:
-    def __init__(self, tables: TableRef, rollout: Rollout, journal: SyncJournal, deliverer: Deliverer) -> None:
+    def __init__(self, tables: TableRef, rollout: Rollout, journal: SyncJournal, deliverer: Deliverer,
+                 comparisons: ComparisonStore | None = None) -> None:
         self.tables = tables
         self.rollout = rollout
         self.journal = journal
         self.deliverer = deliverer
+        self.comparisons = comparisons   # the shadow's mismatch samples, to tell drift from real differences
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/api/sync", self.get_sync),
@@ -68,12 +73,25 @@ class SyncAPI:
                          "effective_stage": view["effective_stage"] if view else None,
                          "pending": s["pending"], "delivered": s["delivered"], "dead": s["dead"],
                          "oldest_pending_age_s": round(now - oldest, 3) if oldest else None,
-                         "head": s["head"], "verified": s["verified"]})
+                         "head": s["head"], "verified": s["verified"],
+                         "drift": await self._drift(n) if route is not None and route.spec is not None
+                         and route.spec.sync is not None else None})
         out: dict[str, Any] = {"routes": rows, "lag": self.deliverer.lag()}
         if name is not None or state is not None:
             limit = int_param(request, "limit", 50, 1, 1000)
             out["entries"] = await asyncio.to_thread(self.journal.entries, name, state, limit)
         return web.json_response(out)
+
+    async def _drift(self, route: str) -> dict[str, Any] | None:
+        """Of the route's recorded shadow mismatches, how many a mirrored write on its way explains."""
+        if self.comparisons is None:
+            return None
+        samples = await asyncio.to_thread(self.comparisons.list_samples, route, "mismatch", DRIFT_SAMPLES)
+        if not samples:
+            return {"mismatches": 0, "drift": 0, "real": 0, "drift_samples": []}
+        ats = [float(sample["at"]) for sample in samples]
+        writes = await asyncio.to_thread(self.journal.writes_between, route, min(ats) - DRIFT_WINDOW, max(ats))
+        return classify(samples, writes)
 
     async def post_retry(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -88,3 +88,21 @@ def _print_entries(entries: list[dict[str, Any]]) -> None:
 def _agreed(verified: dict[str, int]) -> int:
     """Verifications where both sides held the same data (``ignored``: equal but for ignored fields)."""
     return verified.get("match", 0) + verified.get("ignored", 0)
+
+
+def print_sync_report(con: Any, data: dict[str, Any]) -> None:
+    """The sync part of ``strangler report``: per synced route, how much of its shadow mismatch is drift (a
+    mirrored write was still on its way), and how often a read after a mirrored write found both sides equal."""
+    from rich.text import Text
+
+    for r in data.get("routes", []):
+        parts = [f"{r['route']}: sync {r['pending']} pending, {r['delivered']} delivered, {r['dead']} dead"]
+        drift = r.get("drift") or {}
+        if drift.get("mismatches"):
+            parts.append(f"of the last {drift['mismatches']} shadow mismatches, {drift['drift']} are drift (a mirrored "
+                         f"write to the same path was on its way) and {drift['real']} real differences")
+        total = sum(r["verified"].values())
+        if total:
+            parts.append(f"sync verified: {_agreed(r['verified']) / total:.1%} of {total} reads after a mirrored "
+                         "write found both sides equal")
+        con.print(Text("; ".join(parts), style="red" if r["dead"] else None))

@@ -150,7 +150,7 @@ class Gateway:
         return [StatusAPI(self.lifecycle, self.tables, self.reloader, self.state, configured), routes,
                 DiffsAPI(self.tables, self.stores.comparisons, self.shadow, self.stats, routes),
                 TraceAPI(self.stores.traces, self.tracing.instance), MetricsAPI(self.metrics),
-                SyncAPI(self.tables, self.rollout, self.deliverer.journal, self.deliverer)]
+                SyncAPI(self.tables, self.rollout, self.deliverer.journal, self.deliverer, self.stores.comparisons)]
 
     async def start(self) -> None:
         handler = PublicHandler(self.tables, self.rollout, self.shadow, self.recorder, self.upstreams,

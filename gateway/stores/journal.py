@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE INDEX IF NOT EXISTS journal_pending ON journal(state, route, seq);
 CREATE INDEX IF NOT EXISTS journal_done ON journal(state, done_at);
+CREATE INDEX IF NOT EXISTS journal_time ON journal(route, created_at);
 """
 
 
@@ -281,6 +282,14 @@ class SQLiteJournal:
         for row in rows:
             row["verify"] = json.loads(row["verify"]) if row["verify"] else None
         return rows
+
+    def writes_between(self, route: str, since: float, until: float) -> list[tuple[str, float, float | None]]:
+        """``(raw_target, created_at, done_at)`` of a route's writes made in ``[since, until]`` (done_at: when
+        the other side took it; None while pending)."""
+        with self._read_lock:
+            return [(t, c, d if state != "pending" else None) for t, c, d, state in self._reader.execute(
+                "SELECT raw_target, created_at, done_at, state FROM journal WHERE route = ? AND created_at "
+                "BETWEEN ? AND ?", (route, since, until))]
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
