@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from gateway.config.parse import ConfigError, load
-from gateway.stores.journal import JournalEntry, SQLiteJournal
+from gateway.stores.api import JournalEntry
+from gateway.stores.journal import SQLiteJournal
 from tests.support import admin_url, public_url, run_gateway, serve_app, write_routes
 
 

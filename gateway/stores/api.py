@@ -20,8 +20,9 @@ waiting-room queue add their interfaces here and their fields to ``Stores``; cal
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.stores.state import Pin, Step
@@ -110,12 +111,31 @@ class PeerExchange(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(slots=True)
+class JournalEntry:
+    """One write to mirror, as the request path hands it over."""
+
+    route: str
+    target: str
+    side: str
+    method: str
+    raw_target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    idem_key: str
+    answered_by: str
+    answered_status: int
+    entity: str | None = None
+    trace_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
 class SyncJournal(Protocol):
     """Writes to mirror to the other side. ``append`` never blocks: its future resolves to the entries' sequence
     numbers once they are durable (group commit); everything else blocks (run it in a thread). Delivery is in
     ``seq`` order per route."""
 
-    def append(self, entries: list[Any]) -> concurrent.futures.Future[list[int]]: ...
+    def append(self, entries: list[JournalEntry]) -> concurrent.futures.Future[list[int]]: ...
 
     def pending_routes(self) -> list[str]: ...
 

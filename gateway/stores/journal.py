@@ -20,10 +20,10 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.stores.api import JournalEntry
 from gateway.stores.sqlite import connect
 
 log = logging.getLogger("strangler.sync")
@@ -60,25 +60,6 @@ CREATE INDEX IF NOT EXISTS journal_pending ON journal(state, route, seq);
 CREATE INDEX IF NOT EXISTS journal_done ON journal(state, done_at);
 CREATE INDEX IF NOT EXISTS journal_time ON journal(route, created_at);
 """
-
-
-@dataclass(slots=True)
-class JournalEntry:
-    """One write to mirror, as the request path hands it over."""
-
-    route: str
-    target: str
-    side: str
-    method: str
-    raw_target: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    idem_key: str
-    answered_by: str
-    answered_status: int
-    entity: str | None = None
-    trace_id: str | None = None
-    created_at: float = field(default_factory=time.time)
 
 
 class SQLiteJournal:

@@ -27,8 +27,7 @@ from aiohttp import web
 from gateway.config.model import SyncSpec
 from gateway.errors import PayloadTooLarge, Unavailable
 from gateway.proxy.headers import Headers
-from gateway.stores.api import SyncJournal
-from gateway.stores.journal import JournalEntry
+from gateway.stores.api import JournalEntry, SyncJournal
 
 if TYPE_CHECKING:
     from gateway.proxy.forward import Outcome, Tap

@@ -34,7 +34,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.stores.journal import JournalEntry, SQLiteJournal
+from gateway.stores.api import JournalEntry
+from gateway.stores.journal import SQLiteJournal
 from tests.support import free_port, serve_app, wait_http
 
 ROUTES = """\
