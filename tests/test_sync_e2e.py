@@ -64,6 +64,7 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.config = tmp / "routes.yaml"
         self.legacy_db = tmp / "legacy.db"
+        self.workers = 1
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -76,7 +77,7 @@ class Stack:
                         str(self.tmp / "reviews.db"), "--migrate-from", str(self.legacy_db)],
             "likes": [py, "-m", "extracted.likes", "--port", str(self.ports["likes"]), "--db",
                       str(self.tmp / "likes.db"), "--migrate-from", str(self.legacy_db)],
-            "gateway": [py, "-m", "gateway", "up", "-c", str(self.config)],
+            "gateway": [py, "-m", "gateway", "up", "-c", str(self.config), "--workers", str(self.workers)],
         }[name]
         env = {**os.environ, "STRANGLER_ADMIN_TOKEN": TOKEN}
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -159,7 +160,11 @@ def likes_of(stack: Stack) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
     return legacy, new
 
 
-async def test_canary_on_likes_keeps_both_databases_equal_and_rollback_loses_nothing(stack: Stack) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_canary_on_likes_keeps_both_databases_equal_and_rollback_loses_nothing(stack: Stack,
+                                                                                     workers: int) -> None:
+    # With two worker processes both journal the writes they answer; the primary delivers them all.
+    stack.workers = workers
     stack.up(CANARY + SYNC)
     rng = random.Random(18)
     jobs = [(f"sync-user-{i:03d}", f"/api/likes/{rng.randint(1, 40)}", {"user": f"sync-user-{i:03d}"})
@@ -178,9 +183,17 @@ async def test_canary_on_likes_keeps_both_databases_equal_and_rollback_loses_not
     assert out.returncode == 0, out.stderr
     assert "0 mirrored write(s) still pending" in out.stdout
     async with aiohttp.ClientSession() as s:
+        # Every worker process picks the rollback up (within half a second): wait until 20 users in a row (half
+        # of whom the canary would send to the new service) are answered by the monolith.
+        deadline, in_a_row, n = time.monotonic() + 10, 0, 0
+        while in_a_row < 20:
+            assert time.monotonic() < deadline
+            n += 1
+            async with s.get(f"{stack.url('public')}/api/likes/1", headers={"X-User-Id": f"probe-{n}"}) as resp:
+                in_a_row = in_a_row + 1 if resp.headers["X-Served-By"] == "legacy" else 0
         for product in range(1, 41):
             async with s.get(f"{stack.url('public')}/api/likes/{product}",
-                             headers={"X-User-Id": "anyone"}) as resp:
+                             headers={"X-User-Id": f"reader-{product}"}) as resp:
                 body = await resp.json()
                 assert resp.headers["X-Served-By"] == "legacy"
                 assert body["count"] == sum(1 for p, _ in legacy if p == product)
