@@ -7,8 +7,8 @@ survives a power cut, not only a crash; the deliverer's updates use ``NORMAL``).
 cheap on the request path.
 
 States: ``pending`` (to deliver, in ``seq`` order per route), ``delivered`` and ``dead`` (the other side answered
-4xx: kept, shown, retryable, never dropped). Retention: a delivered entry's body is cleared when it is delivered
-(it will never be sent again) and the row is removed after ``retention`` seconds; pending and dead entries are
+4xx: kept, shown, retryable, never dropped). Retention: a delivered entry's body and headers are cleared when it
+is delivered (it will never be sent again) and the row is removed after ``retention`` seconds; pending and dead entries are
 never removed.
 """
 
@@ -169,13 +169,14 @@ class SQLiteJournal:
         return rows
 
     def delivered(self, done: list[tuple[int, int]]) -> None:
-        """Mark ``(seq, status)`` pairs delivered, in one transaction; their bodies are dropped."""
+        """Mark ``(seq, status)`` pairs delivered, in one transaction; their bodies and headers (credentials
+        included) are dropped: they will never be sent again."""
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("UPDATE journal SET state = 'delivered', last_status = ?, last_error = NULL, "
-                                     "done_at = ?, attempts = attempts + 1, body = NULL WHERE seq = ?",
+                                     "done_at = ?, attempts = attempts + 1, body = NULL, headers = '[]' WHERE seq = ?",
                                      [(status, now, seq) for seq, status in done])
                 self._db.execute("COMMIT")
             except BaseException:

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -197,6 +198,16 @@ async def latency_and_throughput(args: argparse.Namespace, tmp: Path) -> dict[st
     return out
 
 
+def _settled_size(path: Path) -> int:
+    """The journal file's size once its WAL is checkpointed into it (what stays on disk)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return path.stat().st_size
+
+
 def journal_size(n: int, tmp: Path) -> dict[str, Any]:
     journal = SQLiteJournal(tmp / "journal.db", retention=0.0)
     headers = [("Host", "127.0.0.1:8080"), ("User-Agent", "Python/3.11 aiohttp/3.9"), ("Accept", "*/*"),
@@ -211,16 +222,16 @@ def journal_size(n: int, tmp: Path) -> dict[str, Any]:
                                            entity=f"product_id={i % 500 + 1}")]) for i in range(n)]
     seqs = [seq for f in futures for seq in f.result(60)]
     append_s = time.perf_counter() - started
-    pending_bytes = journal.size_bytes()
+    pending_bytes = _settled_size(tmp / "journal.db")
     started = time.perf_counter()
     journal._pruned = time.time()      # no prune while delivering: the size of everything delivered and kept
     for at in range(0, len(seqs), 200):     # the deliverer marks a batch at a time
         journal.delivered([(seq, 200) for seq in seqs[at:at + 200]])
     deliver_s = time.perf_counter() - started
-    delivered_bytes = journal.size_bytes()
+    delivered_bytes = _settled_size(tmp / "journal.db")
     journal._pruned = 0.0
     journal.delivered([(seqs[-1], 200)])   # the next delivery past the retention runs the prune
-    pruned_bytes = journal.size_bytes()
+    pruned_bytes = _settled_size(tmp / "journal.db")
     commits = journal.commits
     journal.close()
     return {"entries": n, "append_seconds": round(append_s, 2), "commits": commits,
