@@ -1,10 +1,16 @@
 """The gateway's errors, described in one place and mapped to HTTP in one place.
 
     GatewayError                      -> a problem+json response (RFC 9457) with ``status``
+    +-- InternalError                 500 a bug in the gateway (the handler raised something unexpected)
     +-- ClientRequestError            4xx: the client's request is at fault
     |   +-- BadRequest                400 (unparseable path, encoded slash, bad header)
+    |   |   +-- MalformedRequest      400 the message itself (request line, fields, framing): closes
     |   +-- RequestTimeout            408 the client stopped sending its body
     |   +-- PayloadTooLarge           413
+    |   +-- UriTooLong                414
+    |   +-- MisdirectedRequest        421 a Host this listener does not answer for (the admin listener)
+    |   +-- HeaderFieldsTooLarge      431 one field, the number of fields, or the whole head
+    |   +-- Unimplemented             501 a method or transfer coding the gateway does not implement
     |   +-- VersionNotSupported       505 (the client's HTTP version, so a client error despite the 5xx)
     +-- UpstreamError                 the backend is at fault
     |   +-- UpstreamConnectError      502 refused / unreachable / reset before any response byte
@@ -16,7 +22,11 @@
 A failure *after* the response headers went to the client cannot become a status code any more: the proxy aborts
 the client connection instead (``UpstreamBodyError``), so a cut body is never passed off as complete.
 
-Lower-level client exceptions are translated into this tree in exactly one function: ``gateway.upstream.translate``.
+An error whose ``closes`` is true ends the connection after its answer (``Connection: close``): after a malformed
+or oversized message, or an unread body, the gateway can no longer tell where the next request would start.
+
+Lower-level exceptions are translated into this tree in exactly two functions: ``gateway.proxy.upstream.translate``
+(backends) and ``gateway.server.wire.translate`` (requests aiohttp could not parse).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ class GatewayError(Exception):
     status = 500
     code = "internal"
     title = "Gateway error"
+    closes = False
 
     def __init__(self, detail: str = "", *, backend: str | None = None, retryable: bool = False) -> None:
         super().__init__(detail or self.title)
@@ -57,6 +68,10 @@ class GatewayError(Exception):
         return body
 
 
+class InternalError(GatewayError):
+    pass
+
+
 class ClientRequestError(GatewayError):
     status = 400
     code = "bad-request"
@@ -67,22 +82,56 @@ class BadRequest(ClientRequestError):
     pass
 
 
+class MalformedRequest(BadRequest):
+    closes = True   # RFC 9112 §6.3: after faulty framing the server MUST close the connection
+
+
 class PayloadTooLarge(ClientRequestError):
     status = 413
     code = "payload-too-large"
     title = "Request body too large"
+    closes = True   # the body is not read: the next request cannot be found after it (RFC 9110 §15.5.14)
 
 
 class RequestTimeout(ClientRequestError):
     status = 408
     code = "request-timeout"
     title = "Request body timed out"
+    closes = True   # the rest of a stalled body may never come: do not wait for it on this connection
+
+
+class UriTooLong(ClientRequestError):
+    status = 414
+    code = "uri-too-long"
+    title = "Request target too long"
+    closes = True
+
+
+class MisdirectedRequest(ClientRequestError):
+    status = 421
+    code = "misdirected-request"
+    title = "Misdirected request"
+
+
+class HeaderFieldsTooLarge(ClientRequestError):
+    status = 431
+    code = "request-header-fields-too-large"
+    title = "Request header fields too large"
+    closes = True
+
+
+class Unimplemented(ClientRequestError):   # RFC 9110 §15.6.2
+    status = 501
+    code = "not-implemented"
+    title = "Not implemented"
+    closes = True   # an unknown transfer coding: the body cannot be delimited
 
 
 class VersionNotSupported(ClientRequestError):
     status = 505
     code = "http-version-not-supported"
     title = "HTTP version not supported"
+    closes = True   # the rest of the connection may not even be HTTP/1
 
 
 class UpstreamError(GatewayError):
@@ -147,8 +196,8 @@ def problem_response(error: GatewayError, *, instance: str | None = None,
                         headers=[trace_header] if trace_header else None)
     if error.status == 503:
         resp.headers["Retry-After"] = "1"
-    if error.status == 408:
-        resp.force_close()   # the rest of a stalled body may never come: do not wait for it on this connection
+    if error.closes:
+        resp.force_close()   # sends Connection: close, and the connection ends after this answer
     return resp
 
 

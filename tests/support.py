@@ -19,6 +19,11 @@ from aiohttp import web
 from gateway.config.parse import load
 from gateway.runtime.gateway import TOKEN_ENV, Gateway
 
+# The browser tests drive Debian's chromium through Playwright (no browser download).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -102,6 +107,46 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"{url} did not come up")
+
+
+async def wait_ready(*urls: str, timeout: float = 20.0) -> None:
+    """Poll each URL until it answers below 500 (a gateway process that has bound its listeners)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        for url in urls:
+            while True:
+                try:
+                    async with s.get(url) as resp:
+                        if resp.status < 500:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, f"{url} not ready"
+                await asyncio.sleep(0.1)
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on a loopback TCP port (with SO_REUSEPORT, one per worker process)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:   # 0A: TCP_LISTEN
+                count += 1
+    return count
+
+
+async def wait_listening(port: int, sockets: int, timeout: float = 20.0) -> None:
+    """Poll until ``sockets`` listening sockets are bound on ``port``."""
+    deadline = time.monotonic() + timeout
+    while listening_sockets(port) < sockets:
+        assert time.monotonic() < deadline, f"fewer than {sockets} sockets listen on port {port}"
+        await asyncio.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from gateway.admin.traces import OTLP_PATH
 from gateway.errors import problem
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 
 
@@ -50,8 +51,9 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         raise
 
 
-def create_admin_app(token: str, apis: Iterable[API]) -> web.Application:
-    app = web.Application(middlewares=[problems, require_token])
+def create_admin_app(token: str, apis: Iterable[API], access: Middleware | None = None) -> web.Application:
+    """``access`` runs first (``gateway.admin.hosts.admin_access``: which Host values and readers are answered)."""
+    app = web.Application(middlewares=[*([access] if access is not None else []), problems, require_token])
     app[TOKEN] = token
     for api in apis:
         app.router.add_routes(api.routes())

@@ -54,6 +54,8 @@ class DiffsAPI:
             sample_id = int(request.match_info["id"])
         except ValueError as exc:
             raise web.HTTPBadRequest(text="a comparison id is a whole number") from exc
+        if not 0 < sample_id < 2**63:   # ids are positive SQLite integers (64-bit): no other can exist, or be looked up
+            raise web.HTTPNotFound(text=f"no comparison #{sample_id}")
         row = await asyncio.to_thread(self.comparisons.get_sample, sample_id)
         if row is None:
             raise web.HTTPNotFound(text=f"no comparison #{sample_id} (samples are kept within the store's bounds)")

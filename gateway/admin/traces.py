@@ -20,7 +20,7 @@ import re
 from aiohttp import web
 
 from gateway.errors import problem
-from gateway.stores import traces as tracestore
+from gateway.stores import trace_records
 from gateway.stores.api import TraceStore
 from gateway.telemetry import otlp
 from gateway.telemetry.tracing import RELAY_HEADER
@@ -53,7 +53,7 @@ class TraceAPI:
         except otlp.OTLPError as exc:
             return problem(400, "Bad Request", str(exc), "otlp")
         own = request.headers.get(RELAY_HEADER) == self.instance
-        kept = not rows or self.store.put(tracestore.Received(rows, export=not own))
+        kept = not rows or self.store.put(trace_records.Received(rows, export=not own))
         rejected = 0 if kept else len(rows)
         return web.Response(body=otlp.response(content_type, rejected, "trace store queue full" if rejected else ""),
                             content_type=content_type)

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.render import terminal_safe
 from gateway.config.parse import ConfigError, load
 
 
@@ -27,9 +28,10 @@ class CLIError(Exception):
 
 
 class AdminClient:
-    def __init__(self, base: str, token: str | None) -> None:
+    def __init__(self, base: str, token: str | None, terminal: bool = False) -> None:
         self.base = base.rstrip("/")
         self.token = token
+        self.terminal = terminal   # answers are drawn for people: control characters escaped (render.safe)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              query: dict[str, Any] | None = None) -> Any:
@@ -40,11 +42,12 @@ class AdminClient:
         req = urllib.request.Request(url, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        if method != "GET" and self.token:
+        if self.token:   # reads too: the gateway may have admin.read_token set
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
-                return json.loads(resp.read() or b"null")
+                data = json.loads(resp.read() or b"null")
+                return terminal_safe(data) if self.terminal else data
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
             try:
@@ -77,7 +80,7 @@ def admin_client(args: argparse.Namespace) -> AdminClient:
         except OSError:
             token = None
     base = admin if admin.startswith("http") else f"http://{admin}"
-    return AdminClient(base, token)
+    return AdminClient(base, token, terminal=not getattr(args, "json", False))
 
 
 def _admin_from_raw(path: Path) -> str | None:

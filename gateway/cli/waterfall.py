@@ -4,6 +4,9 @@ The waterfall is the tree of spans in depth-first order, children by start time,
 duration and a bar placed to scale on the trace's time axis: where a bar starts is when the span started, its
 length is how long it took. Errors are red; the shadow exchange (and everything the shadow target did under it) is
 marked, so the copy sent to the new service reads side by side with the primary.
+
+Span names, services and attributes come from whatever exported them (any service can post OTLP to the admin
+listener), so they are shown through ``render.safe``, as rich ``Text``: no control character reaches the terminal.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from gateway.cli.render import safe
 
 SERVICE_STYLES = {"gateway": "blue", "legacy": "yellow", "reviews": "green", "likes": "magenta"}
 FALLBACK_STYLES = ("cyan", "bright_blue", "bright_green", "bright_magenta")
@@ -76,10 +81,10 @@ def print_trace(console: Console, trace: dict[str, Any], width: int = BAR_WIDTH)
     rows = tree(spans)
     root = rows[0][0] if rows else spans[0]
     head = Text()
-    head.append(root["name"], style="bold")
-    head.append(f"  trace {trace['trace_id']}  {total / 1e6:.2f} ms  {len(spans)} span(s)  services: ")
+    head.append(safe(root["name"]), style="bold")
+    head.append(f"  trace {safe(trace['trace_id'])}  {total / 1e6:.2f} ms  {len(spans)} span(s)  services: ")
     for i, name in enumerate(services):
-        head.append(("" if i == 0 else ", ") + name, style=service_style(name))
+        head.append(("" if i == 0 else ", ") + safe(name), style=service_style(name))
     console.print(head)
     table = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
     table.add_column("span", no_wrap=True)
@@ -90,23 +95,30 @@ def print_trace(console: Console, trace: dict[str, Any], width: int = BAR_WIDTH)
         failed = span.get("status") == "error"
         attrs = span.get("attributes") or {}
         name = Text(guide, style="dim")
-        name.append(span["name"], style="bold red" if failed else ("magenta" if in_shadow else ""))
+        name.append(safe(span["name"]), style="bold red" if failed else ("magenta" if in_shadow else ""))
         if is_shadow(span) and span["service"] == "gateway":
             verdict = attrs.get("strangler.verdict")
-            name.append(" [shadow" + (f": {verdict}" if verdict else "") + "]",
+            name.append(" [shadow" + (f": {safe(verdict)}" if verdict else "") + "]",
                         style="bold red" if verdict in ("mismatch", "error") else "magenta")
         elif in_shadow and span.get("kind") == "server":
             name.append(" [shadow]", style="magenta")
         status = attrs.get("http.response.status_code")
         if status:
-            name.append(f" {status}", style="red" if failed or int(status) >= 500 else "dim")
+            name.append(f" {safe(status)}", style="red" if failed or _number(status) >= 500 else "dim")
         if failed and attrs.get("otel.status_description"):
-            name.append(f" {str(attrs['otel.status_description'])[:60]}", style="red")
+            name.append(f" {safe(str(attrs['otel.status_description'])[:60])}", style="red")
         style = "red" if failed else ("magenta" if in_shadow else service_style(span["service"]))
         duration = (span["end_ns"] - span["start_ns"]) / 1e6
-        table.add_row(name, Text(span["service"], style=service_style(span["service"])), f"{duration:.2f}",
+        table.add_row(name, Text(safe(span["service"]), style=service_style(span["service"])), f"{duration:.2f}",
                       _bar(span["start_ns"], span["end_ns"], t0, total, width, style))
     console.print(table)
+
+
+def _number(value: object) -> int:
+    try:
+        return int(value)   # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
 
 
 def print_traces(console: Console, rows: list[dict[str, Any]]) -> None:
@@ -118,8 +130,8 @@ def print_traces(console: Console, rows: list[dict[str, Any]]) -> None:
         status = Text("error", style="red") if r["status"] == "error" else Text("ok", style="green")
         if r.get("has_shadow"):
             status.append(" shadow", style="magenta")
-        table.add_row(r["trace_id"], when, r["route"] or "-", r["root"] or "-",
-                      ", ".join(r["services"]), str(r["span_count"]), f"{r['duration_ms']:.2f}", status)
+        table.add_row(Text(safe(r["trace_id"])), when, Text(safe(r["route"] or "-")), Text(safe(r["root"] or "-")),
+                      Text(safe(", ".join(r["services"]))), str(r["span_count"]), f"{r['duration_ms']:.2f}", status)
     console.print(table)
     if not rows:
         console.print("no traces recorded yet (the gateway keeps the sampled ones: routes.yaml tracing.sample)")

@@ -1,5 +1,7 @@
 """config: routes.yaml from bytes to frozen dataclasses.
 
-Owns the schema (every key, its type and default, in one place), units (durations, sizes, percentages) and the
-validator that ``strangler check`` and live reload share. Imports nothing of the gateway but ``gateway.errors``.
+Owns the schema (every key, its type and default, once: ``document``), the dataclasses (``model``), units, and the
+validator that ``strangler check`` and live reload share (``parse``). It compiles what a route carries while it
+loads, so it imports two leaf modules that import nothing of the gateway: ``routing.matching`` (path matchers) and
+``compare`` (compare rules). Nothing else.
 """

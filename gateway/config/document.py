@@ -8,7 +8,9 @@ from typing import Any
 
 from gateway.config.model import STAGES
 from gateway.config.schema import (
+    ADMIN_ACCESS,
     SECTION_DEFAULTS,
+    WIRE_LIMITS,
     Bool,
     Duration,
     Field,
@@ -138,7 +140,8 @@ ROUTE = Obj({
 ROUTES_SCHEMA = Obj({
     "version": Field(Int(minimum=1, maximum=1), required=True),
     "listen": Field(LISTEN, default="127.0.0.1:8080"),
-    "admin": Field(Obj({"listen": Field(LISTEN, default="127.0.0.1:9901")}), default=SECTION_DEFAULTS),
+    "admin": Field(Obj({"listen": Field(LISTEN, default="127.0.0.1:9901"), **ADMIN_ACCESS}),
+                   default=SECTION_DEFAULTS),
     "backends": Field(MapOf(BACKEND, key_pattern=NAME_PATTERN, key_expected="a backend name"), required=True),
     "fallback": Field(Str(pattern=NAME_PATTERN, expected="a backend name"), required=True),
     "routes": Field(ListOf(ROUTE), default=[]),
@@ -155,7 +158,8 @@ ROUTES_SCHEMA = Obj({
                          "client_idle": Field(Duration("a client connection idle (or still sending its request "
                                                        "head) this long is closed"), default=60.0),
                          "drain": Field(Duration("on SIGTERM, keep serving this long while /readyz answers 503, "
-                                                 "so a load balancer moves traffic away first"), default=0.0)}),
+                                                 "so a load balancer moves traffic away first"), default=0.0),
+                         **WIRE_LIMITS}),
                     default=SECTION_DEFAULTS),
 }, description="Strangler gateway configuration (routes.yaml, version 1).")
 

@@ -141,6 +141,10 @@ class Limits:
     max_request_body: int | None = None   # None: unlimited (streamed)
     client_idle: float = 60.0             # an idle keep-alive connection, or a request head still arriving
     drain: float = 0.0                    # on SIGTERM: keep serving this long with /readyz at 503
+    # schema.WIRE_LIMITS (defaults there): 431 beyond this head size; '_' header names; ';' path parameters
+    max_request_head: int = field(kw_only=True)
+    underscores_in_headers: str = field(kw_only=True)
+    path_parameters: str = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,8 @@ class Config:
     path: Path
     listen: tuple[str, int]
     admin_listen: tuple[str, int]
+    admin_hosts: tuple[str, ...]       # more Host values the admin listener answers (schema.ADMIN_ACCESS)
+    admin_read_token: bool             # reads need the admin token too
     backends: Mapping[str, Backend]
     fallback: str
     routes: tuple[RouteSpec, ...]

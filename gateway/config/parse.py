@@ -192,9 +192,11 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         return None
     _check_reachability(routes, issues)
     admin_host = parse_listen(v["admin"]["listen"])[0]
-    if admin_host not in ("127.0.0.1", "::1", "localhost") and not admin_host.startswith("127."):
+    if admin_host not in ("127.0.0.1", "::1", "localhost") and not admin_host.startswith("127.") \
+            and not v["admin"]["read_token"]:
         issues.warn(("admin", "listen"), f"the admin listener on {admin_host} is reachable from other machines: "
-                                         "reads (routes, diffs with captured bodies, traces) need no token")
+                                         "reads (routes, diffs with captured bodies, traces) need no token "
+                                         "unless admin.read_token is true")
     store = v["store"]
     store_dir = Path(store["dir"])
     if not store_dir.is_absolute():
@@ -204,12 +206,14 @@ def _build(v: dict[str, Any], path: Path, raw: bytes, lines: dict[KeyPath, int],
         path=path,
         listen=parse_listen(v["listen"]),
         admin_listen=parse_listen(v["admin"]["listen"]),
+        admin_hosts=tuple(v["admin"]["hosts"]),
+        admin_read_token=v["admin"]["read_token"],
         backends=MappingProxyType(backends),
         fallback=v["fallback"],
         routes=tuple(routes),
         tracing=TracingSpec(tracing["sample"], tracing["response_header"], tracing["max_per_second"]),
         store=StoreSpec(store_dir, store["max_samples"], store["max_age"], store["max_traces"]),
-        limits=Limits(limits["max_request_body"], limits["client_idle"], limits["drain"]),
+        limits=Limits(**limits),
         digest=hashlib.sha256(raw).hexdigest(),
     )
 

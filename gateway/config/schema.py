@@ -342,3 +342,50 @@ def suggest(key: str, known: Mapping[str, Any]) -> str:
 
 
 MISSING = _MISSING
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Keys of routes.yaml sections about what the gateway accepts from clients, each with its one default
+# --------------------------------------------------------------------------------------------------------------
+
+MIN_REQUEST_HEAD = 1024
+MAX_REQUEST_HEAD = 1024 * 1024
+
+
+def _request_head_size(value: Any) -> int:
+    size = units.parse_size(value)
+    if not MIN_REQUEST_HEAD <= size <= MAX_REQUEST_HEAD:
+        raise ValueError(f"expected a size between 1KiB and 1MiB, got {value!r}")
+    return size
+
+
+# `limits:` keys that bound and normalise what a client may send (the rest of `limits` is in the config model).
+WIRE_LIMITS: dict[str, Field] = {
+    # Envoy's default is 60 KiB, nginx's 4 x 8 KiB buffers: 64 KiB keeps every real browser and API client well
+    # inside while a client can no longer make the gateway hold (and a backend receive) megabytes of fields.
+    "max_request_head": Field(Unit(_request_head_size, r"^\s*\d+(\.\d+)?\s*([KMG]i?B|B)?\s*$", "64KiB",
+                                   "the request line and header fields together; a larger head gets 431"),
+                              default=64 * 1024),
+    "underscores_in_headers": Field(Str(enum=("drop", "refuse", "pass"), description=(
+        "header names with '_' (X_User): CGI-style backends read them as their dashed twins (X-User), so by "
+        "default they are dropped before forwarding, as nginx does; refuse answers 400; pass forwards them")),
+        default="drop"),
+    "path_parameters": Field(Str(enum=("strip", "refuse", "keep"), description=(
+        "';' parameters in path segments (/admin;x=1, /a/..;/admin), which Java servers (Tomcat, Jetty, Spring) "
+        "remove before routing: strip matches routes on the path without them and resolves '..;' as '..'; "
+        "refuse answers 400 to any path with ';'; keep treats ';' as an ordinary character")),
+        default="strip"),
+}
+
+HOST_NAME = Str(pattern=r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}))(:\d{1,5})?",
+                expected="a host name or address, optionally with :PORT, e.g. strangler.internal or 10.0.0.5:9901")
+
+# `admin:` keys that say who may talk to the admin listener (its address, `listen`, is in the config model).
+ADMIN_ACCESS: dict[str, Field] = {
+    "hosts": Field(ListOf(HOST_NAME, description=(
+        "more Host values the admin listener answers, besides its own address, localhost, 127.0.0.1 and [::1] "
+        "(any other Host gets 421, so a web page cannot reach it by DNS rebinding); a name without a port "
+        "matches it with any port")), default=[]),
+    "read_token": Field(Bool("reads (the API's GETs and /metrics) need the admin token too, not only changes"),
+                        default=False),
+}

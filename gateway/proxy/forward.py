@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Protocol
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.config.model import Backend
 from gateway.errors import (
     GatewayError,
+    MalformedRequest,
     PayloadTooLarge,
     RequestTimeout,
     UpstreamBodyError,
@@ -36,6 +39,29 @@ from gateway.proxy.pool import Pool, UpstreamResponse
 CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024   # a complete body up to this size is sent with the headers in one write
 BODYLESS_STATUS = frozenset({204, 304})
+_LINGER_ZERO = struct.pack("ii", 1, 0)   # SO_LINGER on, 0 s: close() resets the connection
+
+
+class _Relayed(web.StreamResponse):
+    """A response relayed from a backend: its headers are the backend's. aiohttp fills in ``Server`` and, for a body
+    without one, ``Content-Type: application/octet-stream``; a proxy invents neither (RFC 9110 §10.2.4: Server
+    names the origin's software; §8.3: without Content-Type the recipient decides, not an intermediary). ``Date``
+    is still added when missing, as RFC 9110 §6.6.1 asks of a recipient with a clock."""
+
+    async def _prepare_headers(self) -> None:
+        headers = self._headers
+        invented = [name for name in (hdrs.CONTENT_TYPE, hdrs.SERVER) if name not in headers]
+        await super()._prepare_headers()
+        for name in invented:
+            headers.popall(name, None)
+
+
+class RelayedStreamResponse(_Relayed):
+    pass
+
+
+class RelayedResponse(_Relayed, web.Response):
+    pass
 
 
 class Tap(Protocol):
@@ -82,6 +108,10 @@ async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | N
                     chunk = await reader.read(CHUNK)
             except TimeoutError:
                 raise RequestTimeout(f"the request body stalled for {idle:g}s") from None
+            except web.RequestPayloadError as exc:
+                # The parser found the body's framing broken (a bad chunk): the upload must not reach the
+                # backend looking complete, and the connection cannot be read further.
+                raise MalformedRequest(f"the request body is malformed: {exc}") from None
             if not chunk:
                 break
             seen += len(chunk)
@@ -102,7 +132,9 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
                   ) -> web.StreamResponse:
     """Proxy ``request`` to ``backend`` and stream the answer back; raises ``GatewayError`` before the response
     started (the caller turns it into a problem+json response)."""
-    body = request_body(request, tap, body_limit, backend.timeouts.idle) if request.can_read_body else None
+    # Whether the request has a body by its framing, not whether bytes are waiting: a body the screen refused
+    # is at its end with an error, and must fail the exchange rather than be sent on as an empty one.
+    body = request_body(request, tap, body_limit, backend.timeouts.idle) if request.body_exists else None
     if body is None and tap is not None:
         tap.request_end(True)
     started = time.perf_counter()
@@ -121,7 +153,7 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
             # instead of streaming headers and body separately.
             return _complete_response(resp.status, out_headers, extra_response_headers, whole, outcome, tap,
                                       started)
-        out = web.StreamResponse(status=resp.status, reason=_reason(resp.status), headers=out_headers)
+        out = RelayedStreamResponse(status=resp.status, reason=_reason(resp.status), headers=out_headers)
         for name, value in extra_response_headers:
             out.headers.add(name, value)
         await out.prepare(request)
@@ -164,7 +196,7 @@ async def _stream_body(resp: UpstreamResponse, out: web.StreamResponse, backend:
 
 def _complete_response(status: int, headers: Headers, extra: Headers, body: bytes, outcome: Outcome,
                        tap: Tap | None, started: float) -> web.Response:
-    out = web.Response(status=status, reason=_reason(status), headers=headers)
+    out = RelayedResponse(status=status, reason=_reason(status), headers=headers)
     for name, value in extra:
         out.headers.add(name, value)
     out.body = body   # keeps the backend's Content-Length header when it had one; aiohttp sets it otherwise
@@ -184,16 +216,25 @@ def _reason(status: int) -> str:
 
 
 def _abort_client(out: web.StreamResponse) -> None:
-    """Close the client connection without completing the response (no final chunk, fewer bytes than
-    Content-Length): the client sees a broken transfer, never a short body that looks complete."""
+    """Reset the client connection without completing the response (no final chunk, fewer bytes than
+    Content-Length): the client sees a broken transfer, never a short body that looks complete.
+
+    The transport is taken *before* the protocol is told to close: ``force_close`` closes gracefully and forgets
+    the transport, and a graceful close behind a client that stopped reading waits for ever for a full TCP window
+    to drain. Instead the socket lingers zero seconds, so closing it sends RST (RFC 9293 §3.6: an abort) and the
+    kernel drops the unsent queue at once, rather than keeping megabytes per stalled client."""
     req = getattr(out, "_req", None)
     if req is None:
         return
-    with contextlib.suppress(Exception):
-        req.protocol.force_close()
     transport = req.transport
     if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
         transport.abort()
+    with contextlib.suppress(Exception):
+        req.protocol.force_close()   # stop the protocol from serving this connection any further
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:

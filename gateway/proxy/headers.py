@@ -3,6 +3,11 @@
 Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection: they are dropped, together with every header the
 ``Connection`` field names. The gateway's own control headers (``X-Shadow``, ``X-Strangler-Sync``) are dropped from inbound requests so
 that a client cannot forge them. Forwarding headers are appended or set as PRODUCT.md says.
+
+Names with an underscore are dropped too (routes.yaml ``limits.underscores_in_headers: drop``, the default, as
+nginx's ``underscores_in_headers off``): CGI-style backends (PHP, WSGI, Rack) turn both ``X-User`` and ``X_User``
+into ``HTTP_X_USER``, so an underscore spelling can pose as a header the gateway set or removed. With ``pass`` they
+are forwarded, except spellings of the headers above, which never are.
 """
 
 from __future__ import annotations
@@ -38,12 +43,15 @@ def _connection_tokens(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
 
 # Every name the request loop must look at twice; anything else is copied as it came (one set lookup).
 _SPECIAL = HOP_BY_HOP | CONTROL | {"x-forwarded-for", "via", "host"}
+# Underscore spellings of these are never forwarded, whatever ``underscores`` says.
+_GUARDED = _SPECIAL | {"content-length"}
 
 
 def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | None, scheme: str,
-                             keep_upgrade: bool = False) -> Headers:
+                             keep_upgrade: bool = False, underscores: str = "drop") -> Headers:
     """Headers for the upstream request: original order and case, hop-by-hop and control headers removed,
-    ``X-Forwarded-*`` and ``Via`` added. ``Host`` is kept as the client sent it."""
+    ``X-Forwarded-*`` and ``Via`` added. ``Host`` is kept as the client sent it. Names with '_' are forwarded
+    only when ``underscores`` is ``pass`` (``refuse`` never gets here: the listener answered 400)."""
     raw = tuple(raw)
     named = _connection_tokens(raw)
     out: Headers = []
@@ -63,8 +71,8 @@ def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | 
         if lname == "via":
             via.append(value)
             continue
-        if "_" in lname and lname.replace("_", "-") in CONTROL:
-            continue   # CGI-style servers read X_Shadow as X-Shadow: the same control header, spelled otherwise
+        if "_" in lname and (underscores != "pass" or lname.replace("_", "-") in _GUARDED):
+            continue   # CGI-style servers read X_Shadow as X-Shadow: the same header, spelled otherwise
         if lname in HOP_BY_HOP or lname in named or lname in CONTROL:
             if keep_upgrade and lname in ("upgrade", "connection"):
                 out.append((name, value))

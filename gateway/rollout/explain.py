@@ -25,7 +25,7 @@ def explain(table: Table, method: str, target: str, headers: Mapping[str, str],
     out: dict[str, Any] = {"method": method, "target": target, "generation": table.generation}
     try:
         path, _query = split_target(target)
-        norm = normalize_path(path)
+        norm = normalize_path(path, table.config.limits.path_parameters)
     except PathError as exc:
         out.update(outcome="refused", status=400, why=f"the path is refused before matching: {exc}")
         return out

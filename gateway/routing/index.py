@@ -1,7 +1,7 @@
 """The route table: which route answers a request, and why.
 
-The config loader wraps each route in an :class:`~gateway.routing.precedence.Entry` and builds one
-:class:`RouteTable` per config generation; the table is immutable and is replaced as a whole on reload. The first
+``gateway.routing.table.Table`` wraps each route in an :class:`~gateway.routing.precedence.Entry` and builds
+one :class:`RouteTable` per config generation; the table is immutable and is replaced as a whole on reload. The first
 route in precedence order (:mod:`gateway.routing.precedence`) whose path, method and headers all match wins.
 ``None`` means "use the fallback".
 

@@ -30,6 +30,19 @@ Model (RFC 3986 section numbers in brackets)::
 
 Escapes of reserved characters (``%3B`` vs ``;``) stay distinct from the raw character, as §6.2.2 requires.
 
+Path parameters. Java servers (Tomcat, Jetty, Spring) remove ``;parameters`` from each segment before routing, so
+``/admin;x=1`` is ``/admin`` to them and ``/public/..;/admin`` is ``/public/../admin``, which is ``/admin``. A
+gateway that routed on the raw spelling would send those to a route (or the fallback) other than the one their
+meaning belongs to. routes.yaml ``limits.path_parameters`` says what to do:
+
+- ``strip`` (the default): a dot segment with parameters (``..;x``, ``.;``) is a dot segment in step 5, so the path
+  the backend receives has it resolved; and routes are matched on ``route_path(normal)``, the normal path with
+  the parameters of every segment removed. The parameters of other segments are forwarded as sent
+  (``;jsessionid=...`` keeps working): a backend that reads ``;`` literally just sees a path of the route that
+  was chosen, never one of another route.
+- ``refuse``: any ``;`` in the path is refused (``path_parameter``).
+- ``keep``: ``;`` is an ordinary character; only for backends that never treat it specially.
+
 Every request pays for this, so the common case is one regex scan: a path with nothing but plain path
 characters, no ``//`` and no ``/.`` is already normal and is returned as is.
 """
@@ -38,7 +51,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["PathError", "is_normal", "normalize_path", "split_target"]
+__all__ = ["PARAMETER_MODES", "PathError", "is_normal", "normalize_path", "route_path", "split_target"]
+
+PARAMETER_MODES = ("strip", "refuse", "keep")
 
 
 class PathError(ValueError):
@@ -72,14 +87,18 @@ def split_target(raw_target: str) -> tuple[str, str | None]:
     return path, (query if sep else None)
 
 
-def normalize_path(raw_path: str) -> str:
-    """Return the normal form of a raw, still percent-encoded request path, or raise :class:`PathError`."""
+def normalize_path(raw_path: str, parameters: str = "strip") -> str:
+    """Return the normal form of a raw, still percent-encoded request path, or raise :class:`PathError`.
+    ``parameters`` is the ``limits.path_parameters`` mode (see the module docstring)."""
     if raw_path[:1] != "/":
         raise PathError("not_absolute", f"request path must start with '/': {raw_path[:64]!r}")
+    if parameters == "refuse" and ";" in raw_path:
+        raise PathError("path_parameter", "';' in a path: Java servers read it as a parameter that other servers "
+                                          "do not (refused by limits.path_parameters)")
     # Separate substring checks: measurably faster than one regex with alternatives.
     if "//" not in raw_path and "/." not in raw_path and _NEEDS_WORK.search(raw_path) is None:
         return raw_path
-    return _remove_dot_segments(_TOKEN.sub(_rewrite_token, raw_path))
+    return _remove_dot_segments(_TOKEN.sub(_rewrite_token, raw_path), parameters == "strip")
 
 
 def is_normal(raw_path: str) -> bool:
@@ -88,6 +107,16 @@ def is_normal(raw_path: str) -> bool:
         return normalize_path(raw_path) == raw_path
     except PathError:
         return False
+
+
+def route_path(normal: str) -> str:
+    """The normal path as a Java server routes it: every segment's ``;parameters`` removed, and the segments
+    emptied by that dropped (``/admin;x=1`` -> ``/admin``, ``/a/;x/b`` -> ``/a/b``). A trailing ``/`` stays."""
+    if ";" not in normal:
+        return normal
+    parts = [segment.partition(";")[0] for segment in normal[1:].split("/")]
+    last = parts.pop()
+    return "/" + "/".join([*(p for p in parts if p), last])
 
 
 def _rewrite_token(m: re.Match[str]) -> str:
@@ -133,9 +162,12 @@ def _encode_raw(char: str) -> str:
     return "".join(f"%{b:02X}" for b in data)
 
 
-def _remove_dot_segments(path: str) -> str:
-    """Collapse empty segments, then remove "." and ".." (RFC 3986 §5.2.4), never above the root."""
+def _remove_dot_segments(path: str, parameters: bool = False) -> str:
+    """Collapse empty segments, then remove "." and ".." (RFC 3986 §5.2.4), never above the root. With
+    ``parameters``, a segment is a dot segment by its part before ';' (``..;x`` is ``..``), as Java servers read it."""
     segments = path.split("/")[1:]
+    if parameters and ";" in path:
+        segments = [_dot(segment) for segment in segments]
     out: list[str] = []
     for segment in segments:
         if segment == "..":
@@ -148,3 +180,8 @@ def _remove_dot_segments(path: str) -> str:
     last = segments[-1]
     trailing = "/" if last == "" or last in _DOT_SEGMENTS else ""
     return "/" + "/".join(out) + trailing
+
+
+def _dot(segment: str) -> str:
+    name = segment.partition(";")[0]
+    return name if name in _DOT_SEGMENTS else segment

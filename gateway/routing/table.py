@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from gateway.config.model import Backend, Config, RouteSpec
 from gateway.routing.index import RouteTable
 from gateway.routing.matching import MatchSpec, PathMatch
+from gateway.routing.paths import route_path
 from gateway.routing.precedence import Entry
 
 FALLBACK_ROUTE = "fallback"
@@ -32,7 +33,7 @@ class Route:
 
 
 class Table:
-    __slots__ = ("config", "generation", "loaded_at", "routes", "by_name", "fallback", "_matcher")
+    __slots__ = ("config", "generation", "loaded_at", "routes", "by_name", "fallback", "_matcher", "_strip")
 
     def __init__(self, config: Config, generation: int) -> None:
         self.config = config
@@ -44,13 +45,19 @@ class Table:
         self.fallback = Route(FALLBACK_ROUTE, None, "legacy", backends[config.fallback], None)
         self._matcher = RouteTable(
             [Entry(r.name, r.spec.match, r.spec.order, r.spec.priority, r) for r in self.routes if r.spec])
+        # limits.path_parameters: strip matches on the path a Java server would route (gateway.routing.paths).
+        self._strip = config.limits.path_parameters == "strip"
 
     def resolve(self, method: str, path: str, headers: Mapping[str, str]) -> Route:
         """The route for a request whose path is already normalised (the fallback when nothing matches)."""
+        if self._strip and ";" in path:
+            path = route_path(path)
         m = self._matcher.match(method, path, headers)
         return m.entry.target if m is not None else self.fallback  # type: ignore[return-value]
 
     def explain(self, method: str, path: str, headers: Mapping[str, str]) -> list[object]:
+        if self._strip and ";" in path:
+            path = route_path(path)
         return self._matcher.explain(method, path, headers)
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.admin.app import API, create_admin_app
 from gateway.admin.diffs import DiffsAPI
 from gateway.admin.gauges import MetricsAPI, StateGauges
+from gateway.admin.hosts import admin_access
 from gateway.admin.routes import RoutesAPI
 from gateway.admin.status import Lifecycle, StatusAPI
 from gateway.admin.sync import SyncAPI, SyncGauges
@@ -155,7 +156,7 @@ class Gateway:
     async def start(self) -> None:
         handler = PublicHandler(self.tables, self.rollout, self.shadow, self.recorder, self.upstreams,
                                 self.protection, self.mirror)
-        public = public_server(handler, self.table.config.limits.client_idle)
+        public = public_server(handler, lambda: self.table.config.limits)
         runner = web.ServerRunner(public, handle_signals=False)
         await runner.setup()
         self._runners.append(runner)
@@ -165,7 +166,8 @@ class Gateway:
         self.bound["public"] = _bound_address(runner)
 
         if self.serve_admin:
-            admin = web.AppRunner(create_admin_app(self.token, self._admin_apis()), handle_signals=False,
+            access = admin_access(self.tables, lambda: self.bound.get("admin", self.admin_listen), self.token)
+            admin = web.AppRunner(create_admin_app(self.token, self._admin_apis(), access), handle_signals=False,
                                   access_log=None)
             await admin.setup()
             self._runners.append(admin)

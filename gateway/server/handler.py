@@ -85,7 +85,7 @@ class PublicHandler:
         if refusal is None:
             try:
                 path, query = split_target(raw)
-                norm = normalize_path(path)
+                norm = normalize_path(path, table.config.limits.path_parameters)
             except PathError as exc:
                 refusal = BadRequest(f"invalid request path: {exc}")
         if refusal is not None:
@@ -99,7 +99,8 @@ class PublicHandler:
         outcome = proxy.Outcome(decision.backend.name)
 
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
-                                           keep_upgrade=False)
+                                           keep_upgrade=False,
+                                           underscores=table.config.limits.underscores_in_headers)
         shadow = self.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
         extra = _cookie_header(decision)
         if trace_header is not None:

@@ -20,7 +20,7 @@ Guarantees, in order of importance:
 Comparison runs in a single worker thread so a large JSON document cannot stall the event loop; results go to the
 ``DiffStore`` writer queue. On a ``noise`` share of safe requests the legacy backend is asked a second time and the
 fields that differ between its two answers are learned as noise (the idea of Diffy's primary/secondary pair). A
-field becomes noise only past a threshold (``diffstore.is_noise``), so one unlucky write between the two reads
+field becomes noise only past a threshold (``gateway.stores.diff_schema.is_noise``), so one unlucky write between the two reads
 cannot hide a real mismatch.
 
 Tests and benchmarks wait for the background work with ``await dispatcher.settle()``.

@@ -17,9 +17,7 @@ connection (:meth:`DiffStore.reader`); WAL mode lets them run beside the writer.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
 import sqlite3
 import threading
 import time
@@ -37,6 +35,7 @@ from gateway.stores.diff_schema import (
     latency_bucket,
     migrate,
 )
+from observability.batches import BatchWriter
 
 SAMPLES_PER_SECOND = 10     # stored samples per route and verdict per second; counters count everything
 SKIP_FLUSH = 0.5            # seconds between two writes of the skip counters
@@ -46,8 +45,6 @@ BATCH = 200
 # costs about as much as a hundred inserts, so at a few hundred comparisons a second (a slow shadow target drains
 # its queue steadily) a commit per record would cost the gateway more CPU than the comparisons themselves.
 LINGER = 0.1
-_FLUSH = object()   # put by flush(): commit what is queued now instead of waiting out LINGER
-REDACTED = "[redacted]"
 
 
 @dataclass(slots=True)
@@ -134,7 +131,7 @@ class _BatchCounts:
                        (route, reason, n))
 
 
-class DiffStore:
+class DiffStore(BatchWriter):
     def __init__(self, path: Path, *, max_samples: int = 200, max_age: float = 7 * 86400.0,
                  samples_per_second: int = SAMPLES_PER_SECOND) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,41 +139,26 @@ class DiffStore:
         self.samples_per_second = samples_per_second
         self.max_samples = max_samples
         self.max_age = max_age
-        self.dropped = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
         init = self._connect()
         init.executescript(SCHEMA)
         migrate(init)
         init.close()
-        # Items put but not yet committed; flush() waits for zero. A counter under a condition, not an Event,
-        # so that a put racing with the end of a batch can never make flush() return early.
-        self._pending = 0
-        self._done = threading.Condition()
         self._skips: dict[tuple[str, str], int] = {}
         self._skip_lock = threading.Lock()
         self._skips_pushed = 0.0
-        # Writer-thread state: samples written this second per route and verdict, fields that have an example.
+        # Writer-thread state: its connection, samples written this second per route and verdict, fields that
+        # have an example.
+        self._db: sqlite3.Connection | None = None
         self._sampled: dict[tuple[str, str], int] = {}
         self._sampled_second = 0
         self._has_example: set[tuple[str, str, str]] = set()
-        self._thread = threading.Thread(target=self._writer, name="strangler-diffstore", daemon=True)
-        self._thread.start()
+        # Group commit: a record waits at most LINGER for others to share its transaction.
+        super().__init__("strangler-diffstore", interval=LINGER, limit=QUEUE_LIMIT, max_batch=BATCH)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite.connect(self.path)
 
-    # -- writing (any thread, never blocks) ------------------------------------------------------------------------
-
-    def put(self, item: Record | tuple[str, ...]) -> bool:
-        with self._done:
-            self._pending += 1
-        try:
-            self._queue.put_nowait(item)
-            return True
-        except queue.Full:
-            self.dropped += 1
-            self._finished(1)
-            return False
+    # -- writing (never blocks) ------------------------------------------------------------------------------------
 
     def skip(self, route: str, reason: str) -> None:
         """Count a skipped copy. Skips can come thousands per second (a dead target, a full queue), so they are
@@ -200,20 +182,13 @@ class DiffStore:
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Records put and not yet committed."""
+        return self._queued - self._done
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything put so far is committed (and the bounds enforced); False on timeout."""
         self.push_skips()
-        with contextlib.suppress(queue.Full):   # a full queue makes full batches anyway
-            self._queue.put_nowait(_FLUSH)
-        with self._done:
-            return self._done.wait_for(lambda: self._pending == 0, timeout=timeout)
-
-    def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout=5.0)
+        return super().flush(timeout)
 
     # -- reading (admin API and CLI, from a worker thread) ---------------------------------------------------------
 
@@ -254,50 +229,20 @@ class DiffStore:
 
     # -- the writer thread ------------------------------------------------------------------------------------------
 
-    def _finished(self, n: int) -> None:
-        with self._done:
-            self._pending -= n
-            if self._pending <= 0:
-                self._done.notify_all()
+    # -- the writer thread -----------------------------------------------------------------------------------------
 
-    def _writer(self) -> None:
-        db = self._connect()
+    def run_writer(self) -> None:
+        db = self._db = self._connect()
         self._has_example = {(r, f, k) for r, f, k in db.execute(
             "SELECT route, field, kind FROM fields WHERE counted > 0 AND last_id IS NOT NULL")}
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            if item is _FLUSH:
-                continue
-            batch, stop = self._gather(item)
-            try:
-                self._write(db, batch)
-            except sqlite3.Error:
-                self.dropped += len(batch)
-            finally:
-                self._finished(len(batch))
-            if stop:
-                break
-        db.close()
+        try:
+            self.drain_forever()
+        finally:
+            db.close()
 
-    def _gather(self, first: Any) -> tuple[list[Any], bool]:
-        """A batch: ``first`` and whatever arrives within ``LINGER`` (at most ``BATCH`` items); and whether the
-        store is closing."""
-        batch = [first]
-        deadline = time.monotonic() + LINGER
-        while len(batch) < BATCH:
-            left = deadline - time.monotonic()
-            try:
-                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:
-                return batch, True
-            if nxt is _FLUSH:
-                break
-            batch.append(nxt)
-        return batch, False
+    def write_batch(self, batch: list[Any]) -> None:
+        assert self._db is not None
+        self._write(self._db, batch)
 
     def _write(self, db: sqlite3.Connection, batch: list[Any]) -> None:
         """One transaction per batch. Counters are added up over the batch first and written once per key, so

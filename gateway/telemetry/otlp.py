@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from gateway.stores.traces import KINDS, Row
+from gateway.stores.trace_records import KINDS, Row
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -35,7 +35,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from gateway.stores.traces import Row, TraceStore, decode_record, gateway_rows, pack_request
+from gateway.stores.trace_records import Row, decode_record, gateway_rows, pack_request
+from gateway.stores.traces import TraceStore
 from observability.tracing import (
     CURRENT,
     TRACEPARENT,
@@ -126,7 +127,7 @@ class RequestSpan:
             a.error = error
 
     def snapshot(self) -> tuple[Any, ...]:
-        """The finished span as plain values (``gateway.tracestore.pack_request`` says which). This, not the span,
+        """The finished span as plain values (``gateway.stores.trace_records.pack_request`` says which). This, not the span,
         is what waits in the store's queue: nothing the request allocated outlives it, because objects kept for a
         second would reach the collector's oldest generation and make every full collection slower."""
         route, decision, outcome = self.route, self.decision, self.outcome

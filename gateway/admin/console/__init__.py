@@ -53,6 +53,8 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def asset(request: web.Request) -> web.StreamResponse:
     """``GET /console/{path}``: one of the console's files, by name."""
     name = request.match_info["path"]
+    if "\x00" in name:   # an encoded NUL (%00) names no file; the OS would refuse the path outright
+        raise web.HTTPNotFound(text="no such console file")
     path = (CONSOLE_DIR / name).resolve()
     if path.parent != CONSOLE_DIR:
         raise web.HTTPNotFound(text="no such console file")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway.routing.paths import PathError, is_normal, normalize_path, split_target
+from gateway.routing.paths import PathError, is_normal, normalize_path, route_path, split_target
 
 # -- split_target ---------------------------------------------------------------------------------------------
 
@@ -202,3 +202,53 @@ def test_arbitrary_text_normalises_or_is_refused(text: str) -> None:
         return
     assert normal.isascii()
     assert normalize_path(normal) == normal
+
+
+# -- ';' path parameters (limits.path_parameters) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "normal", "routed"), [
+    ("/admin;x=1", "/admin;x=1", "/admin"),
+    ("/admin;jsessionid=AB12/orders", "/admin;jsessionid=AB12/orders", "/admin/orders"),
+    ("/public/..;/admin", "/admin", "/admin"),
+    ("/public/..;x=1/admin", "/admin", "/admin"),
+    ("/public/%2e%2e;/admin", "/admin", "/admin"),
+    ("/a/.;x/b", "/a/b", "/a/b"),
+    ("/a/;x/b", "/a/;x/b", "/a/b"),
+    ("/a/b;x/", "/a/b;x/", "/a/b/"),
+    ("/;x", "/;x", "/"),
+    ("/a%3Bx", "/a%3Bx", "/a%3Bx"),      # an escaped ';' is data, not a delimiter (RFC 3986 §2.2)
+])
+def test_parameters_stripped_for_routing(raw: str, normal: str, routed: str) -> None:
+    assert normalize_path(raw) == normal
+    assert normalize_path(raw, "strip") == normal
+    assert route_path(normal) == routed
+
+
+def test_parameters_kept_as_ordinary_characters() -> None:
+    assert normalize_path("/public/..;/admin", "keep") == "/public/..;/admin"
+    assert normalize_path("/a/.;x/b", "keep") == "/a/.;x/b"
+
+
+@pytest.mark.parametrize("raw", ["/admin;x=1", "/public/..;/admin", "/;"])
+def test_parameters_refused(raw: str) -> None:
+    with pytest.raises(PathError) as info:
+        normalize_path(raw, "refuse")
+    assert info.value.reason == "path_parameter"
+    assert normalize_path("/a%3Bx", "refuse") == "/a%3Bx"
+
+
+def _as_java_routes(raw: str) -> str:
+    """The path a servlet container routes: unreserved escapes decoded, every segment's parameters removed, then
+    empty and dot segments removed (Tomcat's order)."""
+    segments = [s.partition(";")[0] for s in _decode_unreserved(raw)[1:].split("/")]
+    return normalize_path("/" + "/".join(segments), "keep")
+
+
+@given(st.lists(st.sampled_from([*_PIECES, ";", ";x=1", "..;", ".;"]), max_size=14).map(lambda ps: "/" + "".join(ps)))
+@example("/a/..;/b")
+@example("/;x=1/..;/a")
+@example("/a/;x/../b")
+def test_a_java_backend_reads_the_forwarded_path_as_it_was_routed(raw: str) -> None:
+    forwarded = normalize_path(raw)
+    assert _as_java_routes(forwarded) == route_path(forwarded)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -83,6 +83,19 @@ async def load(base: str, stop: asyncio.Event, log: list[tuple[float, str, int]]
     await asyncio.gather(*(worker(i) for i in range(workers)))
 
 
+def _config(ports: dict) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/api/config") as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll ``condition`` (bounded) while the load keeps running on the event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        await asyncio.sleep(0.05)
+
+
 async def test_edit_under_load_moves_traffic_without_failures(stack: dict) -> None:
     ports = stack["ports"]
     base = f"http://127.0.0.1:{ports['public']}"
@@ -90,13 +103,14 @@ async def test_edit_under_load_moves_traffic_without_failures(stack: dict) -> No
     log: list[tuple[float, str, int]] = []
     errors: list[str] = []
     runner = asyncio.create_task(load(base, stop, log, errors))
-    await asyncio.sleep(1.5)
+    await _until(lambda: len(log) >= 50, "load under way")
     edited = time.monotonic()
     atomic_write(stack["config"], ROUTES.format(stage="extracted", **ports))
-    await asyncio.sleep(3.0)
+    # Long enough after the edit to see where traffic settled (the assertions look past edited + 2 s).
+    await _until(lambda: sum(1 for t, _, _ in log if t > edited + 2.0) >= 50, "traffic after the edit")
     # An invalid edit: the gateway keeps the last good table and says so.
     atomic_write(stack["config"], ROUTES.format(stage="extracted", **ports).replace("stage:", "stgae:"))
-    await asyncio.sleep(1.5)
+    await _until(lambda: not _config(ports)["last_reload"]["ok"], "the failed reload reported")
     stop.set()
     await runner
 
@@ -110,8 +124,7 @@ async def test_edit_under_load_moves_traffic_without_failures(stack: dict) -> No
     assert [who for t, who, _ in log if t > edited + 2.0] and \
         {who for t, who, _ in log if t > edited + 2.0} == {"reviews"}
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/api/config") as resp:
-        status = json.loads(resp.read())
+    status = _config(ports)
     assert status["generation"] == 2
     assert status["last_reload"]["ok"] is False
     assert "unknown key 'stgae'" in status["last_reload"]["error"]

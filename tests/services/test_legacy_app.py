@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from legacy_app.app import create_app
 from legacy_app.db import PRODUCT_COUNT, ensure_database
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 GENERATED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 PROBLEM_KEYS = {"type", "title", "status", "detail"}

@@ -16,7 +16,8 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 from observability.logging import setup_logging
-from tests.fixtures_observability import TOKEN, Recorder, admin, gateway, public, serve, write_routes
+from tests.support import admin_url, public_url, serve_app
+from tests.telemetry.services import TOKEN, Recorder, gateway_with_token, telemetry_routes
 
 
 @pytest.fixture
@@ -46,8 +47,8 @@ def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
 async def test_every_access_line_carries_the_trace_id_of_its_request(tmp_path: Path, captured: io.StringIO
                                                                      ) -> None:
     legacy = Recorder("legacy")
-    async with serve(legacy.app) as lu:
-        path = write_routes(tmp_path, f"""\
+    async with serve_app(legacy.app) as lu:
+        path = telemetry_routes(tmp_path, f"""\
             backends: {{legacy: {{url: "{lu}"}}}}
             fallback: legacy
             routes:
@@ -55,10 +56,10 @@ async def test_every_access_line_carries_the_trace_id_of_its_request(tmp_path: P
                 match: {{path: {{prefix: /items}}}}
                 stage: legacy
             """)
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+        async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
             sent = {}
             for target in ("/items/1", "/items/2?q=a%22b", "/other", "/x%2Fy"):
-                async with s.get(public(gw) + target) as r:
+                async with s.get(public_url(gw) + target) as r:
                     sent[target] = (r.status, r.headers["X-Trace-Id"], len(await r.read()))
             assert gw.access.flush()
     access = [line for line in _lines(captured) if line["event"] == "access"]
@@ -82,11 +83,11 @@ async def test_every_access_line_carries_the_trace_id_of_its_request(tmp_path: P
 async def test_no_access_lines_and_no_work_when_info_is_filtered(tmp_path: Path, captured: io.StringIO) -> None:
     logging.getLogger().setLevel("WARNING")
     legacy = Recorder("legacy")
-    async with serve(legacy.app) as lu:
-        path = write_routes(tmp_path, f'backends: {{legacy: {{url: "{lu}"}}}}\nfallback: legacy\n')
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+    async with serve_app(legacy.app) as lu:
+        path = telemetry_routes(tmp_path, f'backends: {{legacy: {{url: "{lu}"}}}}\nfallback: legacy\n')
+        async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
             for i in range(5):
-                async with s.get(f"{public(gw)}/{i}") as r:
+                async with s.get(f"{public_url(gw)}/{i}") as r:
                     assert r.status == 200
             assert gw.access._queued == 0      # nothing was even queued for formatting
     assert not [line for line in _lines(captured) if line["event"] == "access"]
@@ -95,8 +96,8 @@ async def test_no_access_lines_and_no_work_when_info_is_filtered(tmp_path: Path,
 async def test_lines_inside_a_request_carry_its_trace_and_guard_decisions_are_events(
         tmp_path: Path, captured: io.StringIO) -> None:
     legacy, new = Recorder("legacy"), Recorder("likes")
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
-        path = write_routes(tmp_path, f"""\
+    async with serve_app(legacy.app) as lu, serve_app(new.app) as nu:
+        path = telemetry_routes(tmp_path, f"""\
             backends: {{legacy: {{url: "{lu}"}}, likes: {{url: "{nu}"}}}}
             fallback: legacy
             routes:
@@ -107,13 +108,13 @@ async def test_lines_inside_a_request_carry_its_trace_and_guard_decisions_are_ev
                 canary: {{weight: 100}}
                 guard: {{window: 60s, min_requests: 50, max_error_rate: 2%}}
             """)
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
-            async with s.get(f"{public(gw)}/likes/1") as r:
+        async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
+            async with s.get(f"{public_url(gw)}/likes/1") as r:
                 assert r.status == 200
                 trace_id = r.headers["X-Trace-Id"]
             # A reload (outside any request) is an event too.
             path.write_text(path.read_text().replace("weight: 100", "weight: 90"))
-            async with s.post(f"{admin(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            async with s.post(f"{admin_url(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
                 assert r.status == 200
             assert gw.access.flush()
     lines = _lines(captured)

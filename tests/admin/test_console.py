@@ -2,7 +2,7 @@
 the real monolith and extracted services, with real traffic through it.
 
 The services and the gateway run on their own event loop in a background thread (``Stack``), so the tests use
-Playwright's sync API on the main thread. Each page is saved as a screenshot in tests/artifacts/ for a reviewer.
+Playwright's sync API on the main thread. Each page is saved as a screenshot in tests/admin/artifacts/ for a reviewer.
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ from gateway.config.parse import load
 from gateway.runtime.gateway import Gateway
 from legacy_app.app import create_app as create_legacy_app
 from legacy_app.db import ensure_database
+from tests.support import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CONSOLE_DIR = Path(__file__).resolve().parents[1] / "gateway" / "admin" / "console"
+CONSOLE_DIR = Path(__file__).resolve().parents[2] / "gateway" / "admin" / "console"
 XSS_TEXT = '<img src=x onerror="window.__pwned=1"> great'
 TIMEOUT_MS = 10_000
 
@@ -484,5 +482,5 @@ def test_pages_refresh_in_place_and_pause_when_hidden(page: Any, stack: Stack) -
     page.wait_for_selector("#live-text:has-text('paused')")
     polls: list[str] = []
     page.on("request", lambda req: polls.append(req.url) if "/api/" in req.url else None)
-    time.sleep(2.5)
+    time.sleep(2.5)   # proving an absence takes a stretch of time: two poll periods with nothing sent
     assert polls == []

@@ -24,15 +24,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from gateway.runtime.gateway import Gateway
-from tests.support import admin_url as admin  # noqa: F401 - re-exported for the tests
-from tests.support import (
-    free_port,  # noqa: F401 - re-exported for the tests
-    run_gateway,
-)
-from tests.support import public_url as public  # noqa: F401 - re-exported for the tests
-from tests.support import serve_app as serve  # noqa: F401 - re-exported for the tests
+from tests.support import run_gateway
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "observability-test-token"
 
 
@@ -52,7 +46,9 @@ class Recorder:
         return web.json_response({"served_by": self.name, "path": request.path}, status=self.status)
 
 
-def write_routes(directory: Path, body: str, *, tracing: str = "", store: str = "") -> Path:
+def telemetry_routes(directory: Path, body: str, *, tracing: str = "", store: str = "") -> Path:
+    """A routes.yaml on loopback ports with the store in ``directory`` and optional ``tracing:`` and ``store:``
+    settings."""
     path = directory / "routes.yaml"
     path.write_text(textwrap.dedent("""\
         version: 1
@@ -78,7 +74,8 @@ def shadow_routes(legacy: str, new: str) -> str:
         """
 
 
-def gateway(path: Path) -> contextlib.AbstractAsyncContextManager[Gateway]:
+def gateway_with_token(path: Path) -> contextlib.AbstractAsyncContextManager[Gateway]:
+    """A started gateway whose admin token is ``TOKEN``."""
     return run_gateway(path, token=TOKEN)
 
 

@@ -20,19 +20,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from gateway.telemetry.tracing import RELAY_HEADER
-from tests.fixtures_observability import (
+from tests.support import admin_url, public_url, serve_app
+from tests.telemetry.services import (
     REPO,
     Collector,
     Recorder,
-    admin,
-    gateway,
+    gateway_with_token,
     get_json,
-    public,
-    serve,
     services,
     shadow_routes,
+    telemetry_routes,
     wait_for,
-    write_routes,
 )
 
 T1 = "5b8efff798038103d269b633813fc60c"
@@ -61,21 +59,21 @@ async def _cli(*args: str) -> tuple[int, str, str]:
 
 
 async def test_one_request_in_shadow_gives_one_trace_across_gateway_monolith_and_extracted(tmp_path: Path) -> None:
-    from tests.fixtures_observability import free_port
+    from tests.support import free_port
 
     ports = {"legacy": free_port(), "reviews": free_port()}
-    routes = write_routes(tmp_path, shadow_routes(f"http://127.0.0.1:{ports['legacy']}",
+    routes = telemetry_routes(tmp_path, shadow_routes(f"http://127.0.0.1:{ports['legacy']}",
                                                   f"http://127.0.0.1:{ports['reviews']}"))
-    async with gateway(routes) as gw, aiohttp.ClientSession() as s:
+    async with gateway_with_token(routes) as gw, aiohttp.ClientSession() as s:
         host, port = gw.bound["admin"]
         with services(tmp_path, f"http://{host}:{port}", ports) as _urls:
-            async with s.get(f"{public(gw)}/api/products/3/reviews") as r:
+            async with s.get(f"{public_url(gw)}/api/products/3/reviews") as r:
                 assert r.status == 200 and r.headers["X-Served-By"] == "legacy"
                 trace_id = r.headers["X-Trace-Id"]
             await gw.shadow.settle()
 
             async def complete() -> dict[str, Any] | None:
-                async with s.get(f"{admin(gw)}/api/traces/{trace_id}") as resp:
+                async with s.get(f"{admin_url(gw)}/api/traces/{trace_id}") as resp:
                     if resp.status != 200:
                         return None
                     found = await resp.json()
@@ -86,7 +84,7 @@ async def test_one_request_in_shadow_gives_one_trace_across_gateway_monolith_and
                 return found if done else None
 
             found = await wait_for(complete, timeout=20)
-            listed = await get_json(s, f"{admin(gw)}/api/traces?route=reviews")
+            listed = await get_json(s, f"{admin_url(gw)}/api/traces?route=reviews")
             code, waterfall, err = await _cli("trace", trace_id, "--admin", f"{host}:{port}")
             assert code == 0, err
             code, listing, err = await _cli("traces", "--json", "--admin", f"{host}:{port}")
@@ -137,7 +135,7 @@ async def test_one_request_in_shadow_gives_one_trace_across_gateway_monolith_and
 
 @pytest.fixture
 def routes(tmp_path: Path) -> Path:
-    return write_routes(tmp_path, """\
+    return telemetry_routes(tmp_path, """\
         backends: {legacy: {url: "http://127.0.0.1:9"}}
         fallback: legacy
         """, store="max_traces: 10")
@@ -158,33 +156,33 @@ async def test_otlp_json_and_protobuf_exports_are_stored_without_a_token(routes:
     pb.trace_id, pb.span_id, pb.parent_span_id = bytes.fromhex(T1), bytes.fromhex("2" * 16), bytes.fromhex("1" * 16)
     pb.name, pb.kind, pb.start_time_unix_nano, pb.end_time_unix_nano = "SELECT", Span.SPAN_KIND_CLIENT, 2_000, 12_000
     pb.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="disk on fire"))
-    async with gateway(routes) as gw, aiohttp.ClientSession() as s:
-        async with s.post(f"{admin(gw)}/v1/traces", json=doc) as r:
+    async with gateway_with_token(routes) as gw, aiohttp.ClientSession() as s:
+        async with s.post(f"{admin_url(gw)}/v1/traces", json=doc) as r:
             assert r.status == 200 and r.content_type == "application/json"
             assert await r.json() == {}
-        async with s.post(f"{admin(gw)}/v1/traces", data=msg.SerializeToString(),
+        async with s.post(f"{admin_url(gw)}/v1/traces", data=msg.SerializeToString(),
                           headers={"Content-Type": "application/x-protobuf"}) as r:
             assert r.status == 200 and r.content_type == "application/x-protobuf"
             ExportTraceServiceResponse().ParseFromString(await r.read())
         # Exporters may compress (OTEL_EXPORTER_OTLP_COMPRESSION=gzip).
         zipped = gzip.compress(json.dumps(otlp_json("c" * 32, [span("7" * 16, "zipped", 1, 2)])).encode())
-        async with s.post(f"{admin(gw)}/v1/traces", data=zipped, headers={
+        async with s.post(f"{admin_url(gw)}/v1/traces", data=zipped, headers={
                 "Content-Type": "application/json", "Content-Encoding": "gzip"}) as r:
             assert r.status == 200
-        assert (await get_json(s, f"{admin(gw)}/api/traces/{'c' * 32}"))["spans"][0]["name"] == "zipped"
-        async with s.post(f"{admin(gw)}/v1/traces", data=b"\x0a\xff\xff", headers={
+        assert (await get_json(s, f"{admin_url(gw)}/api/traces/{'c' * 32}"))["spans"][0]["name"] == "zipped"
+        async with s.post(f"{admin_url(gw)}/v1/traces", data=b"\x0a\xff\xff", headers={
                 "Content-Type": "application/x-protobuf"}) as r:
             assert r.status == 400
-        async with s.post(f"{admin(gw)}/v1/traces", data=b"{}", headers={"Content-Type": "text/plain"}) as r:
+        async with s.post(f"{admin_url(gw)}/v1/traces", data=b"{}", headers={"Content-Type": "text/plain"}) as r:
             assert r.status == 415
-        async with s.post(f"{admin(gw)}/v1/traces", json={"resourceSpans": [{"scopeSpans": [{"spans": [
+        async with s.post(f"{admin_url(gw)}/v1/traces", json={"resourceSpans": [{"scopeSpans": [{"spans": [
                 {"traceId": "xyz", "spanId": "1"}]}]}]}) as r:
             assert r.status == 400
-        trace = await get_json(s, f"{admin(gw)}/api/traces/{T1}")
-        listed = [t for t in await get_json(s, f"{admin(gw)}/api/traces") if t["trace_id"] == T1]
-        async with s.get(f"{admin(gw)}/api/traces/{'f' * 32}") as r:
+        trace = await get_json(s, f"{admin_url(gw)}/api/traces/{T1}")
+        listed = [t for t in await get_json(s, f"{admin_url(gw)}/api/traces") if t["trace_id"] == T1]
+        async with s.get(f"{admin_url(gw)}/api/traces/{'f' * 32}") as r:
             assert r.status == 404
-        async with s.get(f"{admin(gw)}/api/traces/not-an-id") as r:
+        async with s.get(f"{admin_url(gw)}/api/traces/not-an-id") as r:
             assert r.status == 400
 
     root, child = trace["spans"]
@@ -200,25 +198,25 @@ async def test_otlp_json_and_protobuf_exports_are_stored_without_a_token(routes:
 
 async def test_the_store_keeps_the_newest_traces_up_to_its_bound(routes: Path) -> None:
     ids = [f"{i:032x}" for i in range(1, 31)]
-    async with gateway(routes) as gw, aiohttp.ClientSession() as s:
+    async with gateway_with_token(routes) as gw, aiohttp.ClientSession() as s:
         for n, tid in enumerate(ids):
-            async with s.post(f"{admin(gw)}/v1/traces",
+            async with s.post(f"{admin_url(gw)}/v1/traces",
                               json=otlp_json(tid, [span("1" * 16, f"op{n}", n * 10, n * 10 + 5)])) as r:
                 assert r.status == 200
             if n % 4 == 0:
                 gw.tracing.store.flush()  # several batches, so eviction runs more than once
-        listed = await get_json(s, f"{admin(gw)}/api/traces?limit=100")
+        listed = await get_json(s, f"{admin_url(gw)}/api/traces?limit=100")
         db = gw.tracing.store.reader()
         try:
             stored_sets = db.execute("SELECT count(*) FROM span_sets").fetchone()[0]
         finally:
             db.close()
         # A late child of an evicted trace does not come back as a fragment.
-        async with s.post(f"{admin(gw)}/v1/traces",
+        async with s.post(f"{admin_url(gw)}/v1/traces",
                           json=otlp_json(ids[0], [span("2" * 16, "late", 1, 2, parent="1" * 16)])) as r:
             assert r.status == 200
         gw.tracing.store.flush()
-        after = await get_json(s, f"{admin(gw)}/api/traces?limit=100")
+        after = await get_json(s, f"{admin_url(gw)}/api/traces?limit=100")
     assert [t["trace_id"] for t in listed] == ids[-10:][::-1]
     assert stored_sets == 10
     assert [t["trace_id"] for t in after] == ids[-10:][::-1]
@@ -226,8 +224,8 @@ async def test_the_store_keeps_the_newest_traces_up_to_its_bound(routes: Path) -
 
 async def test_listing_filters_by_route_status_and_duration(tmp_path: Path) -> None:
     ok, broken = Recorder("legacy"), Recorder("broken", status=503)
-    async with serve(ok.app) as lu, serve(broken.app) as bu:
-        path = write_routes(tmp_path, f"""\
+    async with serve_app(ok.app) as lu, serve_app(broken.app) as bu:
+        path = telemetry_routes(tmp_path, f"""\
             backends: {{legacy: {{url: "{lu}"}}, broken: {{url: "{bu}"}}}}
             fallback: legacy
             routes:
@@ -236,23 +234,23 @@ async def test_listing_filters_by_route_status_and_duration(tmp_path: Path) -> N
                 to: broken
                 stage: extracted
             """)
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+        async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
             for _ in range(3):
-                async with s.get(f"{public(gw)}/fine") as r:
+                async with s.get(f"{public_url(gw)}/fine") as r:
                     assert r.status == 200
-            async with s.get(f"{public(gw)}/down/1") as r:
+            async with s.get(f"{public_url(gw)}/down/1") as r:
                 assert r.status == 503
                 failed = r.headers["X-Trace-Id"]
             # A slow trace, reported by a service: 250 ms long.
-            async with s.post(f"{admin(gw)}/v1/traces", json=otlp_json(T1, [
+            async with s.post(f"{admin_url(gw)}/v1/traces", json=otlp_json(T1, [
                     span("3" * 16, "slow", 1_000_000_000, 1_250_000_000)])) as r:
                 assert r.status == 200
-            everything = await get_json(s, f"{admin(gw)}/api/traces")
-            errors = await get_json(s, f"{admin(gw)}/api/traces?status=error")
-            down = await get_json(s, f"{admin(gw)}/api/traces?route=down")
-            slow = await get_json(s, f"{admin(gw)}/api/traces?min_ms=200")
-            two = await get_json(s, f"{admin(gw)}/api/traces?limit=2")
-            async with s.get(f"{admin(gw)}/api/traces?status=maybe") as r:
+            everything = await get_json(s, f"{admin_url(gw)}/api/traces")
+            errors = await get_json(s, f"{admin_url(gw)}/api/traces?status=error")
+            down = await get_json(s, f"{admin_url(gw)}/api/traces?route=down")
+            slow = await get_json(s, f"{admin_url(gw)}/api/traces?min_ms=200")
+            two = await get_json(s, f"{admin_url(gw)}/api/traces?limit=2")
+            async with s.get(f"{admin_url(gw)}/api/traces?status=maybe") as r:
                 assert r.status == 400
     assert len(everything) == 5
     assert [t["trace_id"] for t in errors] == [failed]
@@ -266,22 +264,22 @@ async def test_listing_filters_by_route_status_and_duration(tmp_path: Path) -> N
 
 async def test_spans_reach_an_external_otlp_collector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     receiver, legacy = Collector(), Recorder("legacy")
-    async with serve(receiver.app) as collector_url, serve(legacy.app) as lu:
+    async with serve_app(receiver.app) as collector_url, serve_app(legacy.app) as lu:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector_url)
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-        path = write_routes(tmp_path, f"""\
+        path = telemetry_routes(tmp_path, f"""\
             backends: {{legacy: {{url: "{lu}"}}}}
             fallback: legacy
             """)
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
-            async with s.get(f"{public(gw)}/hello") as r:
+        async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
+            async with s.get(f"{public_url(gw)}/hello") as r:
                 trace_id = r.headers["X-Trace-Id"]
             # A service's spans, received here, are sent on as well (the collector sees the whole trace) ...
-            async with s.post(f"{admin(gw)}/v1/traces", json=otlp_json(trace_id, [
+            async with s.post(f"{admin_url(gw)}/v1/traces", json=otlp_json(trace_id, [
                     span("4" * 16, "GET /hello", 1, 2, parent="5" * 16)], service="legacy")) as r:
                 assert r.status == 200
             # ... but not spans this gateway sent itself (a collector pointing back here must not loop).
-            async with s.post(f"{admin(gw)}/v1/traces", headers={RELAY_HEADER: gw.tracing.instance},
+            async with s.post(f"{admin_url(gw)}/v1/traces", headers={RELAY_HEADER: gw.tracing.instance},
                               json=otlp_json(T1, [span("6" * 16, "echo", 1, 2)], service="gateway")) as r:
                 assert r.status == 200
             gw.tracing.store.flush()

@@ -15,8 +15,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.support import free_port, process, serve_app
-from tests.test_workers import _wait_ready
+from tests.support import free_port, process, serve_app, wait_ready
 
 
 def _legacy() -> web.Application:
@@ -43,7 +42,7 @@ backends:
 fallback: legacy
 """)
         with process([sys.executable, "-m", "gateway", "up", "-c", str(config)], tmp_path / "gateway.log") as proc:
-            await _wait_ready(f"http://127.0.0.1:{admin}/readyz")
+            await wait_ready(f"http://127.0.0.1:{admin}/readyz")
             yield proc, f"http://127.0.0.1:{public}", f"http://127.0.0.1:{admin}"
 
 

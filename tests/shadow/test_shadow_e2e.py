@@ -18,9 +18,10 @@ import pytest
 import extracted.reviews
 from legacy_app.app import create_app as create_legacy_app
 from legacy_app.db import ensure_database
-from tests.fixtures_shadow import admin_json, gateway, public, report_for, routes_yaml, serve
+from tests.shadow.services import admin_json, report_for, routes_yaml, serve_cancelling
+from tests.support import public_url, run_gateway
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 REVIEWS = """\
 - name: reviews
@@ -61,11 +62,11 @@ async def test_the_rounding_mismatch_is_found_and_generated_at_is_learned_noise(
     shutil.copyfile(seeded, legacy_db)
     reviews_db = tmp_path / "reviews.db"
     extracted.reviews.migrate(legacy_db, reviews_db)
-    async with serve(create_legacy_app(str(legacy_db))) as lu, serve(
+    async with serve_cancelling(create_legacy_app(str(legacy_db))) as lu, serve_cancelling(
             extracted.reviews.create_app(str(reviews_db))) as nu:
-        async with gateway(routes_yaml(tmp_path, lu, nu, REVIEWS)) as gw, aiohttp.ClientSession() as s:
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, REVIEWS)) as gw, aiohttp.ClientSession() as s:
             for product in range(1, 31):
-                async with s.get(f"{public(gw)}/api/products/{product}/reviews") as r:
+                async with s.get(f"{public_url(gw)}/api/products/{product}/reviews") as r:
                     assert r.status == 200
                     assert r.headers["X-Served-By"] == "legacy"
             await gw.shadow.settle()

@@ -7,8 +7,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures_observability import TOKEN, Recorder, admin, gateway, public, serve, write_routes
-from tests.support import refused_port
+from tests.support import admin_url, public_url, refused_port, serve_app
+from tests.telemetry.services import TOKEN, Recorder, gateway_with_token, telemetry_routes
 
 
 async def _scrape(s: aiohttp.ClientSession, url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -29,7 +29,7 @@ def _value(samples: dict, name: str, **labels: str) -> float:
 
 async def test_requests_latency_shadow_reloads_and_states_are_exposed(tmp_path: Path) -> None:
     legacy, new = Recorder("legacy"), Recorder("reviews")
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
+    async with serve_app(legacy.app) as lu, serve_app(new.app) as nu:
         body = f"""\
             backends:
               legacy: {{url: "{lu}"}}
@@ -48,34 +48,34 @@ async def test_requests_latency_shadow_reloads_and_states_are_exposed(tmp_path: 
                 to: gone
                 stage: extracted
             """
-        path = write_routes(tmp_path, body)
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+        path = telemetry_routes(tmp_path, body)
+        async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
             # A reload that works, then one that does not (a changed route starts its guard afresh, so first).
             path.write_text(path.read_text().replace("/reviews}", "/reviews/}"))
-            async with s.post(f"{admin(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            async with s.post(f"{admin_url(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
                 assert r.status == 200
             good = path.read_text()
             path.write_text(good + "bogus: 1\n")
-            async with s.post(f"{admin(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            async with s.post(f"{admin_url(gw)}/api/reload", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
                 assert r.status == 422
             path.write_text(good)
             for i in range(4):
-                async with s.get(f"{public(gw)}/reviews/{i}") as r:
+                async with s.get(f"{public_url(gw)}/reviews/{i}") as r:
                     assert r.status == 200
-            async with s.post(f"{public(gw)}/reviews/9", data=b"{}") as r:   # POST is not shadowed
+            async with s.post(f"{public_url(gw)}/reviews/9", data=b"{}") as r:   # POST is not shadowed
                 assert r.status == 200
-            async with s.get(f"{public(gw)}/elsewhere") as r:
+            async with s.get(f"{public_url(gw)}/elsewhere") as r:
                 assert r.status == 200
-            async with s.get(f"{public(gw)}/bad%2Fpath") as r:
+            async with s.get(f"{public_url(gw)}/bad%2Fpath") as r:
                 assert r.status == 400
             for _ in range(2):   # two refused connections open the circuit of ``gone``
-                async with s.get(f"{public(gw)}/gone") as r:
+                async with s.get(f"{public_url(gw)}/gone") as r:
                     assert r.status == 502
             await gw.shadow.settle()
-            m = await _scrape(s, admin(gw))
+            m = await _scrape(s, admin_url(gw))
             (tmp_path / "other").mkdir()
-            async with gateway(write_routes(tmp_path / "other", body)) as other:
-                fresh = await _scrape(s, admin(other))
+            async with gateway_with_token(telemetry_routes(tmp_path / "other", body)) as other:
+                fresh = await _scrape(s, admin_url(other))
 
     requests = "strangler_requests_total"
     assert _value(m, requests, route="reviews", stage="shadow", backend="legacy", status_class="2xx") == 5
@@ -125,18 +125,18 @@ async def test_dropped_access_log_lines_are_counted(tmp_path: Path) -> None:
     logger.addHandler(stalled)
     logger.setLevel(logging.INFO)
     try:
-        async with serve(legacy.app) as lu:
-            path = write_routes(tmp_path, f"""\
+        async with serve_app(legacy.app) as lu:
+            path = telemetry_routes(tmp_path, f"""\
                 backends:
                   legacy: {{url: "{lu}"}}
                 fallback: legacy
                 """)
-            async with gateway(path) as gw, aiohttp.ClientSession() as s:
+            async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
                 gw.access._limit = 5     # a small queue, so that a few requests fill it
                 for _ in range(30):
-                    async with s.get(f"{public(gw)}/x") as r:
+                    async with s.get(f"{public_url(gw)}/x") as r:
                         assert r.status == 200
-                m = await _scrape(s, admin(gw))
+                m = await _scrape(s, admin_url(gw))
                 dropped = gw.access.dropped
                 release.set()
     finally:

@@ -25,7 +25,7 @@ from extracted.common import to_iso
 from legacy_app.app import create_app as create_legacy_app
 from legacy_app.db import PRODUCT_COUNT, ensure_database
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHADOW = {"X-Shadow": "1"}
 NOISE = ("average", "generated_at")
 

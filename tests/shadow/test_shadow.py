@@ -18,17 +18,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.fixtures_shadow import (
+from tests.shadow.services import (
     FakeService,
     admin_json,
-    gateway,
-    public,
     raw_server,
     refused_url,
     report_for,
     routes_yaml,
-    serve,
+    serve_cancelling,
 )
+from tests.support import public_url, run_gateway
 
 ITEMS = """\
 - name: items
@@ -47,9 +46,9 @@ async def _get(s: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, list
 async def test_copy_carries_the_marker_and_the_clients_host_and_clients_cannot_forge_the_marker(
         tmp_path: Path) -> None:
     legacy, new = FakeService("legacy"), FakeService("new")
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
-        async with gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
-            status, _, _ = await _get(s, public(gw) + "/items/7?x=1", headers={"Host": "shop.example",
+    async with serve_cancelling(legacy.app) as lu, serve_cancelling(new.app) as nu:
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
+            status, _, _ = await _get(s, public_url(gw) + "/items/7?x=1", headers={"Host": "shop.example",
                                                                              "X-Shadow": "1"})
             assert status == 200
             await gw.shadow.settle()
@@ -71,13 +70,13 @@ async def test_unsafe_methods_are_copied_only_when_listed(tmp_path: Path) -> Non
   shadow: {methods: [GET, POST]}
 """
     legacy, new = FakeService("legacy"), FakeService("new")
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
-        async with gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
-            async with s.post(public(gw) + "/items/1", data=b"not copied") as r:
+    async with serve_cancelling(legacy.app) as lu, serve_cancelling(new.app) as nu:
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
+            async with s.post(public_url(gw) + "/items/1", data=b"not copied") as r:
                 assert r.status == 200
-            async with s.get(public(gw) + "/items/1") as r:
+            async with s.get(public_url(gw) + "/items/1") as r:
                 assert r.status == 200
-            async with s.post(public(gw) + "/orders", data=b'{"sku": 1}') as r:
+            async with s.post(public_url(gw) + "/orders", data=b'{"sku": 1}') as r:
                 assert r.status == 200
             await gw.shadow.settle()
             items = await report_for(gw, "items")
@@ -104,11 +103,11 @@ async def test_a_2mib_post_reaches_the_primary_intact_and_is_skipped_as_too_larg
     big = os.urandom(2 * 1024 * 1024)
     small = os.urandom(512 * 1024)
     legacy, new = FakeService("legacy"), FakeService("new")
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
-        async with gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
+    async with serve_cancelling(legacy.app) as lu, serve_cancelling(new.app) as nu:
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
             answers = []
             for data in (big, _chunks(big), _chunks(small)):  # with Content-Length, then chunked twice
-                async with s.post(public(gw) + "/upload", data=data) as r:
+                async with s.post(public_url(gw) + "/upload", data=data) as r:
                     assert r.status == 200
                     answers.append(await r.json())
             await gw.shadow.settle()
@@ -131,11 +130,11 @@ async def test_sampling_is_sticky_by_key(tmp_path: Path) -> None:
   shadow: {percent: 30, key: {header: X-User}}
 """
     legacy, new = FakeService("legacy"), FakeService("new")
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
-        async with gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
+    async with serve_cancelling(legacy.app) as lu, serve_cancelling(new.app) as nu:
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession() as s:
             for _ in range(3):
                 for user in range(100):
-                    async with s.get(public(gw) + "/items/1", headers={"X-User": f"user-{user}"}) as r:
+                    async with s.get(public_url(gw) + "/items/1", headers={"X-User": f"user-{user}"}) as r:
                         assert r.status == 200
             await gw.shadow.settle()
             report = await report_for(gw, "items")
@@ -180,12 +179,12 @@ async def test_a_misbehaving_shadow_target_changes_nothing_for_the_client(tmp_pa
   stage: legacy
 """
     legacy = _deterministic_legacy()
-    async with serve(legacy.app) as lu, _target(kind) as (nu, accepted):
-        async with gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession(
+    async with serve_cancelling(legacy.app) as lu, _target(kind) as (nu, accepted):
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, routes)) as gw, aiohttp.ClientSession(
                 auto_decompress=False) as s:
             for i in range(5):
-                plain = await _get(s, f"{public(gw)}/plain/{i}")
-                copied = await _get(s, f"{public(gw)}/copied/{i}")
+                plain = await _get(s, f"{public_url(gw)}/plain/{i}")
+                copied = await _get(s, f"{public_url(gw)}/copied/{i}")
                 assert plain[0] == copied[0] == 200
                 assert _without_date(plain[1]) == _without_date(copied[1])
                 assert plain[2] == copied[2] == json.dumps({"item": str(i), "price": 4.33}).encode()
@@ -220,7 +219,7 @@ class _target:
             return await self._cm.__aenter__()
         if self.kind == "refuse":
             return refused_url(), [0]
-        self._cm = serve(_slow_or_failing(self.kind).app)
+        self._cm = serve_cancelling(_slow_or_failing(self.kind).app)
         return await self._cm.__aenter__(), [0]
 
     async def __aexit__(self, *exc: object) -> None:
@@ -230,11 +229,11 @@ class _target:
 
 async def test_copies_are_bounded_and_the_overflow_is_counted_as_queue_full(tmp_path: Path) -> None:
     legacy = FakeService("legacy")
-    async with serve(legacy.app) as lu, raw_server("hang") as (nu, accepted):
-        async with gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
+    async with serve_cancelling(legacy.app) as lu, raw_server("hang") as (nu, accepted):
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
             gw.shadow.set_limits(concurrency=2, pending=4)
             for i in range(10):
-                async with s.get(f"{public(gw)}/items/{i}") as r:
+                async with s.get(f"{public_url(gw)}/items/{i}") as r:
                     assert r.status == 200
             assert gw.shadow.depth == 4  # two exchanges hanging, two waiting for a slot
             await asyncio.sleep(0.1)
@@ -263,10 +262,10 @@ async def test_mismatch_recorded_on_compressed_bodies_with_secrets_redacted(tmp_
 
     legacy, new = FakeService("legacy", legacy_answer), FakeService("new", new_answer)
     secrets = {"Authorization": "Bearer secret-token-value", "Cookie": "session=secret-cookie-value"}
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
-        async with gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession(
+    async with serve_cancelling(legacy.app) as lu, serve_cancelling(new.app) as nu:
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession(
                 auto_decompress=False) as s:
-            status, headers, body = await _get(s, public(gw) + "/items/3", headers=secrets)
+            status, headers, body = await _get(s, public_url(gw) + "/items/3", headers=secrets)
             await gw.shadow.settle()
             (row,) = await admin_json(gw, "GET", "/api/diffs?route=items")
             detail = await admin_json(gw, "GET", f"/api/diffs/{row['id']}")
@@ -300,20 +299,20 @@ async def test_noise_learning_turns_a_generated_field_into_learned_noise(tmp_pat
         return web.json_response({"value": value, "generated_at": time.time_ns()})
 
     legacy, new = FakeService("legacy", legacy_answer), FakeService("new", new_answer)
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
+    async with serve_cancelling(legacy.app) as lu, serve_cancelling(new.app) as nu:
         path = routes_yaml(tmp_path, lu, nu, routes)
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
             for i in range(6):
-                async with s.get(f"{public(gw)}/items/{i}") as r:
+                async with s.get(f"{public_url(gw)}/items/{i}") as r:
                     assert r.status == 200
                 await gw.shadow.settle()
-            async with s.get(f"{public(gw)}/items/9?bad=1") as r:
+            async with s.get(f"{public_url(gw)}/items/9?bad=1") as r:
                 assert r.status == 200
             await gw.shadow.settle()
             report = await report_for(gw, "items")
         # The learned noise survives a restart: the first comparison of the next run already ignores it.
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
-            async with s.get(f"{public(gw)}/items/1") as r:
+        async with run_gateway(path) as gw, aiohttp.ClientSession() as s:
+            async with s.get(f"{public_url(gw)}/items/1") as r:
                 assert r.status == 200
             await gw.shadow.settle()
             (latest, *_) = await admin_json(gw, "GET", "/api/diffs?route=items")
@@ -339,12 +338,12 @@ async def test_replay_compares_recorded_legacy_answers_with_the_fixed_service(tm
         return web.json_response({"average": 4.33 if fixed["on"] else 4.3, "id": request.path})
 
     legacy, new = FakeService("legacy", legacy_answer), FakeService("new", new_answer)
-    async with serve(legacy.app) as lu, serve(new.app) as nu:
-        async with gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
+    async with serve_cancelling(legacy.app) as lu, serve_cancelling(new.app) as nu:
+        async with run_gateway(routes_yaml(tmp_path, lu, nu, ITEMS)) as gw, aiohttp.ClientSession() as s:
             for i in range(3):
-                async with s.post(f"{public(gw)}/items/{i}"):  # not shadowed: POST is not listed
+                async with s.post(f"{public_url(gw)}/items/{i}"):  # not shadowed: POST is not listed
                     pass
-                async with s.get(f"{public(gw)}/items/{i}") as r:
+                async with s.get(f"{public_url(gw)}/items/{i}") as r:
                     assert r.status == 200
             await gw.shadow.settle()
             fixed["on"] = True
@@ -408,16 +407,16 @@ async def test_a_target_that_keeps_failing_is_left_alone_and_probed(tmp_path: Pa
 
     monkeypatch.setattr(shadow, "COOLDOWN", 0.3)
     legacy = FakeService("legacy")
-    async with serve(legacy.app) as lu:
-        async with gateway(routes_yaml(tmp_path, lu, refused_url(), ITEMS)) as gw, aiohttp.ClientSession() as s:
+    async with serve_cancelling(legacy.app) as lu:
+        async with run_gateway(routes_yaml(tmp_path, lu, refused_url(), ITEMS)) as gw, aiohttp.ClientSession() as s:
             for i in range(12):
-                async with s.get(f"{public(gw)}/items/{i}") as r:
+                async with s.get(f"{public_url(gw)}/items/{i}") as r:
                     assert r.status == 200
                 await gw.shadow.settle()
             before_probe = await report_for(gw, "items")
             await asyncio.sleep(0.35)
             for i in range(3):
-                async with s.get(f"{public(gw)}/items/{i}") as r:
+                async with s.get(f"{public_url(gw)}/items/{i}") as r:
                     assert r.status == 200
                 await gw.shadow.settle()
             after_probe = await report_for(gw, "items")

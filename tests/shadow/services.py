@@ -19,10 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.runtime.gateway import Gateway
-from tests.support import admin_url as admin  # noqa: F401 - re-exported for the tests
-from tests.support import public_url as public  # noqa: F401 - re-exported for the tests
-from tests.support import run_gateway as gateway  # noqa: F401 - re-exported for the tests
-from tests.support import serve_app
+from tests.support import admin_url, serve_app
 
 Respond = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
@@ -64,7 +61,7 @@ class FakeService:
         return [s for s in self.seen if s.headers.get("X-Shadow") == "1"]
 
 
-def serve(app: web.Application) -> contextlib.AbstractAsyncContextManager[str]:
+def serve_cancelling(app: web.Application) -> contextlib.AbstractAsyncContextManager[str]:
     """Run an aiohttp app on 127.0.0.1:0 (handlers cancelled when the client goes away); yields its base URL."""
     return serve_app(app, handler_cancellation=True)
 
@@ -135,7 +132,7 @@ def routes_yaml(directory: Path, legacy: str, shadow: str, routes: str) -> Path:
 
 async def admin_json(gw: Gateway, method: str, path: str, **kwargs: Any) -> Any:
     headers = {"Authorization": f"Bearer {gw.token}"}
-    async with aiohttp.ClientSession() as s, s.request(method, admin(gw) + path, headers=headers, **kwargs) as r:
+    async with aiohttp.ClientSession() as s, s.request(method, admin_url(gw) + path, headers=headers, **kwargs) as r:
         assert r.status < 300, (r.status, await r.text())
         return json.loads(await r.read())
 

@@ -16,16 +16,8 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatio
 from opentelemetry.trace import SpanKind, StatusCode
 
 from observability.tracing import format_traceparent, parse_traceparent, sample_bound, sampled
-from tests.fixtures_observability import (
-    Recorder,
-    admin,
-    gateway,
-    get_json,
-    public,
-    serve,
-    shadow_routes,
-    write_routes,
-)
+from tests.support import admin_url, public_url, serve_app
+from tests.telemetry.services import Recorder, gateway_with_token, get_json, shadow_routes, telemetry_routes
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -66,15 +58,15 @@ def _by_name(spans: list[Any]) -> dict[str, Any]:
 async def test_a_shadowed_request_gives_one_trace_with_server_client_and_shadow_spans(tmp_path: Path) -> None:
     legacy, new = Recorder("legacy"), Recorder("reviews")
     exporter = InMemorySpanExporter()
-    async with serve(legacy.app) as lu, serve(new.app) as nu, \
-            gateway(write_routes(tmp_path, shadow_routes(lu, nu))) as gw, aiohttp.ClientSession() as s:
+    async with serve_app(legacy.app) as lu, serve_app(new.app) as nu, \
+            gateway_with_token(telemetry_routes(tmp_path, shadow_routes(lu, nu))) as gw, aiohttp.ClientSession() as s:
         gw.tracing.add_processor(SimpleSpanProcessor(exporter))
-        async with s.get(f"{public(gw)}/api/products/7/reviews?sort=new") as r:
+        async with s.get(f"{public_url(gw)}/api/products/7/reviews?sort=new") as r:
             assert r.status == 200
             trace_id = r.headers["X-Trace-Id"]
         await gw.shadow.settle()
         gw.tracing.store.flush()
-        diffs = await get_json(s, f"{admin(gw)}/api/diffs?route=reviews")
+        diffs = await get_json(s, f"{admin_url(gw)}/api/diffs?route=reviews")
 
     spans = exporter.get_finished_spans()
     assert {f"{sp.context.trace_id:032x}" for sp in spans} == {trace_id}
@@ -108,21 +100,21 @@ async def test_a_shadowed_request_gives_one_trace_with_server_client_and_shadow_
 async def test_an_inbound_traceparent_is_continued_with_its_sampling_decision(tmp_path: Path) -> None:
     legacy, new = Recorder("legacy"), Recorder("reviews")
     exporter = InMemorySpanExporter()
-    async with serve(legacy.app) as lu, serve(new.app) as nu, \
-            gateway(write_routes(tmp_path, shadow_routes(lu, nu), tracing="sample: 0")) as gw, \
+    async with serve_app(legacy.app) as lu, serve_app(new.app) as nu, \
+            gateway_with_token(telemetry_routes(tmp_path, shadow_routes(lu, nu), tracing="sample: 0")) as gw, \
             aiohttp.ClientSession() as s:
         gw.tracing.add_processor(SimpleSpanProcessor(exporter))
         # sample: 0 keeps no new trace, but a caller's sampled trace is continued (parent-based).
-        async with s.get(f"{public(gw)}/api/products/1/reviews",
+        async with s.get(f"{public_url(gw)}/api/products/1/reviews",
                          headers={"traceparent": f"00-{TRACE}-{PARENT}-01"}) as r:
             assert r.headers["X-Trace-Id"] == TRACE
         # A caller's decision not to sample is kept too: nothing recorded, the context still travels.
         other = "a" * 32
-        async with s.get(f"{public(gw)}/api/products/2/reviews",
+        async with s.get(f"{public_url(gw)}/api/products/2/reviews",
                          headers={"traceparent": f"00-{other}-{PARENT}-00"}) as r:
             assert r.headers["X-Trace-Id"] == other
         # An invalid header is not trusted: a new trace starts (and sample: 0 does not keep it).
-        async with s.get(f"{public(gw)}/api/products/3/reviews",
+        async with s.get(f"{public_url(gw)}/api/products/3/reviews",
                          headers={"traceparent": f"00-{TRACE.upper()}-{PARENT}-01"}) as r:
             fresh = r.headers["X-Trace-Id"]
         await gw.shadow.settle()
@@ -146,38 +138,38 @@ async def test_sampling_off_records_nothing_and_the_header_can_be_turned_off(tmp
         backends: {legacy: {url: "%s"}}
         fallback: legacy
         """
-    async with serve(legacy.app) as lu:
-        path = write_routes(tmp_path, routes % lu, tracing="sample: 0, response_header: false")
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+    async with serve_app(legacy.app) as lu:
+        path = telemetry_routes(tmp_path, routes % lu, tracing="sample: 0, response_header: false")
+        async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
             gw.tracing.add_processor(SimpleSpanProcessor(exporter))
             for i in range(20):
-                async with s.get(f"{public(gw)}/anything/{i}") as r:
+                async with s.get(f"{public_url(gw)}/anything/{i}") as r:
                     assert r.status == 200
                     assert "X-Trace-Id" not in r.headers
             gw.tracing.store.flush()
-            assert await get_json(s, f"{admin(gw)}/api/traces") == []
+            assert await get_json(s, f"{admin_url(gw)}/api/traces") == []
     assert exporter.get_finished_spans() == ()
     assert all(h["traceparent"].endswith("-00") for h in legacy.seen)
 
 
 async def test_errors_carry_the_trace_id_and_mark_the_spans_as_failed(tmp_path: Path) -> None:
-    from tests.fixtures_observability import free_port
+    from tests.support import free_port
 
     exporter = InMemorySpanExporter()
     routes = f"""\
         backends: {{legacy: {{url: "http://127.0.0.1:{free_port()}"}}}}
         fallback: legacy
         """
-    async with gateway(write_routes(tmp_path, routes)) as gw, aiohttp.ClientSession() as s:
+    async with gateway_with_token(telemetry_routes(tmp_path, routes)) as gw, aiohttp.ClientSession() as s:
         gw.tracing.add_processor(SimpleSpanProcessor(exporter))
-        async with s.get(f"{public(gw)}/down") as r:
+        async with s.get(f"{public_url(gw)}/down") as r:
             assert r.status == 502
             assert r.content_type == "application/problem+json"
             body = await r.json()
             trace_id = r.headers["X-Trace-Id"]
             assert body["trace_id"] == trace_id
         # Refused before any route is chosen (an encoded slash): still a span, still the header.
-        async with s.get(f"{public(gw)}/a%2Fb") as r:
+        async with s.get(f"{public_url(gw)}/a%2Fb") as r:
             assert r.status == 400
             refused = r.headers["X-Trace-Id"]
             assert (await r.json())["trace_id"] == refused
@@ -201,14 +193,14 @@ async def test_new_traces_are_rate_limited_per_second(tmp_path: Path) -> None:
         backends: {legacy: {url: "%s"}}
         fallback: legacy
         """
-    async with serve(legacy.app) as lu:
-        path = write_routes(tmp_path, routes % lu, tracing="sample: 100, max_per_second: 5")
-        async with gateway(path) as gw, aiohttp.ClientSession() as s:
+    async with serve_app(legacy.app) as lu:
+        path = telemetry_routes(tmp_path, routes % lu, tracing="sample: 100, max_per_second: 5")
+        async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
             for i in range(40):
-                async with s.get(f"{public(gw)}/anything/{i}") as r:
+                async with s.get(f"{public_url(gw)}/anything/{i}") as r:
                     assert r.status == 200 and len(r.headers["X-Trace-Id"]) == 32
             gw.tracing.store.flush()
-            kept = await get_json(s, f"{admin(gw)}/api/traces?limit=100")
+            kept = await get_json(s, f"{admin_url(gw)}/api/traces?limit=100")
     # 40 requests within a second or two: at most 5 new traces per second were kept.
     assert 5 <= len(kept) <= 15
     sampled = [h["traceparent"] for h in legacy.seen if h["traceparent"].endswith("-01")]
