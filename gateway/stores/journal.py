@@ -3,13 +3,15 @@ gets its answer.
 
 Group commit: the event loop hands an entry to ``append`` and awaits the future it returns; one writer thread takes
 every entry queued since its last commit and inserts them in one transaction (``synchronous=FULL``, so a commit
-survives a power cut, not only a crash; the deliverer's updates use ``NORMAL``). Under load one fsync covers many writes, which is what keeps the journal
-cheap on the request path.
+survives a power cut, not only a crash; the deliverer's updates use ``NORMAL``). Under load one fsync covers many
+writes, which is what keeps the journal cheap on the request path.
 
-States: ``pending`` (to deliver, in ``seq`` order per route), ``delivered`` and ``dead`` (the other side answered
-4xx: kept, shown, retryable, never dropped). Retention: a delivered entry's body and headers are cleared when it
-is delivered (it will never be sent again) and the row is removed after ``retention`` seconds; pending and dead entries are
-never removed.
+Two tables. ``journal`` holds what may still be sent: ``pending`` entries (to deliver, in ``seq`` order per
+route) and ``dead`` ones (the other side answered 4xx: kept, shown, retryable, never dropped), with their
+headers and bodies. A delivered entry moves to ``delivered`` without them (it will never be sent again): a small
+row (method, path, key, status, times, verification) kept ``retention`` seconds for the surfaces, then removed.
+Rows leave ``journal`` roughly in ``seq`` order, so its pages empty whole and the incremental vacuum gives them
+back: the file stays about as large as what is pending plus the retained history.
 """
 
 from __future__ import annotations
@@ -57,8 +59,27 @@ CREATE TABLE IF NOT EXISTS journal (
     verify       TEXT                    -- JSON {verdict, differences} of the read-after-write check
 );
 CREATE INDEX IF NOT EXISTS journal_pending ON journal(state, route, seq);
-CREATE INDEX IF NOT EXISTS journal_done ON journal(state, done_at);
 CREATE INDEX IF NOT EXISTS journal_time ON journal(route, created_at);
+CREATE TABLE IF NOT EXISTS delivered (
+    seq          INTEGER PRIMARY KEY,    -- the entry's seq in journal
+    route        TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    side         TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    raw_target   TEXT NOT NULL,
+    idem_key     TEXT NOT NULL,
+    entity       TEXT,
+    trace_id     TEXT,
+    answered_by  TEXT NOT NULL,
+    answered_status INTEGER NOT NULL,
+    created_at   REAL NOT NULL,
+    attempts     INTEGER NOT NULL,
+    last_status  INTEGER,
+    done_at      REAL NOT NULL,
+    verify       TEXT
+);
+CREATE INDEX IF NOT EXISTS delivered_done ON delivered(done_at);
+CREATE INDEX IF NOT EXISTS delivered_time ON delivered(route, created_at);
 """
 
 
@@ -169,15 +190,17 @@ class SQLiteJournal:
         return rows
 
     def delivered(self, done: list[tuple[int, int]]) -> None:
-        """Mark ``(seq, status)`` pairs delivered, in one transaction; their bodies and headers (credentials
-        included) are dropped: they will never be sent again."""
+        """Move ``(seq, status)`` entries to ``delivered``, in one transaction; their bodies and headers
+        (credentials included) are dropped: they will never be sent again."""
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("UPDATE journal SET state = 'delivered', last_status = ?, last_error = NULL, "
-                                     "done_at = ?, attempts = attempts + 1, body = NULL, headers = '[]' WHERE seq = ?",
-                                     [(status, now, seq) for seq, status in done])
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO delivered SELECT seq, route, target, side, method, raw_target, idem_key, "
+                    "entity, trace_id, answered_by, answered_status, created_at, attempts + 1, ?, ?, verify "
+                    "FROM journal WHERE seq = ?", [(status, now, seq) for seq, status in done])
+                self._db.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq, _ in done])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -193,7 +216,11 @@ class SQLiteJournal:
                      "done_at = ? WHERE seq = ?", (status, error, time.time(), seq))
 
     def verified(self, seq: int, result: dict[str, Any]) -> None:
-        self._update("UPDATE journal SET verify = ? WHERE seq = ?", (json.dumps(result), seq))
+        # The entry may not be marked delivered yet (marks go a batch at a time): it moves with its verdict.
+        text = json.dumps(result)
+        with self._lock:
+            self._db.execute("UPDATE journal SET verify = ? WHERE seq = ?", (text, seq))
+            self._db.execute("UPDATE delivered SET verify = ? WHERE seq = ?", (text, seq))
 
     def retry_dead(self, route: str) -> int:
         """Make a route's dead letters pending again (their place in the order is their original one)."""
@@ -211,10 +238,10 @@ class SQLiteJournal:
             return
         self._pruned = now
         with self._lock:
-            removed = self._db.execute("DELETE FROM journal WHERE state = 'delivered' AND done_at < ?",
-                                       (now - self.retention,)).rowcount
-            if removed:
-                # executescript steps the pragma to the end (a plain execute frees one page per step)
+            self._db.execute("DELETE FROM delivered WHERE done_at < ?", (now - self.retention,))
+            # Pages emptied by deliveries and by the retention go back to the file system. executescript steps
+            # the pragma to the end (a plain execute frees one page per step).
+            if self._db.execute("PRAGMA freelist_count").fetchone()[0]:
                 self._db.executescript("PRAGMA incremental_vacuum;")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -234,9 +261,11 @@ class SQLiteJournal:
                     "SELECT route, last_error, last_status, attempts FROM journal WHERE seq IN "
                     "(SELECT MIN(seq) FROM journal WHERE state = 'pending' GROUP BY route)"):
                 out[route]["head"] = {"error": error, "status": status, "attempts": attempts}
+            for route, n in self._reader.execute("SELECT route, COUNT(*) FROM delivered GROUP BY route"):
+                out.setdefault(route, _empty())[DELIVERED] = n
             for route, verdict, n in self._reader.execute(
-                    "SELECT route, json_extract(verify, '$.verdict'), COUNT(*) FROM journal "
-                    "WHERE verify IS NOT NULL GROUP BY route, 2"):
+                    "SELECT route, json_extract(verify, '$.verdict'), COUNT(*) FROM (SELECT route, verify FROM "
+                    "delivered UNION ALL SELECT route, verify FROM journal) WHERE verify IS NOT NULL GROUP BY 1, 2"):
                 out.setdefault(route, _empty())["verified"][verdict] = n
         return out
 
@@ -247,16 +276,18 @@ class SQLiteJournal:
 
     def entries(self, route: str | None = None, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest entries (without bodies), for ``strangler sync ROUTE`` and the console."""
-        where, args = [], []
-        if route is not None:
-            where.append("route = ?")
-            args.append(route)
-        if state is not None:
-            where.append("state = ?")
-            args.append(state)
-        sql = ("SELECT seq, route, target, side, method, raw_target, idem_key, entity, answered_by, "
-               "answered_status, created_at, state, attempts, last_status, last_error, done_at, verify FROM journal"
-               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC LIMIT ?")
+        columns = ("seq, route, target, side, method, raw_target, idem_key, entity, answered_by, answered_status, "
+                   "created_at, {state} AS state, attempts, last_status, {error} AS last_error, done_at, verify")
+        where = " WHERE route = ?" if route is not None else " WHERE 1"
+        parts, args = [], []
+        if state in (None, PENDING, DEAD):
+            parts.append(f"SELECT {columns.format(state='state', error='last_error')} FROM journal{where}"
+                         + (" AND state = ?" if state is not None else ""))
+            args += [a for a in (route, state) if a is not None]
+        if state in (None, DELIVERED):
+            parts.append(f"SELECT {columns.format(state=repr(DELIVERED), error='NULL')} FROM delivered{where}")
+            args += [route] if route is not None else []
+        sql = " UNION ALL ".join(parts) + " ORDER BY seq DESC LIMIT ?"
         with self._read_lock:
             cur = self._reader.execute(sql, (*args, limit))
             names = [d[0] for d in cur.description]
@@ -269,9 +300,10 @@ class SQLiteJournal:
         """``(raw_target, created_at, done_at)`` of a route's writes made in ``[since, until]`` (done_at: when
         the other side took it; None while pending)."""
         with self._read_lock:
-            return [(t, c, d if state != "pending" else None) for t, c, d, state in self._reader.execute(
-                "SELECT raw_target, created_at, done_at, state FROM journal WHERE route = ? AND created_at "
-                "BETWEEN ? AND ?", (route, since, until))]
+            return [(t, c, d) for t, c, d in self._reader.execute(
+                "SELECT raw_target, created_at, NULL FROM journal WHERE route = ? AND created_at BETWEEN ? AND ? "
+                "UNION ALL SELECT raw_target, created_at, done_at FROM delivered WHERE route = ? AND created_at "
+                "BETWEEN ? AND ?", (route, since, until, route, since, until))]
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())

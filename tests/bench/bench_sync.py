@@ -209,7 +209,7 @@ def _settled_size(path: Path) -> int:
 
 
 def journal_size(n: int, tmp: Path) -> dict[str, Any]:
-    journal = SQLiteJournal(tmp / "journal.db", retention=0.0)
+    journal = SQLiteJournal(tmp / "journal.db")
     headers = [("Host", "127.0.0.1:8080"), ("User-Agent", "Python/3.11 aiohttp/3.9"), ("Accept", "*/*"),
                ("Content-Type", "application/json"), ("X-User-Id", "user-0001"),
                ("Idempotency-Key", "01938f3e-2a4b-7c1d-9e2f-0a1b2c3d4e5f"), ("X-Forwarded-For", "127.0.0.1"),
@@ -224,13 +224,17 @@ def journal_size(n: int, tmp: Path) -> dict[str, Any]:
     append_s = time.perf_counter() - started
     pending_bytes = _settled_size(tmp / "journal.db")
     started = time.perf_counter()
-    journal._pruned = time.time()      # no prune while delivering: the size of everything delivered and kept
-    for at in range(0, len(seqs), 200):     # the deliverer marks a batch at a time
-        journal.delivered([(seq, 200) for seq in seqs[at:at + 200]])
+    journal._pruned = time.time()      # no prune while delivering (it runs once a minute)
+    for at in range(0, len(seqs) - 1, 200):     # the deliverer marks a batch at a time
+        journal.delivered([(seq, 200) for seq in seqs[at:min(at + 200, len(seqs) - 1)]])
     deliver_s = time.perf_counter() - started
-    delivered_bytes = _settled_size(tmp / "journal.db")
+    journal.retention = 7 * 86400.0
     journal._pruned = 0.0
-    journal.delivered([(seqs[-1], 200)])   # the next delivery past the retention runs the prune
+    journal.delivered([(seqs[-1], 200)])   # a delivery after a minute runs the prune: nothing is old enough yet
+    delivered_bytes = _settled_size(tmp / "journal.db")
+    journal.retention = 0.0
+    journal._pruned = 0.0
+    journal.delivered([(seqs[-1], 200)])   # and once the retention has passed, the delivered rows go
     pruned_bytes = _settled_size(tmp / "journal.db")
     commits = journal.commits
     journal.close()

@@ -274,6 +274,12 @@ def test_journal_survives_a_reopen_in_order(tmp_path: Path) -> None:
         assert [e["raw_target"] for e in pending] == [f"/x/{i}" for i in range(1, 5)]
         assert pending[0]["headers"] == [("A", "b")] and pending[0]["idem_key"] == "k1"
         assert again.summary()["r"]["delivered"] == 1
+        assert [(e["seq"], e["state"]) for e in again.entries("r", "delivered")] == [(seqs[0], "delivered")]
+        assert [e["state"] for e in again.entries("r")] == ["pending"] * 4 + ["delivered"]
+        # The retention removes delivered entries (here: at once), never pending ones.
+        again.retention = 0.0
+        again.delivered([(seqs[1], 200)])
+        assert again.summary()["r"]["delivered"] == 0 and again.pending_count("r") == 3
     finally:
         again.close()
 
