@@ -91,14 +91,11 @@ class SQLiteJournal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retention = retention
-        self._db = connect(path)
+        # Pages emptied by deliveries and the retention go back to the file system (a new file only: the mode is
+        # fixed once the first page is written).
+        self._db = connect(path, before_wal=("PRAGMA auto_vacuum=INCREMENTAL",))
         # The WAL file is cut back to this after a checkpoint instead of staying as large as its biggest burst.
         self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
-        if self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'journal'").fetchone()[0] == 0:
-            # Pages freed by the retention go back to the file system. A new file is already in WAL mode, which
-            # fixed its vacuum mode; the VACUUM of the empty file applies the new one.
-            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            self._db.execute("VACUUM")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()           # the writing connection: appends, the deliverer's updates
         # Reads (the deliverer's next entries, the surfaces' summaries) use a connection of their own: in WAL mode
