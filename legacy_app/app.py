@@ -214,7 +214,7 @@ def _product(conn: sqlite3.Connection, product_id: int) -> dict[str, Any]:
 def _reviews(conn: sqlite3.Connection, product_id: int) -> dict[str, Any]:
     _require_product(conn, product_id)
     rows = conn.execute(
-        "SELECT id, author, rating, text, created_at FROM reviews WHERE product_id = ? ORDER BY id",
+        "SELECT id, author, rating, text, created_at FROM reviews WHERE product_id = ? ORDER BY created_at, id",
         (product_id,),
     ).fetchall()
     # The shop has always shown the average with two decimals, rounded by SQLite (half away from zero).

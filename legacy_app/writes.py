@@ -23,7 +23,6 @@ from legacy_app.db import TIMESTAMP_FORMAT, format_timestamp
 SHADOW_HEADER = "X-Shadow"
 SYNC_HEADER = "X-Strangler-Sync"
 IDEMPOTENCY_KEY = "Idempotency-Key"
-ID_EPOCH_MS = 1_577_836_800_000   # 2020-01-01T00:00:00Z
 WRITTEN_AT = "strangler.written_at"   # the request's key for the time its write recorded
 
 
@@ -70,13 +69,10 @@ def stamp_write_date(request: web.Request, response: web.StreamResponse) -> None
 
 def entity_id(request: web.Request) -> int | None:
     """The id of what this write creates, derived from its ``Idempotency-Key`` so that every side applying the
-    write gives it the same id (docs/services.md); None without a key (SQLite allocates). A UUIDv7 key gives a
-    time-ordered id under 2^53; any other key is hashed into [2^52, 2^53)."""
+    write gives it the same id (docs/services.md); None without a key (SQLite allocates). The key is hashed into
+    [2^52, 2^53): exact in JavaScript and far above any row number."""
     key = request.headers.get(IDEMPOTENCY_KEY)
     if not key:
         return None
-    hexdigits = key.replace("-", "").lower()
-    if len(hexdigits) == 32 and hexdigits[12] == "7" and all(c in "0123456789abcdef" for c in hexdigits):
-        return ((int(hexdigits[:12], 16) - ID_EPOCH_MS) << 12) | int(hexdigits[13:16], 16)
     digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return (1 << 52) + int.from_bytes(digest, "big") % (1 << 52)

@@ -81,7 +81,8 @@ def require_product(conn: sqlite3.Connection, product_id: int) -> None:
 def reviews_of(conn: sqlite3.Connection, product_id: int) -> dict[str, Any]:
     require_product(conn, product_id)
     rows = conn.execute(
-        "SELECT review_id, author, rating, body, created_at FROM reviews WHERE product_id = ? ORDER BY review_id",
+        "SELECT review_id, author, rating, body, created_at FROM reviews WHERE product_id = ? "
+        "ORDER BY created_at, review_id",
         (product_id,),
     ).fetchall()
     items = [_review(row) for row in rows]

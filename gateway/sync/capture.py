@@ -175,8 +175,8 @@ def _entity(route: Route, raw_target: str) -> str | None:
 
 
 def uuid7() -> str:
-    """A UUIDv7 (RFC 9562 §5.7): 48 bits of Unix milliseconds, then random bits. Keys generated here are
-    time-ordered, so a service that derives an id from the key gets ids in creation order."""
+    """A UUIDv7 (RFC 9562 §5.7): 48 bits of Unix milliseconds, then 74 random bits. Unique without asking anyone,
+    and time-ordered, so the services' tables of keys seen grow at one end of their index."""
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | (rand & (2**62 - 1))
