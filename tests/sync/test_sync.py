@@ -5,6 +5,9 @@ first, and the admin surfaces."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -162,8 +165,13 @@ async def test_a_4xx_from_the_other_side_is_a_dead_letter_until_retried(tmp_path
         assert view["routes"][0]["dead"] == 2 and view["routes"][0]["pending"] == 0
         assert {e["last_status"] for e in view["entries"]} == {409}
         new.sync_status = 200
-        async with s.post(admin_url(gw) + "/api/sync/likes/retry", headers={"Authorization": "Bearer t0k"}) as r:
-            assert (await r.json())["retried"] == 2
+        host, port = gw.bound["admin"]
+        out = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "gateway", "sync", "retry", "likes", "-c", str(path),
+                             "--admin", f"{host}:{port}"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "STRANGLER_ADMIN_TOKEN": "t0k"})
+        assert out.returncode == 0, out.stderr
+        assert "route likes: 2 dead letter(s) sent again" in out.stdout
         await gw.deliverer.settle()
         async with s.get(admin_url(gw) + "/api/sync", params={"route": "likes"}) as resp:
             row = (await resp.json())["routes"][0]
