@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
+import hashlib
 import json
 import logging
 import sqlite3
@@ -28,6 +30,8 @@ from observability.tracing import db_span, server_span_middleware, setup_service
 T = TypeVar("T")
 
 SHADOW_HEADER = "X-Shadow"
+SYNC_HEADER = "X-Strangler-Sync"
+IDEMPOTENCY_KEY = "Idempotency-Key"
 SERVED_BY_HEADER = "X-Served-By"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -76,20 +80,31 @@ class Database:
         """Run ``query(conn, *args)`` in a worker thread."""
         return await asyncio.to_thread(self._read, query, args)
 
-    async def write(self, change: Callable[..., T], *args: Any, dry_run: bool) -> T:
-        """Run ``change(conn, *args)`` in one transaction; with ``dry_run`` roll it back after it ran in full."""
-        return await asyncio.to_thread(self._write, change, args, dry_run)
+    async def write(self, change: Callable[..., T], *args: Any, dry_run: bool, key: str | None = None) -> T:
+        """Run ``change(conn, *args)`` in one transaction; with ``dry_run`` roll it back after it ran in full.
+        With an idempotency ``key`` already seen for this change, nothing runs and the first result is returned;
+        a new key is recorded with the result in the same transaction, so a retry can never apply it twice."""
+        return await asyncio.to_thread(self._write, change, args, dry_run, key)
 
     def _read(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
         # The span includes the wait for the lock: that wait is part of what the request spent on the database.
         with db_span(query.__name__, "read"), self._lock:
             return query(self._conn, *args)
 
-    def _write(self, change: Callable[..., T], args: tuple[Any, ...], dry_run: bool) -> T:
+    def _write(self, change: Callable[..., T], args: tuple[Any, ...], dry_run: bool, key: str | None) -> T:
         with db_span(change.__name__, "write", dry_run=dry_run), self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                if key is not None:
+                    seen = self._conn.execute("SELECT result FROM idempotency WHERE key = ? AND change = ?",
+                                              (key, change.__name__)).fetchone()
+                    if seen is not None:
+                        self._conn.execute("ROLLBACK")
+                        return json.loads(seen[0])  # type: ignore[no-any-return]
                 result = change(self._conn, *args)
+                if key is not None:
+                    self._conn.execute("INSERT INTO idempotency (key, change, result) VALUES (?, ?, ?)",
+                                       (key, change.__name__, json.dumps(result)))
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -98,6 +113,10 @@ class Database:
 
 
 DB = web.AppKey("db", Database)
+
+# Keys of the writes already applied, with the first answer: a repeated Idempotency-Key changes nothing.
+IDEMPOTENCY_SCHEMA = """CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT NOT NULL, change TEXT NOT NULL, result TEXT NOT NULL, PRIMARY KEY (key, change)) WITHOUT ROWID"""
 
 
 
@@ -146,6 +165,7 @@ def database_context(
     def open_database() -> Database:
         conn = connect(db_path)
         prepare(conn)
+        conn.execute(IDEMPOTENCY_SCHEMA)
         return Database(conn)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
@@ -199,6 +219,7 @@ def served_by_middleware(service: str) -> Middleware:
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = problem_response(500, "internal error")
         response.headers[SERVED_BY_HEADER] = service
+        stamp_write_date(request, response)
         return response
 
     return served_by
@@ -248,8 +269,60 @@ def is_shadow(request: web.Request) -> bool:
 
 
 async def write(request: web.Request, change: Callable[..., T], *args: Any) -> T:
-    """Every handler writes through here: a shadow copy runs the change and rolls it back."""
-    return await request.app[DB].write(change, *args, dry_run=is_shadow(request))
+    """Every handler writes through here: a shadow copy runs the change and rolls it back; a write with an
+    ``Idempotency-Key`` seen before answers as the first time and changes nothing."""
+    return await request.app[DB].write(change, *args, dry_run=is_shadow(request),
+                                       key=request.headers.get(IDEMPOTENCY_KEY) or None)
+
+
+def is_mirrored(request: web.Request) -> bool:
+    """A write the gateway mirrored from the other side (``X-Strangler-Sync: 1``): a real write, which this
+    service applies and never sends on to anyone (it has no one to send it to)."""
+    return request.headers.get(SYNC_HEADER) == "1"
+
+
+def written_at(request: web.Request) -> str:
+    """When the write happened: for a mirrored write, the time the answering side made it (the gateway sends it
+    as ``Date``, RFC 9110 §6.6.1), so both sides store the same time; otherwise now."""
+    date = request.headers.get("Date") if is_mirrored(request) else None
+    value = None
+    if date:
+        try:
+            value = email.utils.parsedate_to_datetime(date).astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+        except (TypeError, ValueError):
+            pass
+    request[WRITTEN_AT] = value = value or timestamp()
+    return value
+
+
+WRITTEN_AT = "strangler.written_at"   # the request's key for the time its write recorded
+
+
+def stamp_write_date(request: web.Request, response: web.StreamResponse) -> None:
+    """A write's answer is dated with the time the write recorded (not the moment the answer left, which can be
+    the next second): the gateway passes that ``Date`` on with the mirrored write, so the other side stores the
+    same time."""
+    value = request.get(WRITTEN_AT)
+    if value is not None:
+        moment = datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        response.headers["Date"] = email.utils.format_datetime(moment, usegmt=True)
+
+
+def entity_id(request: web.Request) -> int | None:
+    """The id of an entity this write creates, the same on every side that applies it: derived from the write's
+    ``Idempotency-Key`` (None without one: the database allocates). The key is hashed into [2^52, 2^53): exact
+    in JavaScript, far above any row number, and unlikely to collide (about one chance in 10^4 among a million
+    ids; a collision fails the write with 500, it never merges two). Ids are not in creation order: lists are
+    ordered by creation time, then id."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if not key:
+        return None
+    return id_from_key(key)
+
+
+def id_from_key(key: str) -> int:
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (1 << 52) + int.from_bytes(digest, "big") % (1 << 52)
 
 
 def path_id(request: web.Request, name: str) -> int:

@@ -24,10 +24,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from legacy_app.db import Database, format_timestamp
+from legacy_app.writes import entity_id, stamp_write_date, write_options, written_at
 from observability.tracing import server_span_middleware
 
 SERVICE_NAME = "legacy"
-SHADOW_HEADER = "X-Shadow"
 SERVED_BY_HEADER = "X-Served-By"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 DEFAULT_LIMIT = 20
@@ -81,6 +81,7 @@ async def served_by_middleware(request: web.Request, handler: Handler) -> web.St
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = problem_response(500, "internal error")
     response.headers[SERVED_BY_HEADER] = SERVICE_NAME
+    stamp_write_date(request, response)
     return response
 
 
@@ -97,11 +98,6 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.St
 
 
 # --- request parsing ------------------------------------------------------------------------------------
-
-
-def is_shadow(request: web.Request) -> bool:
-    """The gateway marks shadow copies with ``X-Shadow: 1``; those must not change any data."""
-    return request.headers.get(SHADOW_HEADER) == "1"
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
@@ -167,8 +163,8 @@ def price(cents: int) -> float:
 
 
 async def _write(request: web.Request, change: Callable[..., T], *args: Any) -> T:
-    """Every handler writes through here: a shadow copy runs the change and rolls it back."""
-    return await request.app[DB].write(change, *args, dry_run=is_shadow(request))
+    """Every handler writes through here: a shadow copy runs the change and rolls it back (``write_options``)."""
+    return await request.app[DB].write(change, *args, **write_options(request))
 
 
 # --- queries and changes (run in a worker thread, given the connection) -----------------------------------
@@ -218,7 +214,7 @@ def _product(conn: sqlite3.Connection, product_id: int) -> dict[str, Any]:
 def _reviews(conn: sqlite3.Connection, product_id: int) -> dict[str, Any]:
     _require_product(conn, product_id)
     rows = conn.execute(
-        "SELECT id, author, rating, text, created_at FROM reviews WHERE product_id = ? ORDER BY id",
+        "SELECT id, author, rating, text, created_at FROM reviews WHERE product_id = ? ORDER BY created_at, id",
         (product_id,),
     ).fetchall()
     # The shop has always shown the average with two decimals, rounded by SQLite (half away from zero).
@@ -234,12 +230,13 @@ def _reviews(conn: sqlite3.Connection, product_id: int) -> dict[str, Any]:
 
 
 def _add_review(
-    conn: sqlite3.Connection, product_id: int, author: str, rating: int, text: str, at: str
+    conn: sqlite3.Connection, product_id: int, author: str, rating: int, text: str, at: str,
+    review_id: int | None = None,
 ) -> dict[str, Any]:
     _require_product(conn, product_id)
     cursor = conn.execute(
-        "INSERT INTO reviews (product_id, author, rating, text, created_at) VALUES (?, ?, ?, ?, ?)",
-        (product_id, author, rating, text, at),
+        "INSERT INTO reviews (id, product_id, author, rating, text, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (review_id, product_id, author, rating, text, at),
     )
     _record_event(conn, "review_posted", product_id, author, at)
     return {
@@ -390,7 +387,8 @@ async def post_review(request: web.Request) -> web.Response:
     author = text_field(body, "author", 1, 80)
     rating = int_field(body, "rating", 1, 5)
     text = text_field(body, "text", 1, 2000)
-    review = await _write(request, _add_review, product_id, author, rating, text, format_timestamp(now()))
+    review = await _write(request, _add_review, product_id, author, rating, text, written_at(request),
+                          entity_id(request))
     return web.json_response(review, status=201)
 
 
@@ -401,7 +399,7 @@ async def get_likes(request: web.Request) -> web.Response:
 async def post_like(request: web.Request) -> web.Response:
     product_id = path_id(request, "product_id")
     user = text_field(await json_object(request), "user", 1, 80)
-    return web.json_response(await _write(request, _add_like, product_id, user, format_timestamp(now())))
+    return web.json_response(await _write(request, _add_like, product_id, user, written_at(request)))
 
 
 async def search(request: web.Request) -> web.Response:

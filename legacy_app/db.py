@@ -7,6 +7,7 @@ identical row for row. The extracted services copy their initial data from here 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import threading
@@ -76,6 +77,13 @@ CREATE TABLE IF NOT EXISTS order_items (
     unit_price_cents INTEGER NOT NULL,
     PRIMARY KEY (order_id, line)
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    key        TEXT NOT NULL,
+    change     TEXT NOT NULL,
+    result     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (key, change)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     kind       TEXT NOT NULL,
@@ -276,25 +284,37 @@ class Database:
         """Run ``query(conn, *args)`` in a worker thread."""
         return await asyncio.to_thread(self._read, query, args)
 
-    async def write(self, change: Callable[..., T], *args: Any, dry_run: bool) -> T:
+    async def write(self, change: Callable[..., T], *args: Any, dry_run: bool, key: str | None = None) -> T:
         """Run ``change(conn, *args)`` in one transaction and return its result.
 
         With ``dry_run`` the change runs in full (constraints, ids, follow-up reads) and is then rolled back:
         the caller answers exactly as if it had written, and nothing is kept. An exception always rolls back.
+        With an idempotency ``key`` already seen for this change, nothing runs and the first result is returned;
+        a new key is recorded with the result in the same transaction, so a retry can never apply it twice.
         """
-        return await asyncio.to_thread(self._write, change, args, dry_run)
+        return await asyncio.to_thread(self._write, change, args, dry_run, key)
 
     def _read(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
         # The span includes the wait for the lock: that wait is part of what the request spent on the database.
         with db_span(query.__name__, "read"), self._lock:
             return query(self._conn, *args)
 
-    def _write(self, change: Callable[..., T], args: tuple[Any, ...], dry_run: bool) -> T:
+    def _write(self, change: Callable[..., T], args: tuple[Any, ...], dry_run: bool, key: str | None) -> T:
         with db_span(change.__name__, "write", dry_run=dry_run), self._lock:
             # IMMEDIATE takes the write lock up front, so a read-then-update (stock check) cannot interleave.
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                if key is not None:
+                    seen = self._conn.execute("SELECT result FROM idempotency WHERE key = ? AND change = ?",
+                                              (key, change.__name__)).fetchone()
+                    if seen is not None:
+                        self._conn.execute("ROLLBACK")
+                        return json.loads(seen[0])  # type: ignore[no-any-return]
                 result = change(self._conn, *args)
+                if key is not None:
+                    self._conn.execute("INSERT INTO idempotency (key, change, result, created_at) "
+                                       "VALUES (?, ?, ?, ?)", (key, change.__name__, json.dumps(result),
+                                                               format_timestamp(datetime.now(UTC))))
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from extracted.common import DB, create_service_app, json_object, path_id, text_field, timestamp, write
+from extracted.common import DB, create_service_app, json_object, path_id, text_field, write, written_at
 from extracted.likes import store
 
 SERVICE_NAME = "likes"
@@ -20,7 +20,7 @@ async def get_likes(request: web.Request) -> web.Response:
 async def post_like(request: web.Request) -> web.Response:
     product_id = path_id(request, "product_id")
     user = text_field(await json_object(request), "user", 1, 80)
-    return web.json_response(await write(request, store.add_like, product_id, user, timestamp()))
+    return web.json_response(await write(request, store.add_like, product_id, user, written_at(request)))
 
 
 def create_app(db_path: str, *, middlewares: Iterable[Middleware] = ()) -> web.Application:

@@ -10,13 +10,14 @@ from aiohttp.typedefs import Middleware
 from extracted.common import (
     DB,
     create_service_app,
+    entity_id,
     generated_at,
     int_field,
     json_object,
     path_id,
     text_field,
-    timestamp,
     write,
+    written_at,
 )
 from extracted.reviews import store
 
@@ -35,7 +36,9 @@ async def post_review(request: web.Request) -> web.Response:
     author = text_field(body, "author", 1, 80)
     rating = int_field(body, "rating", 1, 5)
     text = text_field(body, "text", 1, 2000)
-    review = await write(request, store.add_review, product_id, author, rating, text, timestamp())
+    # The id comes from the write's Idempotency-Key, so a review mirrored to the monolith keeps it there.
+    review = await write(request, store.add_review, product_id, author, rating, text, written_at(request),
+                         entity_id(request))
     return web.json_response(review, status=201)
 
 

@@ -81,7 +81,8 @@ def require_product(conn: sqlite3.Connection, product_id: int) -> None:
 def reviews_of(conn: sqlite3.Connection, product_id: int) -> dict[str, Any]:
     require_product(conn, product_id)
     rows = conn.execute(
-        "SELECT review_id, author, rating, body, created_at FROM reviews WHERE product_id = ? ORDER BY review_id",
+        "SELECT review_id, author, rating, body, created_at FROM reviews WHERE product_id = ? "
+        "ORDER BY created_at, review_id",
         (product_id,),
     ).fetchall()
     items = [_review(row) for row in rows]
@@ -102,12 +103,14 @@ def _review(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def add_review(
-    conn: sqlite3.Connection, product_id: int, author: str, rating: int, text: str, created_at: str
+    conn: sqlite3.Connection, product_id: int, author: str, rating: int, text: str, created_at: str,
+    review_id: int | None = None,
 ) -> dict[str, Any]:
     require_product(conn, product_id)
+    # review_id None: SQLite allocates the next one (a write without an Idempotency-Key).
     cursor = conn.execute(
-        "INSERT INTO reviews (product_id, author, rating, body, created_at) VALUES (?, ?, ?, ?, ?)",
-        (product_id, author, rating, text, to_epoch(created_at)),
+        "INSERT INTO reviews (review_id, product_id, author, rating, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (review_id, product_id, author, rating, text, to_epoch(created_at)),
     )
     return {
         "id": cursor.lastrowid,

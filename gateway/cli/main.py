@@ -18,6 +18,7 @@ from gateway.cli.output import print_json
 from gateway.cli.rollout_commands import cmd_history, cmd_resume, cmd_rollback, cmd_routes
 from gateway.cli.run_commands import cmd_demo, cmd_up
 from gateway.cli.shadow_commands import cmd_diff, cmd_diffs, cmd_replay, cmd_report
+from gateway.cli.sync_commands import cmd_sync
 from gateway.cli.trace_commands import cmd_trace, cmd_traces
 
 DEFAULT_CONFIG = "routes.yaml"
@@ -100,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("history", cmd_history, "reloads, rollbacks, resumes, guard decisions", admin=True)
     sp.add_argument("route", nargs="?")
     sp.add_argument("--limit", type=int, default=100)
+
+    sp = command("sync", cmd_sync, "mirrored writes per route: pending, delivered, dead letters; "
+                 "`sync retry ROUTE` sends a route's dead letters again", admin=True)
+    sp.add_argument("words", nargs="*", metavar="[retry] ROUTE")
+    sp.add_argument("--limit", type=int, default=30, help="entries shown for one route")
 
     sp = command("traces", cmd_traces, "recent traces (newest first)", admin=True)
     sp.add_argument("--route")

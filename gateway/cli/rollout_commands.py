@@ -115,7 +115,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         else:
             print(f"route {view['name']} now served by {view['legacy']} (rolled back); "
                   f"`strangler resume {view['name']}` undoes it")
+        _pending_writes(client, view["name"])
     return 0
+
+
+def _pending_writes(client: Any, route: str) -> None:
+    """A rollback never discards mirrored writes: say how many are still on their way, and where."""
+    rows = client.call("GET", "/api/sync", query={"route": route})["routes"]
+    if not rows:
+        return
+    row = rows[0]
+    print(f"{row['pending']} mirrored write(s) still pending for route {route}; the journal keeps delivering "
+          f"them (`strangler sync {route}`)" + (f"; {row['dead']} dead letter(s)" if row["dead"] else ""))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

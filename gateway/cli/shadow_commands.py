@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import urllib.parse
+from typing import Any
 
 from gateway.cli.client import AdminClient, CLIError, admin_client
 from gateway.cli.output import ago, console, fmt_ms, print_json, show
@@ -69,9 +70,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     client = admin_client(args)
     rep = client.call("GET", "/api/report", query={"route": args.route, "since": _since(args)})
+    rep["sync"] = client.call("GET", "/api/sync")
     from gateway.cli.render import print_report
+    from gateway.cli.sync_commands import print_sync_report
 
-    return show(args, rep, print_report)
+    def both(con: Any, data: dict[str, Any]) -> None:
+        print_report(con, data)
+        print_sync_report(con, data["sync"])
+
+    return show(args, rep, both)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

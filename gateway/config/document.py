@@ -30,9 +30,12 @@ HTTP_METHOD = Str(pattern=r"[A-Za-z]{1,20}", expected="an HTTP method such as GE
 LISTEN = Str(pattern=r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}", expected="HOST:PORT, e.g. 127.0.0.1:8080")
 
 
-STICKY = Obj({"header": Field(Str(min_length=1)), "cookie": Field(Str(min_length=1))},
-             exactly_one=("header", "cookie"),
-             description="Hash this request header or cookie so the same user always gets the same answer.")
+STICKY = Obj({"header": Field(Str(min_length=1)), "cookie": Field(Str(min_length=1)),
+              "param": Field(Str(min_length=1, description="a parameter of the route's path template (or a named "
+                                                           "group of its regex): one entity, one side"))},
+             exactly_one=("header", "cookie", "param"),
+             description="Hash this request header, cookie or path parameter so the same user (or entity) always "
+                         "gets the same answer.")
 
 TIMEOUTS = Obj({
     "connect": Field(Duration("TCP connect timeout"), default=2.0),
@@ -100,6 +103,18 @@ CANARY = Obj({
     "interval": Field(Duration("time between two steps"), default=300.0),
 })
 
+SYNC = Obj({
+    "methods": Field(ListOf(HTTP_METHOD, min_items=1, description="writes mirrored to the other side"),
+                     default=["POST", "PUT", "PATCH", "DELETE"]),
+    "max_body": Field(Size("a write with a larger body is refused (413) rather than answered but not mirrored"),
+                      default=1024 * 1024),
+    "verify": Field(Obj({"method": Field(HTTP_METHOD, default="GET"),
+                         "path": Field(Str(min_length=1, description="the resource to read on both sides; "
+                                                                     "{name} takes the write's path parameter"),
+                                       required=True)},
+                        description="after a mirrored write, read this from both sides and compare")),
+}, description="Mirror the writes the answering side completed (2xx) to the other side, through a durable journal.")
+
 GUARD = Obj({
     "window": Field(Duration("sliding window"), default=60.0),
     "min_requests": Field(Int(minimum=1, description="fewer requests in the window: inconclusive"), default=50),
@@ -145,6 +160,7 @@ ROUTE = Obj({
     "guard": Field(GUARD),
     "reverse_shadow": Field(Bool("in stage extracted, shadow the monolith to keep comparing"), default=False),
     "admission": Field(ADMISSION),
+    "sync": Field(SYNC),
 })
 
 ROUTES_SCHEMA = Obj({

@@ -69,7 +69,7 @@ class Backend:
 
 @dataclass(frozen=True, slots=True)
 class StickyKey:
-    kind: str                 # "header" | "cookie"
+    kind: str                 # "header" | "cookie" | "param"
     name: str
 
 
@@ -99,6 +99,19 @@ class CanarySpec:
     sticky: StickyKey | None
     steps: tuple[float, ...]
     interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySpec:
+    method: str               # the read that checks a mirrored write, on both sides
+    path: str                 # a path template; {name} takes the write's path parameter of that name
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSpec:
+    methods: frozenset[str]   # writes mirrored to the other side
+    max_body: int             # a larger write is refused (413): it could not be journaled
+    verify: VerifySpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +150,7 @@ class RouteSpec:
     order: int
     fingerprint: str          # changes when the user edits this route; clears a rollback pin
     admission: AdmissionSpec | None = None   # a waiting room (not part of the fingerprint: not a rollout intent)
+    sync: SyncSpec | None = None   # mirror completed writes to the other side (gateway.sync)
 
 
 @dataclass(frozen=True, slots=True)

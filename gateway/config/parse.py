@@ -37,8 +37,10 @@ from gateway.config.model import (
     ShadowSpec,
     StickyKey,
     StoreSpec,
+    SyncSpec,
     Timeouts,
     TracingSpec,
+    VerifySpec,
 )
 from gateway.config.schema import MISSING, Issues, KeyPath, Problem, suggest
 from gateway.config.tls import backend_tls, listener_tls
@@ -290,6 +292,8 @@ def _route(r: dict[str, Any], order: int, fallback: str, backends: Mapping[str, 
 
     shadow = _shadow(r["shadow"], where + ("shadow",), issues)
     canary = _canary(r["canary"])
+    _check_params(r, path_match, where, issues)
+    sync = _sync(r["sync"])
     guard = _guard(r["guard"])
     if r["reverse_shadow"] and stage != "extracted":
         issues.warn(where + ("reverse_shadow",), "reverse_shadow only applies in stage extracted")
@@ -297,7 +301,7 @@ def _route(r: dict[str, Any], order: int, fallback: str, backends: Mapping[str, 
     return RouteSpec(
         name=r["name"], match=match, stage=stage, to=r["to"], legacy=legacy, priority=r["priority"],
         shadow=shadow, canary=canary, on_error=r["on_error"], guard=guard, reverse_shadow=r["reverse_shadow"],
-        line=line, order=order, fingerprint=_fingerprint(r), admission=_admission(r["admission"]),
+        line=line, order=order, fingerprint=_fingerprint(r), admission=_admission(r["admission"]), sync=sync,
     )
 
 
@@ -322,7 +326,39 @@ def _fingerprint(r: dict[str, Any]) -> str:
 def _sticky(v: dict[str, Any] | None) -> StickyKey | None:
     if not v:
         return None
-    return StickyKey("header", v["header"].lower()) if v.get("header") else StickyKey("cookie", v["cookie"])
+    if v.get("header"):
+        return StickyKey("header", v["header"].lower())
+    return StickyKey("param", v["param"]) if v.get("param") else StickyKey("cookie", v["cookie"])
+
+
+def _check_params(r: dict[str, Any], path_match: Any, where: KeyPath, issues: Issues) -> None:
+    """A sticky path parameter, and the parameters a ``sync.verify`` path uses, must be ones the route's path
+    pattern captures; otherwise every request would silently fall back to a random draw."""
+    names = tuple(path_match.regex.groupindex) if path_match.regex is not None else tuple(path_match.param_names)
+    sticky = (r["canary"] or {}).get("sticky") or {}
+    if sticky.get("param") and sticky["param"] not in names:
+        issues.error(where + ("canary", "sticky", "param"),
+                     f"the route's path has no parameter {sticky['param']!r}; it has: "
+                     f"{', '.join(names) or 'none (use a template such as /api/likes/{product_id})'}")
+    if ((r["shadow"] or {}).get("key") or {}).get("param"):
+        issues.error(where + ("shadow", "key", "param"), "a shadow sample key is a header or a cookie")
+    verify = (r["sync"] or {}).get("verify")
+    if verify:
+        import re
+
+        for name in re.findall(r"\{([^{}]+)\}", verify["path"]):
+            if name not in names:
+                issues.error(where + ("sync", "verify", "path"),
+                             f"{{{name}}} is not a parameter of the route's path; it has: "
+                             f"{', '.join(names) or 'none'}")
+
+
+def _sync(v: dict[str, Any] | None) -> SyncSpec | None:
+    if v is None:
+        return None
+    verify = v["verify"]
+    return SyncSpec(frozenset(x.upper() for x in v["methods"]), v["max_body"],
+                    VerifySpec(verify["method"].upper(), verify["path"]) if verify else None)
 
 
 def _shadow(v: dict[str, Any] | None, where: KeyPath, issues: Issues) -> ShadowSpec | None:

@@ -1,7 +1,7 @@
 """Header rewriting between client, gateway and backends.
 
 Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection: they are dropped, together with every header the
-``Connection`` field names. The gateway's own control headers (``X-Shadow``) are dropped from inbound requests so
+``Connection`` field names. The gateway's own control headers (``X-Shadow``, ``X-Strangler-Sync``) are dropped from inbound requests so
 that a client cannot forge them. Forwarding headers are appended or set as PRODUCT.md says.
 
 Names with an underscore are dropped too (routes.yaml ``limits.underscores_in_headers: drop``, the default, as
@@ -23,9 +23,11 @@ HOP_BY_HOP = frozenset({
 # gateway's span as the parent (the client's, if valid, is continued by the gateway's server span).
 # ``Expect: 100-continue`` is answered by the gateway itself (it streams the body), so it is not forwarded.
 # ``Forwarded`` (RFC 7239) from a client would contradict the X-Forwarded-* the gateway sets: dropped as well.
-CONTROL = frozenset({"expect", "forwarded", "x-shadow", "x-forwarded-proto", "x-forwarded-host", "traceparent"})
+CONTROL = frozenset({"expect", "forwarded", "x-shadow", "x-forwarded-proto", "x-forwarded-host", "traceparent",
+                     "x-strangler-sync"})
 
 SHADOW_HEADER = "X-Shadow"
+SYNC_HEADER = "X-Strangler-Sync"   # a mirrored write (gateway.sync): real, but not to be mirrored again
 VIA = "1.1 strangler"
 
 Headers = list[tuple[str, str]]

@@ -69,9 +69,9 @@ class Rollout:
         index = saved.index if saved is not None and saved.fingerprint == spec.fingerprint else 0
         return steps[min(index, len(steps) - 1)]
 
-    def decide(self, route: Route, request: web.BaseRequest) -> Decision:
+    def decide(self, route: Route, request: web.BaseRequest, path: str | None = None) -> Decision:
         pinned = self.pinned(route)
-        return decide_request(route, request, pinned, None if pinned else self.weight(route))
+        return decide_request(route, request, pinned, None if pinned else self.weight(route), path)
 
     def view(self, route: Route) -> dict[str, Any]:
         """What every surface shows about a route's rollout, computed here once."""

@@ -41,13 +41,25 @@ def bucket(route: str, key: str) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
-def sticky_value(headers: Mapping[str, str], cookies: Mapping[str, str], key: StickyKey | None) -> str | None:
-    """The value a sticky split hashes: a header or a cookie of the request (None when absent)."""
+def sticky_value(headers: Mapping[str, str], cookies: Mapping[str, str], key: StickyKey | None,
+                 params: Mapping[str, str] | None = None) -> str | None:
+    """The value a sticky split hashes: a header, a cookie or a path parameter of the request (None when absent).
+    A path parameter makes the split sticky by entity (``/api/likes/{product_id}``): every write to one product
+    lands on one side, so the mirrored copies of that entity's writes arrive in the order they were made."""
     if key is None:
         return None
     if key.kind == "header":
         return headers.get(key.name) or None
+    if key.kind == "param":
+        return (params or {}).get(key.name) or None
     return cookies.get(key.name) or None
+
+
+def path_params(route: Route, path: str) -> Mapping[str, str]:
+    """The parameters the route's path pattern captures from a normalised ``path`` (empty when none)."""
+    if route.spec is None:
+        return {}
+    return route.spec.match.path.matches(path) or {}
 
 
 def in_share(route: str, percent: float, value: str | None, rng: random.Random | None = None) -> bool:
@@ -82,13 +94,17 @@ def decide(route: Route, pinned: bool, weight: float | None, value: str | None,
     return Decision(route.legacy, "legacy", stage, new_cookie=new_cookie)
 
 
-def decide_request(route: Route, request: web.BaseRequest, pinned: bool, weight: float | None) -> Decision:
-    """``decide`` for a live request; a cookie-sticky canary gives a user without the cookie a key now, so their
-    next request lands on the same side and the share cannot creep."""
+def decide_request(route: Route, request: web.BaseRequest, pinned: bool, weight: float | None,
+                   path: str | None = None) -> Decision:
+    """``decide`` for a live request (``path``: its normalised path, for a sticky path parameter); a cookie-sticky
+    canary gives a user without the cookie a key now, so their next request lands on the same side and the share
+    cannot creep."""
     canary = route.spec.canary if route.spec is not None and route.stage == "canary" and not pinned else None
     if canary is None or canary.sticky is None:
         return decide(route, pinned, weight, None)
-    value = sticky_value(request.headers, request.cookies, canary.sticky)
+    params = path_params(route, path if path is not None else request.path) if canary.sticky.kind == "param" \
+        else None
+    value = sticky_value(request.headers, request.cookies, canary.sticky, params)
     new_cookie = None
     if value is None and canary.sticky.kind == "cookie":
         value = f"{random.getrandbits(64):016x}"

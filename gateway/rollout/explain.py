@@ -43,7 +43,7 @@ def explain(table: Table, method: str, target: str, headers: Mapping[str, str],
     out["considered"] = rows
     route = table.by_name[chosen.entry.name] if chosen else table.fallback
     out["route"] = route.name
-    out.update(_side(route, lowered, rollout))
+    out.update(_side(route, lowered, rollout, dict(chosen.params) if chosen else {}))
     if chosen is None:
         out["why"] = f"no route matches, so the fallback backend {route.legacy.name!r} answers"
     else:
@@ -55,7 +55,8 @@ def explain(table: Table, method: str, target: str, headers: Mapping[str, str],
     return out
 
 
-def _side(route: Route, headers: Mapping[str, str], rollout: Rollout | None) -> dict[str, Any]:
+def _side(route: Route, headers: Mapping[str, str], rollout: Rollout | None,
+          params: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The stage, weight and side for this request, through the same ``decide`` as the request path."""
     if rollout is not None:
         view = rollout.view(route)
@@ -71,7 +72,7 @@ def _side(route: Route, headers: Mapping[str, str], rollout: Rollout | None) -> 
         out["side"] = decide(route, pinned, weight, None).side
         return out
     sticky = canary.sticky
-    value = sticky_value(headers, _cookies(headers), sticky) if sticky is not None else None
+    value = sticky_value(headers, _cookies(headers), sticky, params) if sticky is not None else None
     if value is None:
         out["side"] = None
         how = ("no sticky key is configured" if sticky is None

@@ -27,6 +27,7 @@ from gateway.admin.gauges import MetricsAPI, StateGauges
 from gateway.admin.hosts import admin_access
 from gateway.admin.routes import RoutesAPI
 from gateway.admin.status import Lifecycle, StatusAPI
+from gateway.admin.sync import SyncAPI, SyncGauges
 from gateway.admin.tls_gauges import TLSGauges
 from gateway.admin.traces import TraceAPI
 from gateway.admission.room import Rooms
@@ -43,6 +44,9 @@ from gateway.server.wire import public_server
 from gateway.shadow.dispatcher import ShadowDispatcher
 from gateway.stores.open import open_stores
 from gateway.stores.workers import Fleet
+from gateway.sync.capture import Mirror
+from gateway.sync.deliver import Deliverer
+from gateway.sync.verify import Verifier
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.stats import StatsRegistry
@@ -130,6 +134,14 @@ class Gateway:
         self.reloader = Reloader(cfg.path, self.tables, self._swapped, self._reload_failed)
         # HTTPS on the public listener: fixed at start (like the address); the certificate follows the files.
         self.certificates = ListenerCertificates(cfg.tls) if cfg.tls is not None else None
+        # Mirrored writes: every worker journals; the primary delivers (in order per route, one deliverer).
+        journal = self.stores.journal
+        assert journal is not None
+        self.verifier = Verifier(journal, self.tables, lambda route: self.shadow.noise.get(route, frozenset()))
+        self.deliverer = Deliverer(journal, self.tables, self.upstreams, self.verifier)
+        self.mirror = Mirror(journal, self.deliverer.committed)
+        self.metrics.sources.append(SyncGauges(self.deliverer))
+        self.primary = primary
         self.token = ensure_token(cfg)
         self._runners: list[web.BaseRunner] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -172,7 +184,9 @@ class Gateway:
                 DiffsAPI(self.tables, self.stores.comparisons, self.shadow, self.stats, routes),
                 TraceAPI(self.stores.traces, self.tracing.instance, self.tables,
                          self.stores.comparisons), MetricsAPI(self.metrics),
-                AdmissionAPI(self.tables, self.rooms), FleetAPI(self.stores.members, self.instance)]
+                AdmissionAPI(self.tables, self.rooms),
+                SyncAPI(self.tables, self.rollout, self.deliverer.journal, self.deliverer, self.stores.comparisons),
+                FleetAPI(self.stores.members, self.instance)]
 
     def _announce(self) -> None:
         """Tell the other instances sharing the store who this one is and what it serves."""
@@ -187,7 +201,7 @@ class Gateway:
 
     async def start(self) -> None:
         handler = PublicHandler(self.tables, self.rollout, self.shadow, self.recorder, self.upstreams,
-                                self.protection, self.rooms)
+                                self.protection, self.rooms, self.mirror)
         public = public_server(handler, lambda: self.table.config.limits)
         runner = web.ServerRunner(public, handle_signals=False)
         await runner.setup()
@@ -218,6 +232,8 @@ class Gateway:
         self._spawn(self._keep_rooms())
         if self.certificates is not None:
             self._spawn(self.certificates.watch(lambda: self.tables.current.config.tls))
+        if self.primary:
+            self._spawn(self.deliverer.run())
         self.lifecycle.ready.set()
 
     def _spawn(self, coro: Any) -> None:
@@ -280,6 +296,7 @@ class Gateway:
         with contextlib.suppress(Exception):
             await self.stores.admission.flush()
         await self.shadow.drain()
+        await self.verifier.close()
         await self.upstreams.close()
         self.recorder.close()
         if self.fleet is not None:

@@ -39,6 +39,7 @@ from gateway.rollout.controller import Rollout
 from gateway.routing.paths import PathError, normalize_path, split_target
 from gateway.routing.table import TableRef
 from gateway.shadow.dispatcher import ShadowDispatcher
+from gateway.sync.capture import Mirror
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.tracing import current as current_span
 from observability.tracing import TRACEPARENT
@@ -66,9 +67,11 @@ def _retryable(exc: GatewayError, request: web.BaseRequest) -> bool:
 
 class PublicHandler:
     def __init__(self, tables: TableRef, rollout: Rollout, shadow: ShadowDispatcher, recorder: Recorder,
-                 upstreams: Upstreams, protection: Protection, rooms: Rooms | None = None) -> None:
+                 upstreams: Upstreams, protection: Protection, rooms: Rooms | None = None,
+                 sync: Mirror | None = None) -> None:
         self.tables = tables
         self.rooms = rooms
+        self.sync = sync
         self.rollout = rollout
         self.shadow = shadow
         self.recorder = recorder
@@ -102,7 +105,7 @@ class PublicHandler:
                 self.recorder.held(route, request, gate.status, time.perf_counter() - started)
                 return gate
             admitted = gate
-        decision = self.rollout.decide(route, request)
+        decision = self.rollout.decide(route, request, norm)
         outcome = proxy.Outcome(decision.backend.name)
 
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
@@ -114,9 +117,17 @@ class PublicHandler:
             extra.append(admitted)
         if trace_header is not None:
             extra.append(trace_header)
+        limit = table.config.limits.max_request_body
         try:
-            resp = await self._forward(request, decision, raw, headers, outcome, shadow,
-                                       table.config.limits.max_request_body, extra, route)
+            # A route with `sync:` mirrors completed writes to the other side (gateway.sync); others skip this.
+            sync = (self.sync.begin(route, request, raw, headers, shadow)
+                    if self.sync is not None and route.spec is not None and route.spec.sync is not None else None)
+            if sync is None:
+                resp = await self._forward(request, decision, raw, headers, outcome, shadow, limit, extra, route)
+            else:
+                resp = await self._forward(request, decision, raw, headers, outcome, sync, sync.limit(limit),
+                                           extra, route)
+                await self.sync.commit(sync, outcome, span.trace_hex if span.sampled else None)  # type: ignore[union-attr]
         except GatewayError as exc:
             proxy.mark_error(outcome, exc)
             if shadow is not None:

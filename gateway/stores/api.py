@@ -8,6 +8,7 @@ One store per kind of state, each small:
     PeerExchange      per-second statistics shared between gateway processes       (rollout's guard)
     AdmissionQueue    the waiting rooms' lines and the keys that sign their tickets (admission)
     Membership        the gateway instances sharing the store, the store's health  (admin)
+    SyncJournal       mirrored writes waiting for, or done with, the other side    (sync, admin)
 
 Writers never block the event loop: the comparison and trace stores queue records for a writer thread and count
 what a full queue drops; the pin store's writes are rare (a rollback, a reload). Reads may block, so callers on the
@@ -21,8 +22,10 @@ do not change.
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.stores.admission import SigningKey
@@ -177,6 +180,58 @@ class AdmissionQueue(Protocol):
 
     async def flush(self) -> None: ...
 
+
+@dataclass(slots=True)
+class JournalEntry:
+    """One write to mirror, as the request path hands it over."""
+
+    route: str
+    target: str
+    side: str
+    method: str
+    raw_target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    idem_key: str
+    answered_by: str
+    answered_status: int
+    entity: str | None = None
+    trace_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+class SyncJournal(Protocol):
+    """Writes to mirror to the other side. ``append`` never blocks: its future resolves to the entries' sequence
+    numbers once they are durable (group commit); everything else blocks (run it in a thread). Delivery is in
+    ``seq`` order per route."""
+
+    def append(self, entries: list[JournalEntry]) -> concurrent.futures.Future[list[int]]: ...
+
+    def pending_routes(self) -> list[str]: ...
+
+    def next_pending(self, route: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def delivered(self, done: list[tuple[int, int]]) -> None: ...
+
+    def failed(self, seq: int, error: str, status: int | None, next_at: float) -> None: ...
+
+    def dead(self, seq: int, status: int, error: str) -> None: ...
+
+    def verified(self, seq: int, result: dict[str, Any]) -> None: ...
+
+    def retry_dead(self, route: str) -> int: ...
+
+    def summary(self) -> dict[str, dict[str, Any]]: ...
+
+    def pending_count(self, route: str) -> int: ...
+
+    def entries(self, route: str | None = None, state: str | None = None,
+                limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def writes_between(self, route: str, since: float, until: float) -> list[tuple[str, float, float | None]]: ...
+
+    def flush(self, timeout: float = 5.0) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -186,10 +241,12 @@ class Stores:
     comparisons: ComparisonStore
     traces: TraceStore
     admission: AdmissionQueue
+    journal: SyncJournal | None = None
     members: Membership | None = None
     peers: PeerExchange | None = None
 
     def close(self) -> None:
-        for store in (self.comparisons, self.traces, self.admission, self.peers, self.members, self.state):
+        for store in (self.comparisons, self.traces, self.admission, self.peers, self.members, self.state,
+                      self.journal):
             if store is not None:
                 store.close()

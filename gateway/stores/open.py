@@ -7,6 +7,7 @@ from gateway.config.model import Config
 from gateway.stores.admission import SqliteAdmissionQueue
 from gateway.stores.api import Stores
 from gateway.stores.diffs import DiffStore
+from gateway.stores.journal import SQLiteJournal
 from gateway.stores.members import LocalMembership
 from gateway.stores.postgres.connect import store_url
 from gateway.stores.postgres.open import open_comparisons, open_postgres, open_traces
@@ -16,20 +17,22 @@ from gateway.stores.workers import SqlitePeers
 
 STATE_DB, DIFFS_DB, TRACES_DB = "state.db", "diffs.db", "traces.db"
 ADMISSION_DB = "admission.db"
+JOURNAL_DB = "journal.db"
 
 
 def open_stores(cfg: Config, *, instance: str = "", worker: int | None = None) -> Stores:
     """``instance``: this gateway's name in a fleet; ``worker``: its index among ``--workers N`` processes."""
     spec = cfg.store
-    # The waiting rooms' lines stay on this machine for now (see docs/scaling.md).
+    # The waiting rooms' lines and the sync journal stay on this machine for now (see docs/scaling.md).
     admission = SqliteAdmissionQueue(spec.dir / ADMISSION_DB, worker or 0)
+    journal = SQLiteJournal(spec.dir / JOURNAL_DB, retention=spec.max_age)
     url = store_url(spec)
     if url:
         state, members, peers = open_postgres(url, spec, instance, worker)
         return Stores(state=state, comparisons=open_comparisons(url, spec), traces=open_traces(url, spec),
-                      admission=admission, members=members, peers=peers)
+                      admission=admission, journal=journal, members=members, peers=peers)
     comparisons = DiffStore(spec.dir / DIFFS_DB, max_samples=spec.max_samples, max_age=spec.max_age)
     traces = TraceStore(spec.dir / TRACES_DB, max_traces=spec.max_traces)
     return Stores(state=StateStore(spec.dir / STATE_DB), comparisons=comparisons, traces=traces,
-                  admission=admission, members=LocalMembership(str(spec.dir)),
+                  admission=admission, journal=journal, members=LocalMembership(str(spec.dir)),
                   peers=SqlitePeers(spec.dir / STATE_DB, worker) if worker is not None else None)

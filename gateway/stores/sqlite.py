@@ -42,14 +42,17 @@ def private_file(path: Path, create: bool = True) -> None:
         os.close(fd)
 
 
-def connect(path: Path, timeout: float = 10.0) -> sqlite3.Connection:
+def connect(path: Path, timeout: float = 10.0, before_wal: tuple[str, ...] = ()) -> sqlite3.Connection:
     """A connection in autocommit mode, WAL journal, ``synchronous=NORMAL``, usable from another thread; the file,
-    its WAL files and its directory private to the gateway's user."""
+    its WAL files and its directory private to the gateway's user. ``before_wal``: pragmas only a new file takes,
+    run before the WAL switch writes its first page."""
     private_dir(path.parent)
     private_file(path)
     for suffix in ("-wal", "-shm"):
         private_file(path.with_name(path.name + suffix), create=False)
     db = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False, isolation_level=None)
+    for pragma in before_wal:
+        db.execute(pragma)
     deadline = time.monotonic() + WAL_RETRY_SECONDS
     while True:
         try:

@@ -62,6 +62,7 @@ routes:
     canary:
       weight: 50
       sticky: {{header: X-User-Id}}
+    sync: {{}}
   - name: search
     match: {{path: {{exact: /api/search}}, methods: [GET]}}
     stage: legacy
@@ -280,6 +281,22 @@ def test_routes_page_shows_every_route_with_stage_stats_and_progress(page: Any, 
     assert 0.0 < share < 100.0     # the likes canary serves part of the traffic
     page.wait_for_selector("#live-text:has-text('live')")
     shot(page, "routes")
+
+
+def test_sync_panel_shows_the_mirrored_writes_of_a_route(page: Any, stack: Stack) -> None:
+    for user in range(4):
+        status, _, _ = http(stack.public + "/api/likes/11", method="POST", body={"user": f"console-{user}"},
+                            headers={"X-User-Id": f"console-{user}"})
+        assert status == 200
+    stack.call(stack.gw.deliverer.settle())
+    page.goto(stack.admin + "/")
+    row = page.locator("#sync-table tr[data-sync-route='likes']")
+    row.wait_for()
+    cells = row.locator("td")
+    assert cells.nth(2).inner_text().strip() == "0"               # pending
+    assert int(cells.nth(4).inner_text().replace(",", "")) >= 4   # delivered
+    assert "lag p50" in page.locator("#sync").inner_text()
+    shot(page, "sync")
 
 
 def test_differences_page_opens_a_mismatch_side_by_side_with_the_field_highlighted(page: Any, stack: Stack) -> None:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+import extracted.common
 import extracted.likes
 import extracted.reviews
 from extracted.common import to_iso
@@ -304,3 +307,40 @@ async def wait_healthy(session: aiohttp.ClientSession, base: str, process: subpr
             pass
         await asyncio.sleep(0.05)
     raise AssertionError(f"{base} did not become healthy in time")
+
+
+@pytest.mark.parametrize("side", ["legacy", "reviews"])
+async def test_a_write_with_an_idempotency_key_is_applied_once_and_answered_as_the_first_time(
+        side: str, legacy: TestClient, reviews: TestClient) -> None:
+    client = {"legacy": legacy, "reviews": reviews}[side]
+    key = "01938f3e-2a4b-7c1d-9e2f-0a1b2c3d4e5f"    # a UUIDv7, as the gateway generates
+    body = {"author": "Idem", "rating": 4, "text": "once"}
+    first = await client.post("/api/products/9/reviews", json=body, headers={"Idempotency-Key": key})
+    assert first.status == 201
+    created = await first.json()
+    # The id comes from the key, the same on every side: a hash of it into [2^52, 2^53).
+    assert created["id"] == extracted.common.id_from_key(key) and 1 << 52 <= created["id"] < 1 << 53
+    # The answer is dated with the time the write recorded, which the gateway hands to the other side.
+    assert first.headers["Date"] == email.utils.format_datetime(
+        datetime.strptime(created["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC), usegmt=True)
+    again = await client.post("/api/products/9/reviews", json={**body, "text": "twice"},
+                              headers={"Idempotency-Key": key})
+    assert again.status == 201 and await again.json() == created
+    listed = await (await client.get("/api/products/9/reviews")).json()
+    assert [item["id"] for item in listed["items"]].count(created["id"]) == 1
+
+
+@pytest.mark.parametrize("side", ["legacy", "reviews"])
+async def test_a_mirrored_write_is_stored_with_the_time_it_was_made(side: str, legacy: TestClient,
+                                                                     reviews: TestClient) -> None:
+    client = {"legacy": legacy, "reviews": reviews}[side]
+    headers = {"X-Strangler-Sync": "1", "Idempotency-Key": "client-key-7", "Date": "Tue, 05 Mar 2024 10:15:00 GMT"}
+    resp = await client.post("/api/products/9/reviews", json={"author": "M", "rating": 5, "text": "mirrored"},
+                             headers=headers)
+    created = await resp.json()
+    assert created["created_at"] == "2024-03-05T10:15:00Z"
+    assert created["id"] == extracted.common.id_from_key("client-key-7")   # a client's own key works the same
+    # Without the marker a client's Date is not trusted: the service's own clock.
+    plain = await client.post("/api/products/9/reviews", json={"author": "N", "rating": 5, "text": "plain"},
+                              headers={"Date": "Tue, 05 Mar 2024 10:15:00 GMT"})
+    assert (await plain.json())["created_at"] != "2024-03-05T10:15:00Z"

@@ -5,6 +5,7 @@ import { post, getJSON, getOptional } from "./api.js";
 import { confirmAction, toast } from "./dialogs.js";
 import { roomsPanel } from "./rooms.js";
 import { badge, empty, fmtAgo, fmtDateTime, fmtInt, fmtMs, fmtPct, h, link, s, segment, widthPct } from "./dom.js";
+import { syncPanel } from "./sync.js";
 
 const STAGES = ["legacy", "shadow", "canary", "extracted"];
 const WINDOW_S = 60;
@@ -243,7 +244,8 @@ export function routesPage() {
     el,
     live: true,
     async refresh() {
-      const [routes, events] = await Promise.all([getJSON("/api/routes"), getOptional("/api/history?limit=10")]);
+      const [routes, events, sync] = await Promise.all([getJSON("/api/routes"), getOptional("/api/history?limit=10"),
+        getOptional("/api/sync")]);
       if (!routes.length) {
         el.replaceChildren(empty("No routes in routes.yaml yet."));
         return;
@@ -256,6 +258,7 @@ export function routesPage() {
             " (the extracted backend, or its shadow copies while in shadow), last minute."),
           table(routes)),
         roomsPanel(routes) || "",
+        syncPanel(sync) || "",
         historyList(events) || "");
     },
   };
