@@ -27,7 +27,7 @@ from gateway.stores.diffs import DiffStore
 from gateway.stores.postgres.comparisons import PgDiffStore
 from gateway.stores.postgres.connect import conninfo
 from tests.bench.bench_shadow_store import MAX_SAMPLES, _record
-from tests.pg_cluster import PASSWORD, cluster
+from tests.stores.pg_cluster import PASSWORD, cluster
 
 
 class _Null:

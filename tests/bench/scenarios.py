@@ -465,7 +465,7 @@ def fleet_store(b: Bench) -> None:
     """Pass-through with the PostgreSQL store of a fleet against the SQLite default, measured in turns in one
     run: the request path reads the same in-memory snapshots either way, so the CPU per request should not move.
     A throwaway PostgreSQL cluster is started for it (``tests/pg_cluster.py``: needs Debian's postgresql)."""
-    from tests.pg_cluster import PASSWORD, cluster
+    from tests.stores.pg_cluster import PASSWORD, cluster
 
     name = "fleet-store"
     with cluster() as pg:

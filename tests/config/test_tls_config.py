@@ -14,7 +14,7 @@ import pytest
 
 from gateway.config.model import BackendTLS
 from gateway.config.parse import ConfigError, load
-from tests.tls_certs import Certs
+from tests.support import Certs
 
 ROOT = Path(__file__).resolve().parents[2]
 

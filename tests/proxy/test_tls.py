@@ -14,8 +14,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support import admin_url, public_url, run_gateway, serve_app, write_routes
-from tests.tls_certs import Certs, refusing_server, write_pair
+from tests.support import (
+    Certs,
+    admin_url,
+    public_url,
+    refusing_server,
+    run_gateway,
+    serve_app,
+    write_pair,
+    write_routes,
+)
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support import free_port, process, serve_app, wait_http
-from tests.tls_certs import Certs, write_pair
+from tests.support import Certs, free_port, process, serve_app, wait_http, write_pair
 
 BLOCK = os.urandom(256 * 1024)
 GIB = 1024 ** 3

@@ -21,8 +21,17 @@ import pytest
 from gateway.config.parse import load
 from gateway.stores.open import open_stores
 from gateway.stores.postgres.schema import LATEST, migrate
-from tests.fleet_support import TOKEN, Instance, apoll, console_texts, env_for, fleet, routes_text, wait_ready
-from tests.pg_cluster import PASSWORD, Cluster, cluster
+from tests.stores.fleet_support import (
+    TOKEN,
+    Instance,
+    apoll,
+    console_texts,
+    env_for,
+    fleet,
+    routes_text,
+    wait_ready,
+)
+from tests.stores.pg_cluster import PASSWORD, Cluster, cluster
 from tests.support import Backend, free_port, process, serve_app, write_routes
 
 pytestmark = pytest.mark.timeout(180)

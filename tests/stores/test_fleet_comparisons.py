@@ -10,7 +10,7 @@ import pytest
 
 from gateway.stores.postgres.comparisons import PgDiffStore
 from gateway.stores.postgres.connect import conninfo
-from tests.pg_cluster import PASSWORD, Cluster, cluster
+from tests.stores.pg_cluster import PASSWORD, Cluster, cluster
 from tests.stores.test_diffstore import _record
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fleet_support import (
+from tests.stores.fleet_support import (
     Instance,
     apoll,
     console_texts,
@@ -26,7 +26,7 @@ from tests.fleet_support import (
     run_instance,
     wait_ready,
 )
-from tests.pg_cluster import cluster
+from tests.stores.pg_cluster import cluster
 from tests.support import Backend, serve_app
 
 pytestmark = pytest.mark.timeout(240)

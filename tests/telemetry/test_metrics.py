@@ -143,5 +143,6 @@ async def test_dropped_access_log_lines_are_counted(tmp_path: Path) -> None:
         release.set()
         logger.removeHandler(stalled)
         logger.setLevel(level)
-    assert dropped >= 30 - 5 - 1      # at most the queue and the line being written got through
+    # At most two queues-full got through: the batch the stalled writer took, and the queue behind it.
+    assert dropped >= 30 - 2 * 5
     assert _value(m, "strangler_dropped_total", store="access_log") == dropped

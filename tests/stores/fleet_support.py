@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.pg_cluster import PASSWORD
+from tests.stores.pg_cluster import PASSWORD
 from tests.support import free_port, process
 
 TOKEN = "fleet-test-token"
