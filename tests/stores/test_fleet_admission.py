@@ -160,13 +160,13 @@ async def test_three_gateways_let_a_spike_in_at_the_rate_in_total_and_honour_eac
                 # 45 at 10/s in total: about 4.5 s (three instances each at the full rate would take 1.5 s)
                 assert took >= 3.0, took
                 per_second = [sum(1 for t in admitted_at.values() if int(t) == sec) for sec in range(int(took) + 1)]
-                assert max(per_second) <= 10 + 4, per_second
+                assert max(per_second) <= 10 + 2, per_second
                 # arrival order is the order of the numbers the fleet handed out (in the waiting tickets)
                 numbers = {i: int(c.split(":")[4]) for i, (st, c, _) in enumerate(first) if st == 503 and c}
                 queued = [i for i in order if i in numbers]
                 rank = {i: r for r, i in enumerate(sorted(numbers, key=numbers.__getitem__))}
                 displacement = max(abs(pos - rank[i]) for pos, i in enumerate(queued))
-                assert displacement <= 12, (queued, rank)
+                assert displacement <= 10, (queued, rank)     # at most a second's admissions
                 print(f"\n{n} visitors over 3 gateways at 10/s: all in after {took:.2f} s; per second "
                       f"{per_second}; largest displacement from arrival order {displacement}")
 
@@ -176,3 +176,31 @@ async def test_three_gateways_let_a_spike_in_at_the_rate_in_total_and_honour_eac
                     assert status == 200 and again == cookies[0]
                 rooms = gws[2].get("/api/admission")
                 assert rooms[0]["store"] == "ok"
+
+
+async def test_the_store_going_away_and_back_keeps_the_line(tmp_path: Path, pg: Cluster, db_url: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _queue(tmp_path, db_url, "a", monkeypatch), _queue(tmp_path, db_url, "b", monkeypatch)
+    try:
+        for q in (a, b):
+            q.configure("events", 1.0, 1.0, 100, 60.0, True)          # paused: nobody is called meanwhile
+        first = a.join("events")
+        assert first is not None
+        await a.maintain()
+        pg.stop()
+        await a.maintain()
+        assert a.available is False and a.problem                       # the rooms follow on_store_down
+        # the request path still answers from memory, and a place taken meanwhile is written afterwards
+        second = a.join("events")
+        assert second is not None and second[1] == 2
+        assert a.poll("events", first[0]) == 1
+        pg.start()
+        pg.wait_up()
+        await a.maintain()
+        assert a.available is True and a.problem == ""
+        await b.maintain()
+        assert b.available is True
+        assert b.waiting("events") == 2 and b.poll("events", second[0]) == 2
+    finally:
+        a.close()
+        b.close()

@@ -8,12 +8,14 @@ once a second, in a worker thread) synchronises the view with the store, one tra
    place is kept), the called numbers let in (gone from the line), how many were let in directly;
 2. under the line's row lock (``SELECT ... FOR UPDATE``: one instance at a time runs the fleet's bucket) it
    sweeps out the visitors silent for longer than the grace, adds the tokens earned since the bucket was last
-   run, minus the direct admissions of every instance, and calls that many numbers from the head of the line;
+   run, minus the direct admissions of every instance, and calls numbers from the head of the line, each for the
+   moment its token is earned, up to ``LOOKAHEAD_S`` ahead (so visitors are let in at the rate, not in steps of
+   a synchronisation); only numbers handed out before every instance last synchronised are called;
 3. it reads the line back: the next view.
 
 Tables (migration 4): ``admission_lines`` (route, epoch, the fleet's bucket, how many lost their place),
 ``admission_places`` (route, number, state ``w`` waiting or ``c`` called, ``at``: the last poll of a waiting
-number, the deadline of a called one), ``admission_presence`` (which instances serve the room: each lets in at
+number, the deadline of a called one: the moment it may come in plus the grace), ``admission_presence`` (which instances serve the room: each lets in at
 most its share of the rate directly) and ``admission_keys`` (the keys that sign tickets, shared, so a ticket
 signed by one instance is good on every other).
 
@@ -33,7 +35,7 @@ import logging
 import secrets
 import threading
 import time
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 
 import psycopg
@@ -45,7 +47,8 @@ log = logging.getLogger("strangler.admission")
 
 SLOT_BITS = 10
 RECENT_S = 5.0          # a number this young may not have reached the store yet: it is not "unknown"
-PRESENCE_S = 5.0        # an instance silent this long no longer takes a share of the direct admissions
+PRESENCE_S = 5.0
+LOOKAHEAD_S = 1.5       # numbers are called this far ahead: longer than the instances' synchronisation interval        # an instance silent this long no longer takes a share of the direct admissions
 KEY_RETENTION_S = 86400.0
 # Keys are created once per store; the lock keeps two instances starting together from both creating one.
 KEYS_LOCK = MIGRATION_LOCK + 1
@@ -63,8 +66,8 @@ class _View:
     epoch: str = ""
     waiting: list[int] = field(default_factory=list)      # fleet-wide waiting numbers, ascending
     known: set[int] = field(default_factory=set)          # the same, for membership
-    called: set[int] = field(default_factory=set)
-    shared_tokens: float = 0.0
+    called: dict[int, float] = field(default_factory=dict)   # number -> when it may come in (wall clock)
+    due: list[float] = field(default_factory=list)         # those times, ascending
     instances: int = 1
     lost: int = 0
     # since the last synchronisation
@@ -95,8 +98,7 @@ class _Synced:
     epoch: str
     created: bool
     waiting: list[int]
-    called: set[int]
-    tokens: float
+    called: dict[int, float]
     instances: int
     lost: int
 
@@ -169,7 +171,7 @@ class PgAdmissionQueue:
         view = self._views.get(route)
         if view is None:
             return True
-        if view.paused or view.waiting:
+        if view.paused or view.waiting or _pending(view):
             return False
         # Every instance lets in at most its share of the rate directly; the store's bucket is debited with
         # what each let in, so the line behind is called at what is left of the rate.
@@ -192,23 +194,27 @@ class PgAdmissionQueue:
         insort(view.waiting, number)
         view.known.add(number)
         view.joins.append(number)
-        return number, bisect_left(view.waiting, number) + 1
+        return number, bisect_left(view.waiting, number) + 1 + _pending(view)
 
     def poll(self, route: str, number: int) -> int:
         view = self._views.get(route)
         if view is None:
             return -1
-        if number in view.called:
-            view.called.discard(number)
-            view.used.add(number)
-            return 0
+        at = view.called.get(number)
+        if at is not None:
+            if at <= time.time():
+                del view.called[number]
+                view.used.add(number)
+                return 0
+            # called for a moment just ahead: those called before it and not yet due are ahead of it
+            return max(1, sum(1 for n, t in view.called.items() if n < number and t > time.time()) + 1)
         if number not in view.known:
             if number in view.used or not _recent(number):
                 return -1
             insort(view.waiting, number)          # issued elsewhere a moment ago, not synchronised yet
             view.known.add(number)
         view.polled.add(number)
-        return bisect_left(view.waiting, number) + 1
+        return bisect_left(view.waiting, number) + 1 + _pending(view)
 
     def eta(self, route: str, position: int) -> float:
         view = self._views.get(route)
@@ -216,11 +222,11 @@ class PgAdmissionQueue:
             return 0.0
         if view.paused:
             return float("inf")
-        return max(0.0, (position - max(0.0, view.shared_tokens)) / view.rate)
+        return max(0.0, position / view.rate)
 
     def waiting(self, route: str) -> int:
         view = self._views.get(route)
-        return len(view.waiting) if view is not None else 0
+        return len(view.waiting) + _pending(view) if view is not None else 0
 
     def lost(self, route: str) -> int:
         view = self._views.get(route)
@@ -301,19 +307,27 @@ class PgAdmissionQueue:
     def _sync_all(self, work: list[tuple[str, _View, tuple[list[int], set[int], set[int], int]]],
                   gone: set[str]) -> list[_Synced]:
         with self._lock:
-            try:
-                conn = self._connection()
-                if gone:
-                    # The room was removed from routes.yaml: its line goes (a room opened again is a new one).
-                    conn.execute("DELETE FROM admission_lines WHERE route = ANY(%s)", (list(gone),))
-                out = [self._sync_route(conn, route, view, pending) for route, view, pending in work]
-                self._load_keys(conn)
-                return out
-            except psycopg.Error:
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
-                raise
+            for attempt in (1, 2):
+                reused = self._conn is not None
+                out: list[_Synced] = []
+                try:
+                    conn = self._connection()
+                    if gone:
+                        # The room was removed from routes.yaml: its line goes (a room opened again is a new one).
+                        conn.execute("DELETE FROM admission_lines WHERE route = ANY(%s)", (list(gone),))
+                    for route, view, pending in work:
+                        out.append(self._sync_route(conn, route, view, pending))
+                    self._load_keys(conn)
+                    return out
+                except psycopg.Error:
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = None
+                    # A connection the server dropped while idle (a restart) fails on first use: one retry on a
+                    # new one, when nothing was committed yet (a direct admission must not be debited twice).
+                    if attempt == 2 or not reused or out:
+                        raise
+            raise AssertionError("unreachable")
 
     def _sync_route(self, conn: psycopg.Connection, route: str, view: _View,
                     pending: tuple[list[int], set[int], set[int], int]) -> _Synced:
@@ -352,27 +366,34 @@ class PgAdmissionQueue:
             swept = conn.execute("DELETE FROM admission_places WHERE route = %s AND ((state = 'w' AND at < %s) "
                                  "OR (state = 'c' AND at < %s))", (route, now - grace, now)).rowcount
             tokens -= entered
-            waiting, callable_ = conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE number < %s) FROM admission_places "
-                "WHERE route = %s AND state = 'w'", (ready, route)).fetchone()  # type: ignore[misc]
+            callable_ = conn.execute(
+                "SELECT count(*) FROM admission_places WHERE route = %s AND state = 'w' AND number < %s",
+                (route, ready)).fetchone()[0]  # type: ignore[index]
             if not paused:
                 tokens += max(0.0, now - last) * rate
-                n = min(int(tokens), callable_) if tokens >= 1 else 0
+                # Numbers are called ahead, each at the moment its token is earned (spaced 1/rate): the
+                # instances synchronise about once a second, and visitors are let in at the rate, not in steps.
+                budget = tokens + LOOKAHEAD_S * rate
+                n = min(int(budget), callable_) if budget >= 1 else 0
                 if n:
-                    conn.execute("UPDATE admission_places SET state = 'c', at = %s WHERE route = %s AND number IN "
-                                 "(SELECT number FROM admission_places WHERE route = %s AND state = 'w' "
-                                 "AND number < %s ORDER BY number LIMIT %s)", (now + grace, route, route, ready, n))
+                    heads = conn.execute("SELECT number FROM admission_places WHERE route = %s AND state = 'w' "
+                                         "AND number < %s ORDER BY number LIMIT %s", (route, ready, n)).fetchall()
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            "UPDATE admission_places SET state = 'c', at = %s WHERE route = %s AND number = %s",
+                            [(now + max(0.0, (i + 1 - tokens) / rate) + grace, route, h[0])
+                             for i, h in enumerate(heads)])
                     tokens -= n
-                    waiting -= n
-                if not waiting:
-                    # Saved-up tokens are capped only while nobody waits: a queue is never slowed by the cap.
+                if n == callable_:
+                    # Not held back by the rate (nobody waits, or those waiting cannot be called yet): saved-up
+                    # tokens are capped, so a quiet moment lets in at most ``capacity`` at once.
                     tokens = min(tokens, capacity)
             conn.execute("UPDATE admission_lines SET tokens = %s, last = %s, lost = lost + %s WHERE route = %s",
                          (tokens, now, swept, route))
-            rows = conn.execute("SELECT number, state FROM admission_places WHERE route = %s ORDER BY number",
+            rows = conn.execute("SELECT number, state, at FROM admission_places WHERE route = %s ORDER BY number",
                                 (route,)).fetchall()
-        return _Synced(epoch, created, [n for n, s in rows if s == "w"], {n for n, s in rows if s == "c"},
-                       tokens, int(instances), int(lost) + swept)
+        return _Synced(epoch, created, [n for n, st, _ in rows if st == "w"],
+                       {n: at - grace for n, st, at in rows if st == "c"}, int(instances), int(lost) + swept)
 
     def _apply(self, view: _View, synced: _Synced) -> None:
         """The store's line becomes the view, plus what happened here while it was being read."""
@@ -382,9 +403,9 @@ class PgAdmissionQueue:
             extra = {*fresh, *(n for n in view.polled if _recent(n) and n not in synced.called)}
             waiting = sorted({*waiting, *extra})
         view.waiting, view.known = waiting, set(waiting)
-        view.called = synced.called - view.used
-        view.epoch, view.shared_tokens, view.instances, view.lost = (synced.epoch, synced.tokens,
-                                                                      synced.instances, synced.lost)
+        view.called = {n: t for n, t in synced.called.items() if n not in view.used}
+        view.due = sorted(view.called.values())
+        view.epoch, view.instances, view.lost = synced.epoch, synced.instances, synced.lost
 
     # -- the connection ---------------------------------------------------------------------------------------------
 
@@ -414,6 +435,11 @@ class PgAdmissionQueue:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _pending(view: _View) -> int:
+    """Numbers called for a moment still ahead: they count as waiting (a binary search, no I/O)."""
+    return len(view.due) - bisect_right(view.due, time.time()) if view.due else 0
 
 
 def _recent(number: int) -> bool:
