@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gateway.config.model import Config
 from gateway.config.parse import ConfigError, load, parse_listen
+from gateway.stores.admission import SqliteAdmissionQueue
 
 log = logging.getLogger("strangler.launch")
 
@@ -70,9 +71,10 @@ async def _serve(cfg: Config, listen: tuple[str, int], admin: tuple[str, int], w
         return 1
     _tune_gc()
     rooms = [r.name for r in cfg.routes if r.admission is not None]
-    if workers > 1 and index == 0 and rooms:
-        # Each worker keeps its own line (docs/admission.md): a visitor whose next request lands on another
-        # worker is a stranger there and queues again. Said at start rather than discovered in a spike.
+    if workers > 1 and index == 0 and rooms and isinstance(gw.stores.admission, SqliteAdmissionQueue):
+        # With SQLite each worker keeps its own line (docs/admission.md): a visitor whose next request lands on
+        # another worker is a stranger there and queues again. Said at start rather than discovered in a spike.
+        # A shared store (store.url) has one line for every worker: nothing to say.
         log.warning("waiting rooms on %s: with --workers %d each worker keeps its own line and admits the full "
                     "rate; run a route with a waiting room with one worker", ", ".join(rooms), workers)
     try:

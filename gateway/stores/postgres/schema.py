@@ -84,6 +84,24 @@ CREATE TABLE span_sets (
 );
 CREATE INDEX span_sets_tkey ON span_sets (tkey);
 """),
+    # The waiting rooms (gateway.stores.postgres.admission says what they hold). Times are the server's clock
+    # (epoch seconds), so instances on machines whose clocks differ agree on who stopped polling.
+    (4, """
+CREATE TABLE admission_lines (
+    route TEXT PRIMARY KEY, epoch TEXT NOT NULL, tokens DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last DOUBLE PRECISION NOT NULL, lost BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE admission_places (
+    route TEXT NOT NULL REFERENCES admission_lines ON DELETE CASCADE, number BIGINT NOT NULL,
+    state TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, PRIMARY KEY (route, number)
+);
+CREATE TABLE admission_presence (
+    route TEXT NOT NULL, instance TEXT NOT NULL, seen DOUBLE PRECISION NOT NULL, PRIMARY KEY (route, instance)
+);
+CREATE TABLE admission_keys (
+    kid BIGSERIAL PRIMARY KEY, secret BYTEA NOT NULL, created DOUBLE PRECISION NOT NULL, retired DOUBLE PRECISION
+);
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]
