@@ -80,6 +80,9 @@ class PgJournal:
         self._db_lock = threading.Lock()
         self._held: set[str] = set()
         self._pruned = 0.0
+        # One attempt at start, as the pin store makes: a gateway that starts with the store up takes synced
+        # writes from its first request (bounded by the connect timeout when the store is away).
+        self._probe()
         self._writer = threading.Thread(target=self._write_loop, name="strangler-journal", daemon=True)
         self._writer.start()
 
