@@ -172,3 +172,37 @@ async def test_appends_commit_in_seq_order_and_survive_a_second_journal(pg: Clus
     finally:
         one.close()
         two.close()
+
+
+async def test_a_store_outage_refuses_synced_writes_only_and_they_resume_after(tmp_path: Path) -> None:
+    new = Mirrored()
+    legacy = Backend("legacy")
+    with cluster() as pg:
+        url = pg.create_database("outage")
+        async with serve_app(legacy.app()) as lu, serve_app(new.app()) as nu, aiohttp.ClientSession() as s:
+            with fleet(tmp_path, url, routes_text(lu, nu, SYNCED), n=1) as (a,):
+                assert await _write(s, a.public_url, "before") == 200
+                pg.stop()
+                # Within a probe or two the journal knows; from then on a synced write is refused up front.
+
+                async def refused_up_front() -> bool:
+                    hits = legacy.hits
+                    return await _write(s, a.public_url, f"down-{hits}") == 503 and legacy.hits == hits
+                deadline = time.monotonic() + 10
+                while not await refused_up_front():
+                    assert time.monotonic() < deadline, "synced writes still reach a side during the outage"
+                    await asyncio.sleep(0.1)
+                async with s.get(f"{a.public_url}/f/items") as resp:   # everything else is served
+                    assert resp.status == 200
+                async with s.get(f"{a.admin_url}/api/sync") as resp:   # the surfaces say why, not a 500
+                    assert resp.status == 503
+                    assert "unreachable" in (await resp.json(content_type=None))["detail"]
+                pg.start()
+                pg.wait_up()
+                deadline = time.monotonic() + 15
+                while await _write(s, a.public_url, "after") != 200:
+                    assert time.monotonic() < deadline, "synced writes still refused after the store came back"
+                    await asyncio.sleep(0.2)
+                await apoll(lambda: new.applied[-1:] == ["after"], 15)
+                assert new.applied[0] == "before"
+                assert not any(k.startswith("down-") for k in new.applied)

@@ -191,19 +191,21 @@ class PgJournal:
     # -- the deliverer ---------------------------------------------------------------------------------------------
 
     def _run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """``fn`` on the deliverer's connection; a broken connection is dropped (and with it the route locks)."""
+        """``fn`` on the deliverer's connection; a broken connection is dropped (and with it the route locks)
+        and the call raises ``ConnectionError``."""
         with self._db_lock:
             try:
                 if self._db is None or self._db.closed:
                     self._held.clear()
                     self._db = psycopg.connect(self.conninfo, autocommit=True)
                 return fn(self._db)
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 if self._db is not None:
                     self._db.close()
                 self._db = None
                 self._held.clear()
-                raise
+                # The callers (deliverer, admin API) know no driver: an outage is a ConnectionError to them.
+                raise ConnectionError(f"the store is unreachable: {_reason(exc)}") from exc
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._run(lambda db: db.execute(sql.encode(), args).fetchall())
