@@ -54,6 +54,8 @@ PROBE_S = 1.0
 ROUTE_LOCK = 0x73796E63
 APPEND_LOCK = 0x736A6170
 
+SERVER_KEEPALIVE = (("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 2), ("tcp_keepalives_count", 2),
+                    ("tcp_user_timeout", 10_000))
 INSERT = ("INSERT INTO sync_journal (route, target, side, method, raw_target, headers, body, idem_key, entity, "
           "trace_id, answered_by, answered_status, created_at, instance) "
           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq")
@@ -197,7 +199,7 @@ class PgJournal:
             try:
                 if self._db is None or self._db.closed:
                     self._held.clear()
-                    self._db = psycopg.connect(self.conninfo, autocommit=True)
+                    self._db = self._connect_deliverer()
                 return fn(self._db)
             except psycopg.OperationalError as exc:
                 if self._db is not None:
@@ -206,6 +208,18 @@ class PgJournal:
                 self._held.clear()
                 # The callers (deliverer, admin API) know no driver: an outage is a ConnectionError to them.
                 raise ConnectionError(f"the store is unreachable: {_reason(exc)}") from exc
+
+    def _connect_deliverer(self) -> psycopg.Connection[Any]:
+        # Named after the instance, so ``pg_locks`` joined with ``pg_stat_activity`` shows who delivers what.
+        db = psycopg.connect(self.conninfo, autocommit=True, application_name=f"strangler-sync {self.instance}"[:63])
+        # The route locks die with the session: the server must notice a vanished machine within seconds (its
+        # own TCP keepalive defaults to hours), or its routes would wait that long for another deliverer.
+        for name, value in SERVER_KEEPALIVE:
+            try:
+                db.execute(f"SET {name} = {value}".encode())
+            except psycopg.errors.UndefinedObject:   # tcp_user_timeout is PostgreSQL 12+: the rest still helps
+                pass
+        return db
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._run(lambda db: db.execute(sql.encode(), args).fetchall())
