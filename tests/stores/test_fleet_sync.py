@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from aiohttp import web
 from gateway.stores.api import JournalEntry
 from gateway.stores.postgres.connect import conninfo
 from gateway.stores.postgres.journal import PgJournal
-from tests.stores.fleet_support import apoll, fleet, routes_text
+from tests.stores.fleet_support import apoll, env_for, fleet, routes_text
 from tests.stores.pg_cluster import PASSWORD, Cluster, cluster
 from tests.support import Backend, refused_port, serve_app, two_backends, write_routes
 
@@ -90,6 +92,13 @@ async def test_two_instances_share_one_journal_and_one_deliverer(tmp_path: Path,
             assert new.applied == keys
             assert new.received == len(keys)            # once each: one deliverer for the route
             await apoll(lambda: _counts(a) == _counts(b) == {"pending": 0, "delivered": 30, "dead": 0}, 10)
+            # ``strangler sync ROUTE`` on either instance lists the fleet's entries, whichever answered them.
+            for inst in (a, b):
+                out = subprocess.run([sys.executable, "-m", "gateway", "sync", "feature", "--json", "--limit", "100",
+                                      "-c", str(inst.config), "--admin", f"127.0.0.1:{inst.admin}"],
+                                     capture_output=True, text=True, timeout=30, env=env_for(db_url))
+                assert out.returncode == 0, out.stderr
+                assert len(json.loads(out.stdout)["entries"]) == 30
 
             # The instance that delivered is the one whose own deliverer saw the lags.
             owner, other = (a, b) if a.get("/api/sync")["lag"]["p50_s"] is not None else (b, a)
