@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily
 
 from gateway.admin.app import int_param
+from gateway.errors import problem
 from gateway.rollout.controller import Rollout
 from gateway.routing.table import TableRef
 from gateway.stores.api import ComparisonStore, SyncJournal
@@ -48,6 +49,12 @@ class SyncAPI:
                                         f"{', '.join(self.tables.current.by_name) or 'none'}")
 
     async def get_sync(self, request: web.Request) -> web.Response:
+        try:
+            return await self._get_sync(request)
+        except ConnectionError as exc:   # a shared journal whose store is away: say so, not a 500
+            return problem(503, "Store unreachable", f"the sync journal cannot be read: {exc}", "store-unreachable")
+
+    async def _get_sync(self, request: web.Request) -> web.Response:
         summary = await asyncio.to_thread(self.journal.summary)
         name = request.query.get("route") or None
         state = request.query.get("state") or None
@@ -95,9 +102,13 @@ class SyncAPI:
 
     async def post_retry(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        summary = await asyncio.to_thread(self.journal.summary)
-        self._known(name, summary)
-        retried = await asyncio.to_thread(self.journal.retry_dead, name)
+        try:
+            summary = await asyncio.to_thread(self.journal.summary)
+            self._known(name, summary)
+            retried = await asyncio.to_thread(self.journal.retry_dead, name)
+        except ConnectionError as exc:
+            return problem(503, "Store unreachable", f"the dead letters cannot be retried now: {exc}",
+                           "store-unreachable")
         self.deliverer.wake()
         return web.json_response({"route": name, "retried": retried})
 

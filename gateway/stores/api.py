@@ -203,7 +203,14 @@ class JournalEntry:
 class SyncJournal(Protocol):
     """Writes to mirror to the other side. ``append`` never blocks: its future resolves to the entries' sequence
     numbers once they are durable (group commit); everything else blocks (run it in a thread). Delivery is in
-    ``seq`` order per route."""
+    ``seq`` order per route.
+
+    ``available`` (read on the request path, no I/O) is False while the journal knows it cannot make a write
+    durable (a shared journal whose store is unreachable); synced writes are then refused before either side
+    sees them, ``problem`` says why. Other requests are not affected."""
+
+    available: bool
+    problem: str
 
     def append(self, entries: list[JournalEntry]) -> concurrent.futures.Future[list[int]]: ...
 

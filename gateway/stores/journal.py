@@ -107,6 +107,8 @@ class SQLiteJournal:
         self._closed = False
         self._pruned = 0.0
         self.commits = 0
+        self.available = True     # a local file: a failed commit shows at the commit (and answers 503)
+        self.problem = ""
         self._writer = threading.Thread(target=self._write_loop, name="strangler-journal", daemon=True)
         self._writer.start()
 

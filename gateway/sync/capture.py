@@ -105,6 +105,10 @@ class Mirror:
         spec = route.spec.sync if route.spec is not None else None
         if spec is None or route.to is None or request.method not in spec.methods:
             return None
+        if not self.journal.available:
+            # Refused before either side sees it: a write answered now could not be mirrored (docs/sync.md).
+            raise Unavailable(f"synced writes are refused while the sync journal cannot make them durable: "
+                              f"{self.journal.problem}")
         if (request.content_length or 0) > spec.max_body:
             raise PayloadTooLarge(f"a synced write's body is kept until the other side has it, up to "
                                   f"{spec.max_body} bytes (sync.max_body); this one is larger")

@@ -10,8 +10,9 @@ the order the answering side saw is the order the other side gets.
     anything else, no answer     retried with exponential backoff (``BACKOFF_FIRST`` doubling to ``BACKOFF_MAX``)
 
 A rollback changes nothing here: pending writes keep going to the side they were meant for. Only one process
-delivers (the primary worker); the others only append. After a crash, a restart finds the pending entries in the
-journal and goes on.
+delivers (the primary worker); the others only append. On a shared store every instance's primary runs this loop
+and the journal hands a route's entries to one of them at a time (``stores.postgres.journal``). After a crash, a
+restart (or, in a fleet, another instance) finds the pending entries in the journal and goes on.
 """
 
 from __future__ import annotations
@@ -80,10 +81,16 @@ class Deliverer:
     # -- the loop -----------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        paused = False
         try:
             while True:
                 try:
                     await self._tick()
+                    paused = False
+                except ConnectionError as exc:   # a shared journal's store is away: said once, not every tick
+                    if not paused:
+                        log.warning("sync: delivery paused: %s", exc, extra={"event": "sync_paused"})
+                    paused = True
                 except Exception:  # a journal hiccup must not stop delivery for good
                     log.exception("sync delivery loop failed; trying again")
                 with contextlib.suppress(TimeoutError):
@@ -108,6 +115,14 @@ class Deliverer:
             self.summary = await asyncio.to_thread(self.journal.summary)
 
     async def _drain(self, route: str) -> None:
+        try:
+            await self._drain_route(route)
+        except ConnectionError as exc:
+            # A shared journal whose store is away: the route is taken up again at a later tick (by whichever
+            # instance then holds it); what was sent but not marked goes again, with its key.
+            log.warning("sync: delivery of %s paused: %s", route, exc, extra={"event": "sync_paused", "route": route})
+
+    async def _drain_route(self, route: str) -> None:
         while True:
             seen = self._generation.get(route, 0)
             batch = await asyncio.to_thread(self.journal.next_pending, route, BATCH)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.config.model import StoreSpec
 from gateway.stores.postgres.comparisons import PgDiffStore
 from gateway.stores.postgres.connect import conninfo, redact
+from gateway.stores.postgres.journal import PgJournal
 from gateway.stores.postgres.link import Link
 from gateway.stores.postgres.members import PgMembership
 from gateway.stores.postgres.peers import PgPeers
@@ -33,3 +34,7 @@ def open_comparisons(url: str, spec: StoreSpec) -> PgDiffStore:
 
 def open_traces(url: str, spec: StoreSpec) -> PgTraceStore:
     return PgTraceStore(conninfo(url, spec.password_file), max_traces=spec.max_traces)
+
+
+def open_journal(url: str, spec: StoreSpec, instance: str) -> PgJournal:
+    return PgJournal(conninfo(url, spec.password_file), instance, retention=spec.max_age)

@@ -102,6 +102,27 @@ CREATE TABLE admission_keys (
     kid BIGSERIAL PRIMARY KEY, secret BYTEA NOT NULL, created DOUBLE PRECISION NOT NULL, retired DOUBLE PRECISION
 );
 """),
+    # The sync journal (gateway.stores.journal has the same tables in SQLite, and says what they hold).
+    (5, """
+CREATE TABLE sync_journal (
+    seq BIGSERIAL PRIMARY KEY, route TEXT NOT NULL, target TEXT NOT NULL, side TEXT NOT NULL, method TEXT NOT NULL,
+    raw_target TEXT NOT NULL, headers TEXT NOT NULL, body BYTEA, idem_key TEXT NOT NULL, entity TEXT, trace_id TEXT,
+    answered_by TEXT NOT NULL, answered_status INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    next_at DOUBLE PRECISION NOT NULL DEFAULT 0, last_status INTEGER, last_error TEXT,
+    done_at DOUBLE PRECISION, verify TEXT, instance TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX sync_journal_pending ON sync_journal (state, route, seq);
+CREATE INDEX sync_journal_time ON sync_journal (route, created_at);
+CREATE TABLE sync_delivered (
+    seq BIGINT PRIMARY KEY, route TEXT NOT NULL, target TEXT NOT NULL, side TEXT NOT NULL, method TEXT NOT NULL,
+    raw_target TEXT NOT NULL, idem_key TEXT NOT NULL, entity TEXT, trace_id TEXT, answered_by TEXT NOT NULL,
+    answered_status INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL,
+    last_status INTEGER, done_at DOUBLE PRECISION NOT NULL, verify TEXT, instance TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX sync_delivered_done ON sync_delivered (done_at);
+CREATE INDEX sync_delivered_time ON sync_delivered (route, created_at);
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]
