@@ -241,21 +241,22 @@ async def test_listing_filters_by_route_status_and_duration(tmp_path: Path) -> N
             async with s.get(f"{public_url(gw)}/down/1") as r:
                 assert r.status == 503
                 failed = r.headers["X-Trace-Id"]
-            # A slow trace, reported by a service: 250 ms long.
+            # A slow trace, reported by a service: 2.5 s long (far above anything the local requests take, even on a
+            # busy machine).
             async with s.post(f"{admin_url(gw)}/v1/traces", json=otlp_json(T1, [
-                    span("3" * 16, "slow", 1_000_000_000, 1_250_000_000)])) as r:
+                    span("3" * 16, "slow", 1_000_000_000, 3_500_000_000)])) as r:
                 assert r.status == 200
             everything = await get_json(s, f"{admin_url(gw)}/api/traces")
             errors = await get_json(s, f"{admin_url(gw)}/api/traces?status=error")
             down = await get_json(s, f"{admin_url(gw)}/api/traces?route=down")
-            slow = await get_json(s, f"{admin_url(gw)}/api/traces?min_ms=200")
+            slow = await get_json(s, f"{admin_url(gw)}/api/traces?min_ms=2000")
             two = await get_json(s, f"{admin_url(gw)}/api/traces?limit=2")
             async with s.get(f"{admin_url(gw)}/api/traces?status=maybe") as r:
                 assert r.status == 400
     assert len(everything) == 5
     assert [t["trace_id"] for t in errors] == [failed]
     assert [t["trace_id"] for t in down] == [failed] and down[0]["root"] == "GET down"
-    assert [t["trace_id"] for t in slow] == [T1] and slow[0]["duration_ms"] == 250.0
+    assert [t["trace_id"] for t in slow] == [T1] and slow[0]["duration_ms"] == 2500.0
     assert len(two) == 2
 
 
