@@ -160,7 +160,9 @@ async def test_three_gateways_let_a_spike_in_at_the_rate_in_total_and_honour_eac
                 # 45 at 10/s in total: about 4.5 s (three instances each at the full rate would take 1.5 s)
                 assert took >= 3.0, took
                 per_second = [sum(1 for t in admitted_at.values() if int(t) == sec) for sec in range(int(took) + 1)]
-                assert max(per_second) <= 10 + 2, per_second
+                # Counted when each visitor came back (every 0.5 s), not when the fleet called it: up to half a
+                # second's calls (5) can land in the next second. Three instances each at the full rate: 30.
+                assert max(per_second) <= 10 + 5, per_second
                 # arrival order is the order of the numbers the fleet handed out (in the waiting tickets)
                 numbers = {i: int(c.split(":")[4]) for i, (st, c, _) in enumerate(first) if st == 503 and c}
                 queued = [i for i in order if i in numbers]
