@@ -21,11 +21,11 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 from gateway.stores.api import JournalEntry
+from gateway.stores.group_commit import GroupCommit
 from gateway.stores.sqlite import connect
 
 log = logging.getLogger("strangler.sync")
@@ -102,39 +102,17 @@ class SQLiteJournal:
         # they never wait for a commit, and a commit never waits for them.
         self._reader = connect(path)
         self._read_lock = threading.Lock()
-        self._queue: deque[tuple[list[JournalEntry], concurrent.futures.Future[list[int]]]] = deque()
-        self._wake = threading.Condition()
-        self._closed = False
         self._pruned = 0.0
         self.commits = 0
         self.available = True     # a local file: a failed commit shows at the commit (and answers 503)
         self.problem = ""
-        self._writer = threading.Thread(target=self._write_loop, name="strangler-journal", daemon=True)
-        self._writer.start()
+        self._commits = GroupCommit(self._commit)
 
     # -- the request path ------------------------------------------------------------------------------------------
 
     def append(self, entries: list[JournalEntry]) -> concurrent.futures.Future[list[int]]:
         """Queue ``entries``; the future resolves to their sequence numbers once they are committed to disk."""
-        fut: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
-        with self._wake:
-            if self._closed:
-                fut.set_exception(RuntimeError("the sync journal is closed"))
-                return fut
-            self._queue.append((entries, fut))
-            self._wake.notify()
-        return fut
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._queue and not self._closed:
-                    self._wake.wait()
-                if not self._queue and self._closed:
-                    return
-                batch = list(self._queue)
-                self._queue.clear()
-            self._commit(batch)
+        return self._commits.append(entries)
 
     def _commit(self, batch: list[tuple[list[JournalEntry], concurrent.futures.Future[list[int]]]]) -> None:
         rows = [(e.route, e.target, e.side, e.method, e.raw_target, json.dumps(e.headers), e.body, e.idem_key,
@@ -308,20 +286,10 @@ class SQLiteJournal:
         return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
 
     def flush(self, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._wake:
-                if not self._queue:
-                    break
-            time.sleep(0.005)
-        with self._lock:   # the batch taken last is committed once the lock is free
-            return True
+        return self._commits.flush(timeout)
 
     def close(self) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        self._writer.join(timeout=10)
+        self._commits.close()
         with self._lock:
             self._db.close()
         with self._read_lock:

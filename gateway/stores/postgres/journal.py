@@ -34,13 +34,13 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
 
 from gateway.stores.api import JournalEntry
+from gateway.stores.group_commit import GroupCommit
 from gateway.stores.postgres.schema import migrate
 
 log = logging.getLogger("strangler.sync")
@@ -71,10 +71,6 @@ class PgJournal:
         self.available = False            # read on the request path: set by the writer thread only
         self.problem = "connecting to the store"
         self.commits = 0
-        self._queue: deque[tuple[list[JournalEntry], concurrent.futures.Future[list[int]]]] = deque()
-        self._wake = threading.Condition()
-        self._closed = False
-        self._writing = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None    # the writer thread's
         # The deliverer's and the surfaces' connection: it holds the routes' delivery locks, so it is one
         # connection for the life of the process (a reconnect loses the locks, and ``_held`` forgets them).
@@ -85,38 +81,15 @@ class PgJournal:
         # One attempt at start, as the pin store makes: a gateway that starts with the store up takes synced
         # writes from its first request (bounded by the connect timeout when the store is away).
         self._probe()
-        self._writer = threading.Thread(target=self._write_loop, name="strangler-journal", daemon=True)
-        self._writer.start()
+        self._commits = GroupCommit(self._commit, idle=self._probe, idle_every=PROBE_S)
 
     # -- the request path ------------------------------------------------------------------------------------------
 
     def append(self, entries: list[JournalEntry]) -> concurrent.futures.Future[list[int]]:
         """Queue ``entries``; the future resolves to their sequence numbers once PostgreSQL committed them."""
-        fut: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
-        with self._wake:
-            if self._closed:
-                fut.set_exception(RuntimeError("the sync journal is closed"))
-                return fut
-            self._queue.append((entries, fut))
-            self._wake.notify()
-        return fut
+        return self._commits.append(entries)
 
     # -- the writer thread -----------------------------------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._wake:
-                if not self._queue and not self._closed:
-                    self._wake.wait(PROBE_S)
-                if not self._queue and self._closed:
-                    return
-                batch = list(self._queue)
-                self._queue.clear()
-            with self._writing:
-                if batch:
-                    self._commit(batch)
-                else:
-                    self._probe()
 
     def _writer_conn(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -357,21 +330,11 @@ class PgJournal:
             "WHERE route = %s AND created_at BETWEEN %s AND %s", (route, since, until, route, since, until))]
 
     def flush(self, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._wake:
-                if not self._queue:
-                    break
-            time.sleep(0.005)
-        with self._writing:   # the batch taken last is committed (or failed) once the lock is free
-            return True
+        return self._commits.flush(timeout)
 
     def close(self) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        self._writer.join(timeout=10)
-        with self._writing:
+        self._commits.close()
+        with self._commits.writing:
             self._down_quietly()
         with self._db_lock:   # closing the session releases the routes' delivery locks for the others
             if self._db is not None:
