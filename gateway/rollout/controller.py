@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -69,9 +69,10 @@ class Rollout:
         index = saved.index if saved is not None and saved.fingerprint == spec.fingerprint else 0
         return steps[min(index, len(steps) - 1)]
 
-    def decide(self, route: Route, request: web.BaseRequest, path: str | None = None) -> Decision:
+    def decide(self, route: Route, request: web.BaseRequest, params: Mapping[str, str] | None = None) -> Decision:
+        """``params``: what the route's path pattern captured (for a canary sticky by a path parameter)."""
         pinned = self.pinned(route)
-        return decide_request(route, request, pinned, None if pinned else self.weight(route), path)
+        return decide_request(route, request, pinned, None if pinned else self.weight(route), params)
 
     def view(self, route: Route) -> dict[str, Any]:
         """What every surface shows about a route's rollout, computed here once."""

@@ -55,13 +55,6 @@ def sticky_value(headers: Mapping[str, str], cookies: Mapping[str, str], key: St
     return cookies.get(key.name) or None
 
 
-def path_params(route: Route, path: str) -> Mapping[str, str]:
-    """The parameters the route's path pattern captures from a normalised ``path`` (empty when none)."""
-    if route.spec is None:
-        return {}
-    return route.spec.match.path.matches(path) or {}
-
-
 def in_share(route: str, percent: float, value: str | None, rng: random.Random | None = None) -> bool:
     """Whether a request falls in the first ``percent`` of the split (sticky when ``value`` is given)."""
     if percent >= 100.0:
@@ -95,15 +88,13 @@ def decide(route: Route, pinned: bool, weight: float | None, value: str | None,
 
 
 def decide_request(route: Route, request: web.BaseRequest, pinned: bool, weight: float | None,
-                   path: str | None = None) -> Decision:
-    """``decide`` for a live request (``path``: its normalised path, for a sticky path parameter); a cookie-sticky
-    canary gives a user without the cookie a key now, so their next request lands on the same side and the share
-    cannot creep."""
+                   params: Mapping[str, str] | None = None) -> Decision:
+    """``decide`` for a live request (``params``: what the route's path pattern captured, for a sticky path
+    parameter); a cookie-sticky canary gives a user without the cookie a key now, so their next request lands on
+    the same side and the share cannot creep."""
     canary = route.spec.canary if route.spec is not None and route.stage == "canary" and not pinned else None
     if canary is None or canary.sticky is None:
         return decide(route, pinned, weight, None)
-    params = path_params(route, path if path is not None else request.path) if canary.sticky.kind == "param" \
-        else None
     value = sticky_value(request.headers, request.cookies, canary.sticky, params)
     new_cookie = None
     if value is None and canary.sticky.kind == "cookie":

@@ -17,6 +17,7 @@ from gateway.routing.paths import route_path
 from gateway.routing.precedence import Entry
 
 FALLBACK_ROUTE = "fallback"
+NO_PARAMS: Mapping[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +49,15 @@ class Table:
         # limits.path_parameters: strip matches on the path a Java server would route (gateway.routing.paths).
         self._strip = config.limits.path_parameters == "strip"
 
-    def resolve(self, method: str, path: str, headers: Mapping[str, str]) -> Route:
-        """The route for a request whose path is already normalised (the fallback when nothing matches)."""
+    def resolve(self, method: str, path: str, headers: Mapping[str, str]) -> tuple[Route, Mapping[str, str]]:
+        """The route for a request whose path is already normalised (the fallback when nothing matches), and the
+        parameters its path pattern captured (a sticky canary by entity hashes one)."""
         if self._strip and ";" in path:
             path = route_path(path)
         m = self._matcher.match(method, path, headers)
-        return m.entry.target if m is not None else self.fallback  # type: ignore[return-value]
+        if m is None:
+            return self.fallback, NO_PARAMS
+        return m.entry.target, m.params  # type: ignore[return-value]
 
     def explain(self, method: str, path: str, headers: Mapping[str, str]) -> list[object]:
         if self._strip and ";" in path:

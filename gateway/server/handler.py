@@ -97,7 +97,7 @@ class PublicHandler:
         if norm != path:
             # The backend sees exactly the path the route decision was made on.
             raw = norm if query is None else f"{norm}?{query}"
-        route = table.resolve(request.method, norm, request.headers)
+        route, params = table.resolve(request.method, norm, request.headers)
         admitted = None
         if route.spec is not None and route.spec.admission is not None and self.rooms is not None:
             gate = self.rooms.gate(route.name, route.spec.admission, request, trace_header)
@@ -105,7 +105,7 @@ class PublicHandler:
                 self.recorder.held(route, request, gate.status, time.perf_counter() - started)
                 return gate
             admitted = gate
-        decision = self.rollout.decide(route, request, norm)
+        decision = self.rollout.decide(route, request, params)
         outcome = proxy.Outcome(decision.backend.name)
 
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
@@ -120,7 +120,7 @@ class PublicHandler:
         limit = table.config.limits.max_request_body
         try:
             # A route with `sync:` mirrors completed writes to the other side (gateway.sync); others skip this.
-            sync = (self.sync.begin(route, request, raw, headers, shadow)
+            sync = (self.sync.begin(route, request, raw, headers, shadow, params)
                     if self.sync is not None and route.spec is not None and route.spec.sync is not None else None)
             if sync is None:
                 resp = await self._forward(request, decision, raw, headers, outcome, shadow, limit, extra, route)

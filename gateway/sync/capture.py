@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -41,12 +41,13 @@ class SyncWrite:
     forwarder enforces it) and the answer's status and ``Date``. It passes every call on to the shadow's tap, if
     the request is shadowed too."""
 
-    __slots__ = ("route", "spec", "method", "raw_target", "headers", "key", "shadow", "chunks", "complete",
-                 "status", "date")
+    __slots__ = ("route", "spec", "method", "raw_target", "headers", "key", "shadow", "params", "chunks",
+                 "complete", "status", "date")
 
     def __init__(self, route: Route, spec: SyncSpec, method: str, raw_target: str, headers: Headers, key: str,
-                 shadow: Tap | None) -> None:
+                 shadow: Tap | None, params: Mapping[str, str]) -> None:
         self.route = route
+        self.params = params        # what the route's path pattern captured: names the entity written
         self.spec = spec
         self.method = method
         self.raw_target = raw_target
@@ -101,7 +102,7 @@ class Mirror:
         self._batch: list[tuple[JournalEntry, asyncio.Future[int]]] = []
 
     def begin(self, route: Route, request: web.BaseRequest, raw_target: str, headers: Headers,
-              shadow: Tap | None) -> SyncWrite | None:
+              shadow: Tap | None, params: Mapping[str, str]) -> SyncWrite | None:
         spec = route.spec.sync if route.spec is not None else None
         if spec is None or route.to is None or request.method not in spec.methods:
             return None
@@ -116,7 +117,7 @@ class Mirror:
         if not key:
             key = uuid7()
             headers.append((IDEMPOTENCY_KEY, key))
-        return SyncWrite(route, spec, request.method, raw_target, headers, key, shadow)
+        return SyncWrite(route, spec, request.method, raw_target, headers, key, shadow, params)
 
     async def commit(self, write: SyncWrite, outcome: Outcome, trace_id: str | None = None) -> None:
         """Journal a completed 2xx write for the other side; returns once it is durable."""
@@ -134,7 +135,7 @@ class Mirror:
         entry = JournalEntry(route=route.name, target=target.name, side="extracted" if by_legacy else "legacy",
                              method=write.method, raw_target=write.raw_target, headers=headers,
                              body=b"".join(write.chunks), idem_key=write.key, answered_by=outcome.backend,
-                             answered_status=outcome.status, entity=_entity(route, write.raw_target),
+                             answered_status=outcome.status, entity=_entity(route, write.params),
                              trace_id=trace_id)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
@@ -167,12 +168,11 @@ def _resolve(batch: list[tuple[JournalEntry, asyncio.Future[int]]], done: Any) -
             fut.set_result(seq)
 
 
-def _entity(route: Route, raw_target: str) -> str | None:
+def _entity(route: Route, params: Mapping[str, str]) -> str | None:
     """The entity a write is about, for the surfaces: the sticky path parameter, else the path's first one."""
     spec = route.spec
     if spec is None:
         return None
-    params = spec.match.path.matches(raw_target.split("?", 1)[0]) or {}
     sticky = spec.canary.sticky if spec.canary is not None else None
     name = sticky.name if sticky is not None and sticky.kind == "param" else next(iter(params), None)
     return f"{name}={params[name]}" if name is not None and name in params else None
