@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -24,25 +23,12 @@ import extracted.likes
 import extracted.reviews
 from extracted.common import to_iso
 from legacy_app.app import create_app as create_legacy_app
-from legacy_app.db import PRODUCT_COUNT, ensure_database
+from legacy_app.db import PRODUCT_COUNT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHADOW = {"X-Shadow": "1"}
 NOISE = ("average", "generated_at")
 
-
-@pytest.fixture(scope="session")
-def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("seed") / "legacy.db"
-    ensure_database(path)
-    return path
-
-
-@pytest.fixture
-def legacy_db(seeded_db: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "legacy.db"
-    shutil.copyfile(seeded_db, path)
-    return path
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -26,20 +25,6 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 GENERATED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
-
-@pytest.fixture(scope="session")
-def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Seed once; each test gets its own copy so writes never leak between tests.
-    path = tmp_path_factory.mktemp("seed") / "legacy.db"
-    ensure_database(path)
-    return path
-
-
-@pytest.fixture
-def legacy_db(seeded_db: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "legacy.db"
-    shutil.copyfile(seeded_db, path)
-    return path
 
 
 @pytest.fixture
