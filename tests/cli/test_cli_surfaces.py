@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.support import public_url, run_gateway, serve_app, write_routes
+from tests.support import public_url, run_gateway, serve_app, two_backends, write_routes
 
 LONG_NAME = "product-recommendations-for-returning-customers"
 LONG_TEMPLATE = "/api/products/{product_id}/recommendations/{kind}/for/{customer_segment}"
@@ -28,22 +28,17 @@ def json_app(name: str, body: dict) -> web.Application:
 
 
 def routes_body(legacy: str, new: str, weight: int) -> str:
-    return f"""\
-        backends:
-          legacy: {{url: "{legacy}"}}
-          new: {{url: "{new}"}}
-        fallback: legacy
-        routes:
-          - name: {LONG_NAME}
-            match: {{path: {{template: "{LONG_TEMPLATE}"}}}}
-            to: new
-            stage: shadow
-          - name: likes
-            match: {{path: {{prefix: /api/likes}}}}
-            to: new
-            stage: canary
-            canary: {{weight: {weight}, sticky: {{header: X-User-Id}}}}
-        """
+    return two_backends(legacy, new, f"""\
+        - name: {LONG_NAME}
+          match: {{path: {{template: "{LONG_TEMPLATE}"}}}}
+          to: new
+          stage: shadow
+        - name: likes
+          match: {{path: {{prefix: /api/likes}}}}
+          to: new
+          stage: canary
+          canary: {{weight: {weight}, sticky: {{header: X-User-Id}}}}
+        """)
 
 
 def cli(path: Path, gw: object, *args: str, columns: int = 200) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.support import admin_url, public_url, run_gateway, serve_app, write_routes
+from tests.support import admin_url, public_url, run_gateway, serve_app, two_backends, write_routes
 
 
 def named_app(name: str) -> web.Application:
@@ -26,17 +26,12 @@ def named_app(name: str) -> web.Application:
 
 
 def routes_body(legacy: str, new: str, stage: str) -> str:
-    return f"""\
-backends:
-  legacy: {{url: "{legacy}"}}
-  new: {{url: "{new}"}}
-fallback: legacy
-routes:
-  - name: feature
-    match: {{path: {{prefix: /feature}}}}
-    to: new
-    stage: {stage}
-"""
+    return two_backends(legacy, new, f"""\
+        - name: feature
+          match: {{path: {{prefix: /feature}}}}
+          to: new
+          stage: {stage}
+        """)
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -31,21 +30,12 @@ from tests.stores.fleet_support import (
     routes_text,
     wait_ready,
 )
-from tests.stores.pg_cluster import PASSWORD, Cluster, cluster
+from tests.stores.pg_cluster import PASSWORD, Cluster
 from tests.support import Backend, free_port, process, serve_app, write_routes
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[Cluster]:
-    with cluster() as c:
-        yield c
-
-
-@pytest.fixture
-def db_url(pg: Cluster, request: pytest.FixtureRequest) -> str:
-    return pg.create_database(request.node.name.lower().replace("[", "_").replace("]", "")[:60])
 
 
 def _open(tmp_path: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch):

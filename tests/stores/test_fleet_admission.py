@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -20,21 +19,12 @@ from gateway.config.parse import load
 from gateway.stores.open import open_stores
 from gateway.stores.postgres.admission import PgAdmissionQueue
 from tests.stores.fleet_support import fleet, routes_text
-from tests.stores.pg_cluster import PASSWORD, Cluster, cluster
+from tests.stores.pg_cluster import PASSWORD, Cluster
 from tests.support import Backend, refused_port, serve_app, write_routes
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[Cluster]:
-    with cluster() as c:
-        yield c
-
-
-@pytest.fixture
-def db_url(pg: Cluster, request: pytest.FixtureRequest) -> str:
-    return pg.create_database(request.node.name.lower().replace("[", "_").replace("]", "")[:60])
 
 
 def _queue(tmp_path: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch) -> PgAdmissionQueue:

@@ -4,7 +4,6 @@ counters, and an outage neither loses a queued comparison nor stops the writer."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,11 +14,6 @@ from tests.stores.test_diffstore import _record
 
 pytestmark = pytest.mark.timeout(120)
 
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[Cluster]:
-    with cluster() as c:
-        yield c
 
 
 def _store(pg: Cluster, db: str, monkeypatch: pytest.MonkeyPatch, **kw: object) -> PgDiffStore:

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ pytestmark = pytest.mark.timeout(180)
 SYNCED = "    stage: legacy\n    sync: {}\n"
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[Cluster]:
-    with cluster() as c:
-        yield c
-
-
-@pytest.fixture
-def db_url(pg: Cluster, request: pytest.FixtureRequest) -> str:
-    return pg.create_database(request.node.name.lower()[:60])
 
 
 class Mirrored:

@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.config.parse import ConfigError, load
 from gateway.stores.api import JournalEntry
 from gateway.stores.journal import SQLiteJournal
-from tests.support import admin_url, public_url, run_gateway, serve_app, write_routes
+from tests.support import admin_url, public_url, run_gateway, serve_app, two_backends, write_routes
 
 
 class Recorder:
@@ -54,16 +54,12 @@ class Recorder:
 
 
 def routes_body(legacy: str, new: str, route: str) -> str:
-    return f"""\
-backends:
-  legacy: {{url: "{legacy}"}}
-  new: {{url: "{new}"}}
-fallback: legacy
-routes:
+    """A ``likes`` route on the product template; ``route`` adds its remaining keys (indented four spaces)."""
+    return two_backends(legacy, new, """\
   - name: likes
-    match: {{path: {{template: "/api/likes/{{product_id}}"}}}}
+    match: {path: {template: "/api/likes/{product_id}"}}
     to: new
-{route}"""
+""" + route)
 
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:
