@@ -282,9 +282,6 @@ class SQLiteJournal:
                 "UNION ALL SELECT raw_target, created_at, done_at FROM delivered WHERE route = ? AND created_at "
                 "BETWEEN ? AND ?", (route, since, until, route, since, until))]
 
-    def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in (self.path, Path(str(self.path) + "-wal")) if p.exists())
-
     def flush(self, timeout: float = 5.0) -> bool:
         return self._commits.flush(timeout)
 

@@ -22,7 +22,6 @@ class PgMembership:
         self.instance = instance
         self._info: dict[str, Any] = {}
         self._members: list[dict[str, Any]] = []
-        self._announced = False
         link.add_periodic(self._beat)
 
     def announce(self, info: dict[str, Any]) -> None:
