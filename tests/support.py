@@ -115,8 +115,10 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
-async def wait_ready(*urls: str, timeout: float = 20.0) -> None:
-    """Poll each URL until it answers below 500 (a gateway process that has bound its listeners)."""
+async def wait_ready(*urls: str, timeout: float = 20.0, proc: subprocess.Popen | None = None,
+                     log: Path | None = None) -> None:
+    """Poll each URL until it answers below 500 (a gateway process that has bound its listeners). With ``proc``,
+    a process that exited fails at once; the failure quotes the end of ``log``."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         for url in urls:
@@ -127,7 +129,11 @@ async def wait_ready(*urls: str, timeout: float = 20.0) -> None:
                             break
                 except aiohttp.ClientError:
                     pass
-                assert time.monotonic() < deadline, f"{url} not ready"
+                exited = proc is not None and proc.poll() is not None
+                if exited or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+                    raise AssertionError(f"{url} not ready" + (" (the process exited)" if exited else "")
+                                         + (f"\n--- {log.name} ---\n{tail}" if tail else ""))
                 await asyncio.sleep(0.1)
 
 

@@ -37,9 +37,10 @@ routes:
     match: {{path: {{prefix: /f}}}}
     to: new
 {route_extra}""")
-        with process([sys.executable, "-m", "gateway", "up", "-c", str(config), "--workers", "2"],
-                     tmp_path / "gateway.log"):
-            await wait_ready(f"http://127.0.0.1:{admin}/readyz", f"http://127.0.0.1:{public}/healthz")
+        log = tmp_path / "gateway.log"
+        with process([sys.executable, "-m", "gateway", "up", "-c", str(config), "--workers", "2"], log) as proc:
+            await wait_ready(f"http://127.0.0.1:{admin}/readyz", f"http://127.0.0.1:{public}/healthz",
+                             timeout=40, proc=proc, log=log)
             await wait_listening(public, sockets=2)   # both workers, or the kernel sends everything to one
             yield {"public": f"http://127.0.0.1:{public}", "admin": f"127.0.0.1:{admin}", "config": config,
                    "legacy": legacy, "new": new}
