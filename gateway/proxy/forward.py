@@ -33,8 +33,9 @@ from gateway.errors import (
     UpstreamRetryableStatus,
 )
 from gateway.proxy import upstream
-from gateway.proxy.headers import Headers, downstream_response_headers
+from gateway.proxy.headers import Headers, downstream_response_headers, relay_fields
 from gateway.proxy.pool import Pool, UpstreamResponse
+from gateway.proxy.reply import RelayedReply
 
 CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024   # a complete body up to this size is sent with the headers in one write
@@ -129,7 +130,7 @@ async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | N
 async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_target: str,
                   headers: Headers, outcome: Outcome, *, tap: Tap | None = None, body_limit: int | None = None,
                   extra_response_headers: Headers = (), retry_statuses: frozenset[int] = frozenset()
-                  ) -> web.StreamResponse:
+                  ) -> web.StreamResponse | RelayedReply:
     """Proxy ``request`` to ``backend`` and stream the answer back; raises ``GatewayError`` before the response
     started (the caller turns it into a problem+json response)."""
     # Whether the request has a body by its framing, not whether bytes are waiting: a body the screen refused
@@ -144,15 +145,18 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
         raise UpstreamRetryableStatus(f"{backend.name} answered {resp.status}", backend=backend.name)
     try:
         outcome.status = resp.status
-        out_headers = downstream_response_headers(resp.raw_headers)
         if tap is not None:
-            tap.response_start(resp.status, out_headers)
+            tap.response_start(resp.status, downstream_response_headers(resp.raw_headers))
         whole = resp.take_complete(SMALL_BODY)
         if whole is not None:
-            # The whole (small) body came with the headers, as most API answers do: send it in one write
-            # instead of streaming headers and body separately.
-            return _complete_response(resp.status, out_headers, extra_response_headers, whole, outcome, tap,
-                                      started)
+            # The whole (small) body came with the headers, as most API answers do: relay it in one write.
+            relayed = relay_fields(resp.raw_headers, extra_response_headers, len(whole))
+            if relayed is not None:
+                _complete(outcome, tap, whole, started)
+                return RelayedReply(resp.status, relayed[0], whole, relayed[1])
+            return _complete_response(resp.status, downstream_response_headers(resp.raw_headers),
+                                      extra_response_headers, whole, outcome, tap, started)
+        out_headers = downstream_response_headers(resp.raw_headers)
         out = RelayedStreamResponse(status=resp.status, reason=_reason(resp.status), headers=out_headers)
         for name, value in extra_response_headers:
             out.headers.add(name, value)
@@ -200,12 +204,16 @@ def _complete_response(status: int, headers: Headers, extra: Headers, body: byte
     for name, value in extra:
         out.headers.add(name, value)
     out.body = body   # keeps the backend's Content-Length header when it had one; aiohttp sets it otherwise
+    _complete(outcome, tap, body, started)
+    return out
+
+
+def _complete(outcome: Outcome, tap: Tap | None, body: bytes, started: float) -> None:
     if tap is not None:
         tap.response_chunk(body)
         tap.response_end(True)
     outcome.bytes_out = len(body)
     outcome.upstream_seconds = time.perf_counter() - started
-    return out
 
 
 def _reason(status: int) -> str:

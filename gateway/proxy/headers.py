@@ -91,6 +91,43 @@ def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | 
     return out
 
 
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+
+
+def relay_fields(raw: list[tuple[bytes, bytes]], extra: Headers, length: int) -> tuple[bytes, bool] | None:
+    """The client's header block for a complete body of ``length`` bytes, as bytes (``gateway.proxy.reply``): the
+    backend's fields in order less hop-by-hop ones and those its ``Connection`` names, ``Content-Length`` when the
+    backend framed the body otherwise (chunked), then ``extra``; and whether ``Date`` is missing. None when a value
+    holds a CR or LF (it could not be relayed as one field; the caller lets aiohttp refuse it)."""
+    named: frozenset[bytes] = frozenset()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            named = frozenset(t.strip().lower() for t in b",".join(
+                v for n, v in raw if n.lower() == b"connection").split(b",") if t.strip())
+            break
+    parts: list[bytes] = []
+    has_length = has_date = False
+    for name, value in raw:
+        lname = name.lower()
+        if lname in _HOP_BY_HOP_BYTES or lname in named:
+            continue
+        if lname == b"content-length":
+            has_length = True
+        elif lname == b"date":
+            has_date = True
+        parts += (name, b": ", value, b"\r\n")
+    if not has_length:
+        parts.append(b"Content-Length: %d\r\n" % length)
+    for name, value in extra:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    block = b"".join(parts)
+    # One CR and one LF per field, or a value smuggled a line break in.
+    fields = (len(parts) - len(extra) - (not has_length)) // 4 + len(extra) + (not has_length)
+    if block.count(b"\n") != fields or block.count(b"\r") != fields:
+        return None
+    return block, not has_date
+
+
 def downstream_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
     """Headers for the client: the backend's, less hop-by-hop ones and those its ``Connection`` names."""
     raw = tuple(raw)
