@@ -71,8 +71,15 @@ class Rollout:
 
     def decide(self, route: Route, request: web.BaseRequest, params: Mapping[str, str] | None = None) -> Decision:
         """``params``: what the route's path pattern captured (for a canary sticky by a path parameter)."""
-        pinned = self.pinned(route)
-        return decide_request(route, request, pinned, None if pinned else self.weight(route), params)
+        pinned = route.spec is not None and route.name in self.state.pins
+        fixed = route.decisions.get(pinned)
+        if fixed is not None:
+            return fixed
+        if route.stage == "canary" and not pinned and route.to is not None:
+            return decide_request(route, request, pinned, self.weight(route), params)
+        # Every other stage decides from the config and the pin alone: once per route and config generation.
+        decision = route.decisions[pinned] = decide_request(route, request, pinned, None, params)
+        return decision
 
     def view(self, route: Route) -> dict[str, Any]:
         """What every surface shows about a route's rollout, computed here once."""

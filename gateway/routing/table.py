@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config.model import Backend, Config, RouteSpec
 from gateway.routing.index import RouteTable
@@ -27,6 +28,9 @@ class Route:
     stage: str
     legacy: Backend
     to: Backend | None
+    # The rollout's decision by pin state, for the stages that depend on nothing else (gateway.rollout): made
+    # once per route and config generation, since a reload builds new routes.
+    decisions: dict[bool, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_fallback(self) -> bool:

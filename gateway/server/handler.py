@@ -33,16 +33,17 @@ from gateway.errors import (
 from gateway.proxy import forward as proxy
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.protect import Protection
+from gateway.proxy.reply import RelayedReply
 from gateway.proxy.upstream import Upstreams
 from gateway.rollout import decision as rollout
 from gateway.rollout.controller import Rollout
-from gateway.routing.paths import PathError, normalize_path, split_target
+from gateway.routing.paths import PathError, normalize_path
 from gateway.routing.table import TableRef
 from gateway.shadow.dispatcher import ShadowDispatcher
 from gateway.sync.capture import Mirror
 from gateway.telemetry.recorder import Recorder
-from gateway.telemetry.tracing import current as current_span
-from observability.tracing import TRACEPARENT
+from gateway.telemetry.tracing import TraceContext
+from observability.tracing import TRACE_ID_HEADER, TRACEPARENT
 
 if TYPE_CHECKING:
     from gateway.routing.table import Route
@@ -78,55 +79,56 @@ class PublicHandler:
         self.upstreams = upstreams
         self.protection = protection
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse | RelayedReply:
         started = time.perf_counter()
         table = self.tables.current
-        span = self.recorder.start(request, table.config)
-        trace_header = self.recorder.trace_header(span, table.config)
+        cfg = table.config
+        limits = cfg.limits
+        recorder = self.recorder
+        span = recorder.start(request, cfg)
+        trace_header = (TRACE_ID_HEADER, span.trace_hex) if cfg.tracing.response_header else None
         raw = request.raw_path
-        refusal = self._check(request, table.config.limits.max_request_body)
+        refusal = self._check(request, limits.max_request_body)
         if refusal is None:
+            path, _, query = raw.partition("?")
             try:
-                path, query = split_target(raw)
-                norm = normalize_path(path, table.config.limits.path_parameters)
+                norm = normalize_path(path, limits.path_parameters)
             except PathError as exc:
                 refusal = BadRequest(f"invalid request path: {exc}")
         if refusal is not None:
-            self.recorder.refused(request, refusal, time.perf_counter() - started)
+            recorder.refused(span, request, refusal, time.perf_counter() - started)
             return problem_response(refusal, instance=raw[:200], trace_header=trace_header)
         if norm != path:
             # The backend sees exactly the path the route decision was made on.
-            raw = norm if query is None else f"{norm}?{query}"
+            raw = f"{norm}?{query}" if "?" in raw else norm
         route, params = table.resolve(request.method, norm, request.headers)
-        admitted = None
-        if route.spec is not None and route.spec.admission is not None and self.rooms is not None:
-            gate = self.rooms.gate(route.name, route.spec.admission, request, trace_header)
+        spec = route.spec
+        extra = [trace_header] if trace_header is not None else []
+        if spec is not None and spec.admission is not None and self.rooms is not None:
+            gate = self.rooms.gate(route.name, spec.admission, request, trace_header)
             if isinstance(gate, web.Response):
-                self.recorder.held(route, request, gate.status, time.perf_counter() - started)
+                recorder.held(span, route, request, gate.status, time.perf_counter() - started)
                 return gate
-            admitted = gate
+            if gate is not None:   # a new ticket for the visitor
+                extra.append(gate)
         decision = self.rollout.decide(route, request, params)
+        if decision.new_cookie is not None:
+            extra.append(_cookie_header(decision.new_cookie))
         outcome = proxy.Outcome(decision.backend.name)
-
         headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
-                                           keep_upgrade=False,
-                                           underscores=table.config.limits.underscores_in_headers)
+                                           keep_upgrade=False, underscores=limits.underscores_in_headers)
         shadow = self.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
-        extra = _cookie_header(decision)
-        if admitted is not None:
-            extra.append(admitted)
-        if trace_header is not None:
-            extra.append(trace_header)
-        limit = table.config.limits.max_request_body
+        limit = limits.max_request_body
         try:
             # A route with `sync:` mirrors completed writes to the other side (gateway.sync); others skip this.
             sync = (self.sync.begin(route, request, raw, headers, shadow, params)
-                    if self.sync is not None and route.spec is not None and route.spec.sync is not None else None)
+                    if spec is not None and spec.sync is not None and self.sync is not None else None)
             if sync is None:
-                resp = await self._forward(request, decision, raw, headers, outcome, shadow, limit, extra, route)
+                resp = await self._forward(request, span, route, decision, raw, headers, outcome, shadow, limit,
+                                           extra)
             else:
-                resp = await self._forward(request, decision, raw, headers, outcome, sync, sync.limit(limit),
-                                           extra, route)
+                resp = await self._forward(request, span, route, decision, raw, headers, outcome, sync,
+                                           sync.limit(limit), extra)
                 await self.sync.commit(sync, outcome, span.trace_hex if span.sampled else None)  # type: ignore[union-attr]
         except GatewayError as exc:
             proxy.mark_error(outcome, exc)
@@ -134,39 +136,35 @@ class PublicHandler:
                 shadow.primary_failed()
             resp = problem_response(exc, instance=path, trace_header=trace_header)
         finally:
-            elapsed = time.perf_counter() - started
-            self.recorder.request_done(route, decision, request, outcome, elapsed)
+            recorder.request_done(span, route, decision, request, outcome, time.perf_counter() - started)
             if decision.side == "extracted" or outcome.fell_back:
                 self.rollout.observed(route)
         if shadow is not None:
             self.shadow.submit(shadow, outcome)
         return resp
 
-    async def _forward(self, request: web.BaseRequest, decision: rollout.Decision, raw: str,
-                       headers: list[tuple[str, str]], outcome: proxy.Outcome, shadow: proxy.Tap | None,
-                       limit: int | None, extra: list[tuple[str, str]], route: Route | None = None
-                       ) -> web.StreamResponse:
+    async def _forward(self, request: web.BaseRequest, span: TraceContext, route: Route, decision: rollout.Decision,
+                       raw: str, headers: list[tuple[str, str]], outcome: proxy.Outcome, tap: proxy.Tap | None,
+                       limit: int | None, extra: list[tuple[str, str]]) -> web.StreamResponse | RelayedReply:
         """Send to the decided backend; with ``on_error: fallback``, a failed attempt on the new side of an
         idempotent request is retried once on legacy (and still counted against the new side)."""
-        fallback = route is not None and self._may_fall_back(request, route, decision)
-        if fallback:
-            try:
-                return await self._attempt(request, decision.backend, raw, headers, outcome, shadow, limit, extra,
-                                           retry_statuses=RETRY_STATUSES)
-            except GatewayError as exc:
-                if not _retryable(exc, request):
-                    raise
-                assert route is not None
-                self.recorder.attempt_failed(route, "extracted")
-                outcome.backend = route.legacy.name
-                outcome.fell_back = True
-                return await self._attempt(request, route.legacy, raw, headers, outcome, shadow, limit, extra)
-        return await self._attempt(request, decision.backend, raw, headers, outcome, shadow, limit, extra)
+        if not (decision.side == "extracted" and self._may_fall_back(request, route)):
+            return await self._attempt(request, span, decision.backend, raw, headers, outcome, tap, limit, extra)
+        try:
+            return await self._attempt(request, span, decision.backend, raw, headers, outcome, tap, limit, extra,
+                                       retry_statuses=RETRY_STATUSES)
+        except GatewayError as exc:
+            if not _retryable(exc, request):
+                raise
+            self.recorder.attempt_failed(route, "extracted")
+            outcome.backend = route.legacy.name
+            outcome.fell_back = True
+            return await self._attempt(request, span, route.legacy, raw, headers, outcome, tap, limit, extra)
 
-    async def _attempt(self, request: web.BaseRequest, backend: Backend, raw: str, headers: list[tuple[str, str]],
-                       outcome: proxy.Outcome, shadow: proxy.Tap | None, limit: int | None,
-                       extra: list[tuple[str, str]], retry_statuses: frozenset[int] = frozenset()
-                       ) -> web.StreamResponse:
+    async def _attempt(self, request: web.BaseRequest, span: TraceContext, backend: Backend, raw: str,
+                       headers: list[tuple[str, str]], outcome: proxy.Outcome, tap: proxy.Tap | None,
+                       limit: int | None, extra: list[tuple[str, str]], retry_statuses: frozenset[int] = frozenset()
+                       ) -> web.StreamResponse | RelayedReply:
         protection = self.protection
         circuit = protection.circuits.get(backend.name)
         if circuit is not None and not circuit.allow():
@@ -175,29 +173,25 @@ class PublicHandler:
         slot = protection.limits.get(backend.name)
         if slot is not None:
             await slot.acquire()
-        span = current_span()
+        # A CLIENT span per attempt when sampled; the backend continues the trace under it.
+        headers = [*headers, (TRACEPARENT, span.attempt(backend))]
         try:
-            if span is not None:  # a CLIENT span per attempt; the backend continues the trace under it
-                headers = [*headers, (TRACEPARENT, span.attempt(backend))]
             if proxy.is_upgrade(request):
                 resp = await proxy.forward_websocket(request, backend, self.upstreams.ws_session(backend), raw,
                                                      headers, outcome)
             else:
                 resp = await proxy.forward(request, backend, self.upstreams.pool(backend), raw, headers, outcome,
-                                           tap=shadow,
-                                           body_limit=limit, extra_response_headers=extra,
+                                           tap=tap, body_limit=limit, extra_response_headers=extra,
                                            retry_statuses=retry_statuses)
         except GatewayError as exc:
-            if span is not None:
-                span.attempt_end(exc.status, exc)
+            span.attempt_end(exc.status, exc)
             if circuit is not None and not isinstance(exc, ClientRequestError):
                 circuit.failure()
             raise
         finally:
             if slot is not None:
                 slot.release()
-        if span is not None:
-            span.attempt_end(outcome.status, outcome.error)
+        span.attempt_end(outcome.status, outcome.error)
         if circuit is not None:
             if outcome.status >= 500 or outcome.aborted:
                 circuit.failure()
@@ -206,9 +200,9 @@ class PublicHandler:
         return resp
 
     @staticmethod
-    def _may_fall_back(request: web.BaseRequest, route: Route, decision: rollout.Decision) -> bool:
-        return (decision.side == "extracted" and route.spec is not None and route.spec.on_error == "fallback"
-                and request.method in IDEMPOTENT and not proxy.is_upgrade(request))
+    def _may_fall_back(request: web.BaseRequest, route: Route) -> bool:
+        return (route.spec is not None and route.spec.on_error == "fallback" and request.method in IDEMPOTENT
+                and not proxy.is_upgrade(request))
 
     @staticmethod
     def _check(request: web.BaseRequest, limit: int | None) -> GatewayError | None:
@@ -222,6 +216,9 @@ class PublicHandler:
 
 
 def _peer(request: web.BaseRequest) -> str | None:
+    peer = getattr(request.protocol, "peer", False)   # the listener's handler keeps it per connection
+    if peer is not False:
+        return peer
     transport = request.transport
     if transport is None:
         return None
@@ -231,8 +228,6 @@ def _peer(request: web.BaseRequest) -> str | None:
     return None
 
 
-def _cookie_header(decision: rollout.Decision) -> list[tuple[str, str]]:
-    if decision.new_cookie is None:
-        return []
-    name, value = decision.new_cookie
-    return [("Set-Cookie", f"{name}={value}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly")]
+def _cookie_header(cookie: tuple[str, str]) -> tuple[str, str]:
+    name, value = cookie
+    return ("Set-Cookie", f"{name}={value}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly")

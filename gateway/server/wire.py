@@ -12,6 +12,7 @@ no higher than the client's; aiohttp would say HTTP/1.0 for a request it could n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +67,13 @@ class ProblemRequestHandler(RequestHandler):
         limits = manager.limits()
         screen = Screen(limits.max_request_head, limits.underscores_in_headers)
         self._parser = ScreenedParser(self._parser, screen, self)
+        self.peer: str | None = None   # the client's address, for X-Forwarded-For: read once per connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple | list) and peer:
+            self.peer = str(peer[0])
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

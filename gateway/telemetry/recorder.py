@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from gateway.proxy.forward import Outcome
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.stats import StatsRegistry
-from gateway.telemetry.tracing import ChildSpan, GatewayTracer, RequestSpan
+from gateway.telemetry.tracing import ChildSpan, GatewayTracer, TraceContext
 from observability.logging import AccessLog
-from observability.tracing import CURRENT, TRACE_ID_HEADER
+from observability.tracing import TRACE_ID_HEADER
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -38,55 +38,53 @@ class Recorder:
 
     # -- per request -----------------------------------------------------------------------------------------------
 
-    def start(self, request: web.BaseRequest, cfg: Config) -> RequestSpan:
+    def start(self, request: web.BaseRequest, cfg: Config) -> TraceContext:
         return self.tracing.start(request, cfg.tracing)
 
     @staticmethod
-    def trace_header(span: RequestSpan, cfg: Config) -> tuple[str, str] | None:
+    def trace_header(span: TraceContext, cfg: Config) -> tuple[str, str] | None:
         """``X-Trace-Id`` for the response, unless routes.yaml ``tracing.response_header`` is false."""
         return (TRACE_ID_HEADER, span.trace_hex) if cfg.tracing.response_header else None
 
-    def request_done(self, route: Route, decision: Decision, request: web.BaseRequest, outcome: Outcome,
-                     elapsed: float) -> None:
-        error = outcome.status >= 500 or outcome.error is not None
-        self.stats.route(route.name).side("legacy" if outcome.fell_back else decision.side).request(elapsed, error)
-        span: RequestSpan | None = CURRENT.get()
-        if span is not None:
+    def request_done(self, span: TraceContext, route: Route, decision: Decision, request: web.BaseRequest,
+                     outcome: Outcome, elapsed: float) -> None:
+        status = outcome.status
+        error = status >= 500 or outcome.error is not None
+        windows = self.stats.route(route.name)
+        (windows.legacy if outcome.fell_back else windows.side(decision.side)).request(elapsed, error)
+        if span.sampled:
             self.tracing.finish(span, route, decision, outcome)
         stage = decision.effective_stage
-        self.metrics.request(route.name, stage, outcome.backend, outcome.status, elapsed, outcome.upstream_seconds)
+        self.metrics.request(route.name, stage, outcome.backend, status, elapsed, outcome.upstream_seconds)
         if self.access.enabled():
             self.access.emit((time.time(), request.method, request.raw_path, route.name, stage, outcome.backend,
-                              outcome.status, elapsed, outcome.bytes_out, span.trace_id if span else 0,
-                              span.span_id if span else 0))
+                              status, elapsed, outcome.bytes_out, span.trace_id, span.span_id))
 
     def attempt_failed(self, route: Route, side: str) -> None:
         """A failed attempt the user did not see (a fallback retried it): it still counts against its side."""
         self.stats.route(route.name).side(side).request(0.0, True)
 
-    def refused(self, request: web.BaseRequest, error: GatewayError, elapsed: float) -> None:
+    def refused(self, span: TraceContext, request: web.BaseRequest, error: GatewayError, elapsed: float) -> None:
         """A request answered by the gateway itself before any route was chosen (bad path, body too large)."""
-        span: RequestSpan | None = CURRENT.get()
-        if span is not None:
+        if span.sampled:
             outcome = Outcome("")
             outcome.status, outcome.error = error.status, error
             self.tracing.finish(span, None, None, outcome)
         self.metrics.request("none", "none", "none", error.status, elapsed, 0.0)
         if self.access.enabled():
             self.access.emit((time.time(), request.method, request.raw_path, None, None, None, error.status,
-                              elapsed, 0, span.trace_id if span else 0, span.span_id if span else 0))
+                              elapsed, 0, span.trace_id, span.span_id))
 
-    def held(self, route: Route, request: web.BaseRequest, status: int, elapsed: float) -> None:
+    def held(self, span: TraceContext, route: Route, request: web.BaseRequest, status: int, elapsed: float) -> None:
         """A request the route's waiting room answered itself (in line, or the line is full)."""
-        span: RequestSpan | None = CURRENT.get()
-        if span is not None:
+        if span.sampled:
             outcome = Outcome("")
             outcome.status = status
             self.tracing.finish(span, None, None, outcome)
         self.metrics.request(route.name, "waiting_room", "none", status, elapsed, 0.0)
         if self.access.enabled():
             self.access.emit((time.time(), request.method, request.raw_path, route.name, "waiting_room", None,
-                              status, elapsed, 0, span.trace_id if span else 0, span.span_id if span else 0))
+                              status, elapsed, 0, span.trace_id, span.span_id))
 
     def shadow_done(self, route: str, target: str, span: ChildSpan, status: int, error: str | None, verdict: str,
                     seconds: float) -> None:

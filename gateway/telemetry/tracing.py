@@ -2,9 +2,10 @@
 
 Per request (``PublicHandler``):
 
-    start(request)          -> RequestSpan: trace and span ids (continuing a valid inbound ``traceparent``, with
-                               its sampling decision), the sampling decision, the start time; it becomes the
-                               current span for logs (``observability.tracing.CURRENT``)
+    start(request)          -> TraceContext: trace and span ids (continuing a valid inbound ``traceparent``, with
+                               its sampling decision); for a sampled request a RequestSpan, which also records
+                               the start time. It becomes the current span for logs
+                               (``observability.tracing.CURRENT``)
     span.attempt(backend)   -> the ``traceparent`` value for one upstream attempt (a CLIENT span when sampled)
     span.attempt_end(...)      the attempt's status
     finish(span, ...)          end time, route, decision and outcome are attached; a sampled span is queued
@@ -16,8 +17,9 @@ Why not the SDK's ``Span`` here: creating and ending an SDK span with a dozen at
 attribute is validated and copied under a lock), a tenth of the gateway's whole budget per request. A
 ``RequestSpan`` is a slotted object that keeps references to what the request computed anyway (route, decision,
 outcome); names and attributes are only built in the trace store's writer thread (``rows()``), and only for
-sampled requests. An unsampled request costs two random numbers and a string format (its ``traceparent`` still
-goes upstream with the sampled flag off, so the services do not start traces of their own).
+sampled requests. An unsampled request creates no span at all: a ``TraceContext`` holds its ids, and it costs two
+random numbers and a string format (its ``traceparent`` still goes upstream with the sampled flag off, so the
+services do not start traces of their own).
 
 From the writer thread the rows go to the embedded store and, when the standard ``OTEL_EXPORTER_OTLP_*`` variables
 name a collector, to OpenTelemetry span processors as SDK ``ReadableSpan`` objects (``add_processor``; tests add
@@ -79,28 +81,18 @@ class Attempt:
         self.error: GatewayError | None = None
 
 
-class RequestSpan:
-    """The SERVER span of one request, with its upstream attempts."""
+class TraceContext:
+    """The trace a request belongs to when it is not sampled: ids only, nothing recorded. Its ``traceparent`` still
+    goes upstream (with the sampled flag off, so the services do not start traces of their own), ``X-Trace-Id``
+    and the access log still name the trace, and a shadow copy continues it."""
 
-    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "start_ns", "end_ns", "method", "target",
-                 "scheme", "route", "decision", "outcome", "attempts", "service", "_hex")
+    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "_hex")
 
-    def __init__(self, trace_id: int, parent_id: int, sampled: bool, method: str, target: str, scheme: str,
-                 service: str) -> None:
+    def __init__(self, trace_id: int, parent_id: int, sampled: bool) -> None:
         self.trace_id = trace_id
         self.span_id = new_span_id()
         self.parent_id = parent_id
         self.sampled = sampled
-        self.start_ns = time.time_ns()
-        self.end_ns = 0
-        self.method = method
-        self.target = target
-        self.scheme = scheme
-        self.service = service
-        self.route: Route | None = None
-        self.decision: Decision | None = None
-        self.outcome: Outcome | None = None
-        self.attempts: list[Attempt] = []
         self._hex: str | None = None
 
     @property
@@ -111,10 +103,36 @@ class RequestSpan:
         return self._hex
 
     def attempt(self, backend: Backend) -> str:
+        """The ``traceparent`` for one upstream attempt: the request's own id is a valid parent for an unsampled
+        trace."""
+        return f"00-{self.trace_hex}-{self.span_id:016x}-00"
+
+    def attempt_end(self, status: int, error: GatewayError | None = None) -> None:
+        return None
+
+
+class RequestSpan(TraceContext):
+    """The SERVER span of one sampled request, with its upstream attempts."""
+
+    __slots__ = ("start_ns", "end_ns", "method", "target", "scheme", "route", "decision", "outcome", "attempts",
+                 "service")
+
+    def __init__(self, trace_id: int, parent_id: int, sampled: bool, method: str, target: str, scheme: str,
+                 service: str) -> None:
+        super().__init__(trace_id, parent_id, sampled)
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+        self.method = method
+        self.target = target
+        self.scheme = scheme
+        self.service = service
+        self.route: Route | None = None
+        self.decision: Decision | None = None
+        self.outcome: Outcome | None = None
+        self.attempts: list[Attempt] = []
+
+    def attempt(self, backend: Backend) -> str:
         """Open a CLIENT span for one upstream attempt; returns the ``traceparent`` to send with it."""
-        if not self.sampled:
-            # Nothing is recorded: the server span's own id is a valid parent for an unsampled trace.
-            return f"00-{self.trace_hex}-{self.span_id:016x}-00"
         attempt = Attempt(new_span_id(), backend)
         self.attempts.append(attempt)
         return f"00-{self.trace_hex}-{attempt.span_id:016x}-01"
@@ -170,7 +188,7 @@ class ChildSpan:
                  "attributes", "failed")
     export = True
 
-    def __init__(self, parent: RequestSpan | None, name: str, service: str, attributes: dict[str, Any]) -> None:
+    def __init__(self, parent: TraceContext | None, name: str, service: str, attributes: dict[str, Any]) -> None:
         if parent is not None:
             self.trace_id, self.parent_id, self.sampled = parent.trace_id, parent.span_id, parent.sampled
         else:  # nothing to attach to (a replay): a new trace nobody asked to keep
@@ -215,7 +233,8 @@ class GatewayTracer:
 
     # -- per request -----------------------------------------------------------------------------------------------
 
-    def start(self, request: web.BaseRequest, spec: TracingSpec) -> RequestSpan:
+    def start(self, request: web.BaseRequest, spec: TracingSpec) -> TraceContext:
+        """The request's trace: a ``RequestSpan`` that records it when sampled, else just its ids."""
         if spec is not self._spec:
             self._spec, self._bound = spec, sample_bound(spec.sample)
         header = request.headers.get(TRACEPARENT)
@@ -226,8 +245,8 @@ class GatewayTracer:
         else:
             trace_id, parent_id = new_trace_id(), 0
             sampled = (trace_id & _LOW_64) < self._bound and self._within_rate(spec.max_per_second)
-        span = RequestSpan(trace_id, parent_id, sampled, request.method, request.raw_path, request.scheme,
-                           self.service)
+        span = (RequestSpan(trace_id, parent_id, True, request.method, request.raw_path, request.scheme,
+                            self.service) if sampled else TraceContext(trace_id, parent_id, False))
         CURRENT.set(span)
         return span
 
@@ -246,14 +265,14 @@ class GatewayTracer:
         self._rate_count += 1
         return True
 
-    def finish(self, span: RequestSpan, route: Route | None, decision: Decision | None,
+    def finish(self, span: TraceContext, route: Route | None, decision: Decision | None,
                outcome: Outcome | None) -> None:
-        span.end_ns = time.time_ns()
-        span.route, span.decision, span.outcome = route, decision, outcome
-        if span.sampled:
+        if isinstance(span, RequestSpan):
+            span.end_ns = time.time_ns()
+            span.route, span.decision, span.outcome = route, decision, outcome
             self.store.put(span.snapshot())
 
-    def child(self, parent: RequestSpan | None, name: str, attributes: dict[str, Any]) -> ChildSpan:
+    def child(self, parent: TraceContext | None, name: str, attributes: dict[str, Any]) -> ChildSpan:
         return ChildSpan(parent, name, self.service, attributes)
 
     def shadow_span(self, tap: Any) -> ChildSpan:
@@ -343,6 +362,6 @@ def _otel_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def current() -> RequestSpan | None:
+def current() -> TraceContext | None:
     """The span of the request being handled (set by ``GatewayTracer.start``), if any."""
     return CURRENT.get()
