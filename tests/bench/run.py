@@ -5,7 +5,8 @@
 A run starts one upstream backend (``tests/bench/backend.py``), then, per scenario, the proxies it compares:
 nginx (the reference), the naive aiohttp proxy (``naive_proxy.py``, the Python baseline) and the gateway
 (``python -m gateway up`` on a generated routes.yaml). Each proxy is driven by wrk in turn (a warm-up run, then
-the measured run), and its CPU time is read from /proc around the measured run only.
+``--repeat`` measured runs), and its CPU time is read from /proc around each measured run only. A row's figures
+are the medians over its measured runs; the best run is shown beside them.
 
 On a machine with two or more CPUs the proxy under test gets one CPU of its own and everything else (backend,
 wrk, the harness) gets the rest, so "CPU per request" is the proxy's cost alone and every proxy is limited to
@@ -13,7 +14,8 @@ one core (nginx ``worker_processes 1``, one gateway process). ``--no-pin`` turns
 
 Scenarios are in ``tests/bench/scenarios.py``. Each one checks correctness too (wrk's non-2xx and socket errors,
 byte counts, that the intended route answered); a failed check is printed loudly and makes the exit status 1.
-The issue's performance targets are printed as met / missed: they are measurements, not failures.
+The performance targets are printed as met / missed, judged on the medians: they are measurements, not
+failures.
 """
 
 from __future__ import annotations
@@ -218,9 +220,10 @@ class Bench:
 
     def measure(self, scenario: str, proxy: str, variant: str, proc: Proc, port: int, path: str,
                 duration: int | None = None, repeat: int | None = None, pace_ms: int = 0) -> Row:
-        """Warm up, then ``repeat`` measured wrk runs; the row keeps the run with the highest throughput (the one
-        least disturbed by other load on the machine), the JSON keeps them all. Failures count over every run.
-        With ``pace_ms`` (a paced run, below saturation) the row keeps the run with the lowest p50 instead."""
+        """Warm up, then ``repeat`` measured wrk runs; the row's figures are their medians, its best run the one
+        with the highest throughput (the one least disturbed by other load on the machine), and the JSON keeps them
+        all. Failures count over every run. With ``pace_ms`` (a paced run, below saturation) the best run is the
+        one with the lowest p50 instead."""
         return self.measure_together(scenario, [Subject(proxy, variant, proc, port, path, pace_ms)], duration,
                                      repeat)[0]
 
