@@ -76,9 +76,10 @@ class Procs:
     all_cpus: set[int] = field(default_factory=lambda: set(os.sched_getaffinity(0)))   # taken before pinning
 
     def start(self, name: str, argv: list[str], *, role: str, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> Proc:
+              cwd: Path | None = None, cpus: set[int] | None = None) -> Proc:
         """Start ``argv`` in its own process group, output to ``workdir/name.log``, pinned by ``role``
-        ("proxy", "load", or "any": every CPU, for the scenario that shows scaling over cores)."""
+        ("proxy", "load", or "any": every CPU, for the scenario that shows scaling over cores), or to ``cpus``
+        when a scenario lays the CPUs out itself."""
         log = self.workdir / f"{name}.log"
         out = open(log, "wb")  # noqa: SIM115 - owned by the child; closed below once it has it
         try:
@@ -88,11 +89,12 @@ class Procs:
             out.close()
         proc = Proc(name, popen, log)
         self.running.append(proc)
-        self.pin(popen.pid, role)
+        self.pin(popen.pid, role, cpus)
         return proc
 
-    def pin(self, pid: int, role: str) -> None:
-        cpus = self.all_cpus if role == "any" else self.cpus[0] if role == "proxy" else self.cpus[1]
+    def pin(self, pid: int, role: str, cpus: set[int] | None = None) -> None:
+        if cpus is None:
+            cpus = self.all_cpus if role == "any" else self.cpus[0] if role == "proxy" else self.cpus[1]
         if cpus:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(pid, cpus)

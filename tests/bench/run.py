@@ -5,7 +5,8 @@
 A run starts one upstream backend (``tests/bench/backend.py``), then, per scenario, the proxies it compares:
 nginx (the reference), the naive aiohttp proxy (``naive_proxy.py``, the Python baseline) and the gateway
 (``python -m gateway up`` on a generated routes.yaml). Each proxy is driven by wrk in turn (a warm-up run, then
-the measured run), and its CPU time is read from /proc around the measured run only.
+``--repeat`` measured runs), and its CPU time is read from /proc around each measured run only. A row's figures
+are the medians over its measured runs; the best run is shown beside them.
 
 On a machine with two or more CPUs the proxy under test gets one CPU of its own and everything else (backend,
 wrk, the harness) gets the rest, so "CPU per request" is the proxy's cost alone and every proxy is limited to
@@ -13,7 +14,8 @@ one core (nginx ``worker_processes 1``, one gateway process). ``--no-pin`` turns
 
 Scenarios are in ``tests/bench/scenarios.py``. Each one checks correctness too (wrk's non-2xx and socket errors,
 byte counts, that the intended route answered); a failed check is printed loudly and makes the exit status 1.
-The issue's performance targets are printed as met / missed: they are measurements, not failures.
+The performance targets are printed as met / missed, judged on the medians: they are measurements, not
+failures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +67,8 @@ def label(proxy: str, variant: str) -> str:
 
 @dataclass
 class Row:
+    """A measured proxy/variant. ``rps``, the latencies and the CPU figures are the medians over its measured runs
+    (what targets and ratios use: one disturbed run does not move them); ``best`` holds the least disturbed run."""
     scenario: str
     proxy: str            # nginx | naive | gateway
     variant: str          # what differs within the scenario ("1 route", "shadow slow", ...)
@@ -76,11 +81,17 @@ class Row:
     failures: int = 0
     mb_s: float | None = None
     rss_growth_mib: float | None = None
+    best: dict[str, float] = field(default_factory=dict)   # the same figures for the best run
+    runs: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return label(self.proxy, self.variant)
+
+    def best_of(self, key: str) -> float:
+        """``key`` ("rps", "p50_ms", "p99_ms", "cpu_us", "cpu_share") in the best run (the median if none)."""
+        return self.best.get(key, getattr(self, key))
 
 
 @dataclass
@@ -92,8 +103,10 @@ class Subject:
     port: int
     path: str
     pace_ms: int = 0              # per-connection pause between requests (0: as fast as it answers)
+    rate: float = 0.0             # or a fixed offered load, requests/s over all connections (0: none)
     baseline: str | None = None   # the variant this one is compared with
     anywhere: bool = False        # wrk not pinned either (the scaling scenario: everything shares every core)
+    load_cpus: set[int] | None = None   # wrk's CPUs when a scenario lays them out itself (workers)
     headers: tuple[tuple[str, str], ...] = ()   # sent with every request (the admission scenario's tickets)
     status: int = 200             # what every answer should be (a waiting room's queued answer is 503)
 
@@ -114,12 +127,25 @@ class Check:
     detail: str = ""
 
 
+SECOND_PASS = "Performance, second pass"
+
+
 @dataclass
 class Target:
     scenario: str
     what: str
-    met: bool
+    met: bool | None      # None: a figure reported, no threshold
     value: str
+    judged: bool = True   # False: shown for information (the issue judges it on another rig)
+    issue: str = ""       # SECOND_PASS, or "" for the standing targets of earlier issues
+
+    @property
+    def verdict(self) -> str:
+        if self.met is None:
+            return "info"
+        if not self.judged:
+            return f"info, {'met' if self.met else 'missed'}"
+        return "met" if self.met else "MISSED"
 
 
 class Bench:
@@ -140,11 +166,11 @@ class Bench:
     # -- processes ---------------------------------------------------------------------------------------------
 
     def start_backend(self, name: str = "backend", delay: float = 0.0, server: str | None = None,
-                      role: str = "load") -> int:
+                      role: str = "load", cpus: set[int] | None = None) -> int:
         port = procs.free_port()
         argv = [procs.python(), "-m", "tests.bench.backend", "--port", str(port), "--delay", str(delay),
                 "--server", server or self.opts.backend]
-        proc = self.procs.start(name, argv, role=role)
+        proc = self.procs.start(name, argv, role=role, cpus=cpus)
         procs.wait_port(port, 15, proc.popen, name)
         return port
 
@@ -168,7 +194,7 @@ class Bench:
         return proc, port
 
     def start_gateway(self, setup: configs.GatewaySetup, name: str = "gateway", backend: int | None = None,
-                      role: str = "proxy") -> Gateway:
+                      role: str = "proxy", cpus: set[int] | None = None) -> Gateway:
         self._counter += 1
         gdir = self.workdir / f"{name}-{self._counter}" / "conf"
         gdir.mkdir(parents=True)
@@ -182,7 +208,7 @@ class Bench:
         env = {"STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN, "STRANGLER_LOG_FORMAT": "json", **setup.env}
         if setup.src is not None:
             env["PYTHONPATH"] = str(setup.src)   # ahead of the installed checkout on sys.path
-        proc = self.procs.start(f"{name}-{self._counter}", argv, role=role, env=env)
+        proc = self.procs.start(f"{name}-{self._counter}", argv, role=role, env=env, cpus=cpus)
         try:
             procs.wait_port(port, 180, proc.popen, "gateway")
             procs.wait_port(admin, 30, proc.popen, "gateway admin")
@@ -194,9 +220,10 @@ class Bench:
 
     def measure(self, scenario: str, proxy: str, variant: str, proc: Proc, port: int, path: str,
                 duration: int | None = None, repeat: int | None = None, pace_ms: int = 0) -> Row:
-        """Warm up, then ``repeat`` measured wrk runs; the row keeps the run with the highest throughput (the one
-        least disturbed by other load on the machine), the JSON keeps them all. Failures count over every run.
-        With ``pace_ms`` (a paced run, below saturation) the row keeps the run with the lowest p50 instead."""
+        """Warm up, then ``repeat`` measured wrk runs; the row's figures are their medians, its best run the one
+        with the highest throughput (the one least disturbed by other load on the machine), and the JSON keeps them
+        all. Failures count over every run. With ``pace_ms`` (a paced run, below saturation) the best run is the
+        one with the lowest p50 instead."""
         return self.measure_together(scenario, [Subject(proxy, variant, proc, port, path, pace_ms)], duration,
                                      repeat)[0]
 
@@ -208,46 +235,52 @@ class Bench:
         for sub in subjects:
             self.check_get(scenario, sub.label, sub.port, sub.path, sub.headers, sub.status)
             if self.opts.warmup > 0:
-                self.wrk(sub.url, self.opts.warmup, sub.pace_ms, sub.anywhere, sub.headers)
+                self.wrk_for(sub, self.opts.warmup)
         runs: list[list[tuple[wrk.WrkResult, float]]] = [[] for _ in subjects]
         pids = [procs.descendants(sub.proc.pid) for sub in subjects]
         for _ in range(max(1, repeat or self.opts.repeat)):
             for i, sub in enumerate(subjects):
                 cpu0 = procs.cpu_seconds(pids[i])
-                result = self.wrk(sub.url, duration or self.opts.duration, sub.pace_ms, sub.anywhere, sub.headers)
+                result = self.wrk_for(sub, duration or self.opts.duration)
                 runs[i].append((result, procs.cpu_seconds(pids[i]) - cpu0))
         return [self._row(scenario, sub, sub_runs) for sub, sub_runs in zip(subjects, runs, strict=True)]
 
     def _row(self, scenario: str, sub: Subject, runs: list[tuple[wrk.WrkResult, float]]) -> Row:
-        pace_ms = sub.pace_ms
-        result, cpu = (min(runs, key=lambda r: r[0].p50_ms) if pace_ms else max(runs, key=lambda r: r[0].rps))
+        paced = bool(sub.pace_ms or sub.rate)
+        best = min(runs, key=lambda r: r[0].p50_ms) if paced else max(runs, key=lambda r: r[0].rps)
+        figures = [_figures(r, cpu) for r, cpu in runs]
+        median = {key: statistics.median(f[key] for f in figures) for key in figures[0]}
         # wrk counts every status >= 400 as non-2xx: where 503 is the expected answer, only socket errors fail.
         failures = sum(r.failures if sub.status < 400 else r.socket_errors for r, _ in runs)
-        row = Row(scenario, sub.proxy, sub.variant, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
-                  cpu_us=cpu / result.requests * 1e6 if result.requests else 0.0, requests=result.requests,
-                  failures=failures, cpu_share=cpu / result.seconds * 100 if result.seconds else 0.0,
-                  extra={"wrk": result.as_dict(), "cpu_seconds": cpu, "pace_ms": pace_ms,
-                         "runs": [{**r.as_dict(), "cpu_seconds": c} for r, c in runs]})
+        row = Row(scenario, sub.proxy, sub.variant, **median, requests=best[0].requests, failures=failures,
+                  best=_figures(*best), runs=len(runs),
+                  extra={"wrk": best[0].as_dict(), "cpu_seconds": best[1], "pace_ms": sub.pace_ms,
+                         "rate": sub.rate, "runs": [{**r.as_dict(), "cpu_seconds": c} for r, c in runs]})
         if sub.baseline is not None:
             row.extra["baseline"] = sub.baseline
         self.rows.append(row)
-        self.check(scenario, f"{row.label}: no failed requests", failures == 0 and result.requests > 0,
+        self.check(scenario, f"{row.label}: no failed requests", failures == 0 and best[0].requests > 0,
                    "; ".join(f"{r.requests} requests, {r.non_2xx} non-2xx, {r.socket_errors} socket errors"
                              for r, _ in runs))
-        progress(f"  {row.label:<34} {row.rps:>9.0f} req/s  p50 {row.p50_ms:6.2f} ms  p99 {row.p99_ms:7.2f} ms  "
-                 f"{row.cpu_us:6.0f} us CPU/req  CPU {row.cpu_share:3.0f}%  failures {row.failures}")
-        if sub.proxy != "nginx" and row.cpu_share < 75 and not pace_ms and not sub.anywhere:
+        progress(f"  {row.label:<34} {_figures_text(median)}  failures {row.failures}\n"
+                 f"  {'':<34} {_figures_text(row.best)}  (best of {row.runs})")
+        if sub.proxy != "nginx" and row.cpu_share < 75 and not paced and not sub.anywhere:
             # A Python proxy at full load is CPU-bound; well below that, it was waiting for a CPU someone else held.
             self.note(f"{scenario}: {row.label} used only {row.cpu_share:.0f}% of its CPU under full load: the "
                       f"machine was busy, so its req/s and latency are unreliable (CPU per request still holds)")
         return row
 
+    def wrk_for(self, sub: Subject, duration: int) -> wrk.WrkResult:
+        load = sub.load_cpus if sub.load_cpus is not None else self.procs.all_cpus if sub.anywhere else None
+        return self.wrk(sub.url, duration, sub.pace_ms, sub.anywhere, sub.headers, rate=sub.rate, cpus=load)
+
     def wrk(self, url: str, duration: int, pace_ms: int = 0, anywhere: bool = False,
-            headers: tuple[tuple[str, str], ...] = ()) -> wrk.WrkResult:
-        load = self.procs.all_cpus if anywhere else self.procs.cpus[1]
+            headers: tuple[tuple[str, str], ...] = (), rate: float = 0.0,
+            cpus: set[int] | None = None) -> wrk.WrkResult:
+        load = cpus if cpus is not None else self.procs.all_cpus if anywhere else self.procs.cpus[1]
         threads = 1 if load is not None and len(load) == 1 else 2
         return wrk.run_wrk(url, duration=duration, connections=self.opts.connections, threads=threads,
-                           workdir=self.workdir, cpus=load, pace_ms=pace_ms, headers=headers)
+                           workdir=self.workdir, cpus=load, pace_ms=pace_ms, rate=rate, headers=headers)
 
     def check_get(self, scenario: str, who: str, port: int, path: str,
                   headers: tuple[tuple[str, str], ...] = (), expect: int = 200) -> None:
@@ -276,8 +309,9 @@ class Bench:
             progress(f"  !!! CHECK FAILED [{scenario}] {what}: {detail}")
         return ok
 
-    def target(self, scenario: str, what: str, met: bool, value: str) -> None:
-        self.targets.append(Target(scenario, what, met, value))
+    def target(self, scenario: str, what: str, met: bool | None, value: str, judged: bool = True,
+               issue: str = "") -> None:
+        self.targets.append(Target(scenario, what, met, value, judged, issue))
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -296,6 +330,18 @@ class Gateway:
                                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
+
+
+def _figures(result: wrk.WrkResult, cpu: float) -> dict[str, float]:
+    """One measured run's figures, as the Row fields of the same names."""
+    return {"rps": result.rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+            "cpu_us": cpu / result.requests * 1e6 if result.requests else 0.0,
+            "cpu_share": cpu / result.seconds * 100 if result.seconds else 0.0}
+
+
+def _figures_text(f: dict[str, float]) -> str:
+    return (f"{f['rps']:>9.0f} req/s  p50 {f['p50_ms']:6.2f} ms  p99 {f['p99_ms']:7.2f} ms  "
+            f"{f['cpu_us']:6.0f} us CPU/req  CPU {f['cpu_share']:3.0f}%")
 
 
 def code_state() -> dict[str, Any]:
@@ -338,29 +384,50 @@ def progress(text: str) -> None:
 
 def table_text(bench: Bench) -> str:
     header = f"{'scenario':<15} {'proxy / variant':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} " \
-             f"{'CPU %':>6} {'fails':>6} {'MB/s':>8} {'RSS +MiB':>9}"
-    lines = [header, "-" * len(header)]
-    for r in bench.rows:
-        mb = f"{r.mb_s:8.0f}" if r.mb_s is not None else f"{'':8}"
-        rss = f"{r.rss_growth_mib:9.1f}" if r.rss_growth_mib is not None else f"{'':9}"
-        if r.mb_s is not None:
-            lines.append(f"{r.scenario:<15} {r.label:<36} {'':>9} {'':>8} {'':>8} {'':>10} {r.cpu_share:>6.0f} "
-                         f"{r.failures:>6} {mb} {rss}")
-        else:
-            lines.append(f"{r.scenario:<15} {r.label:<36} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-                         f"{r.cpu_us:>10.0f} {r.cpu_share:>6.0f} {r.failures:>6} {mb} {rss}")
+             f"{'CPU %':>6} {'fails':>6} {'best req/s':>10} {'best p99':>9} {'best CPU':>9} {'MB/s':>8} {'RSS +MiB':>9}"
+    lines = [header, "-" * len(header)] + [_table_line(r) for r in bench.rows]
     ratios = ratio_lines(bench)
     if ratios:
-        lines += ["", "ratios (gateway / other, same run):"] + [f"  {x}" for x in ratios]
-    if bench.targets:
-        lines += ["", "targets (issue 7):"]
-        lines += [f"  [{'met' if t.met else 'MISSED'}] {t.scenario}: {t.what}: {t.value}" for t in bench.targets]
+        lines += ["", "ratios (gateway / other, same run; medians, best runs in brackets):"] + [f"  {x}" for x in ratios]
+    lines += _target_lines(bench)
     failed = [c for c in bench.checks if not c.ok]
     lines += ["", f"correctness checks: {len(bench.checks) - len(failed)} of {len(bench.checks)} passed"]
     lines += [f"  FAILED [{c.scenario}] {c.what}: {c.detail}" for c in failed]
     if bench.notes:
         lines += ["", "notes:"] + [f"  {n}" for n in bench.notes]
     return "\n".join(lines)
+
+
+def _table_line(r: Row) -> str:
+    mb = f"{r.mb_s:8.0f}" if r.mb_s is not None else f"{'':8}"
+    rss = f"{r.rss_growth_mib:9.1f}" if r.rss_growth_mib is not None else f"{'':9}"
+    if r.mb_s is not None:
+        return (f"{r.scenario:<15} {r.label:<36} {'':>9} {'':>8} {'':>8} {'':>10} {r.cpu_share:>6.0f} "
+                f"{r.failures:>6} {'':>10} {'':>9} {'':>9} {mb} {rss}")
+    return (f"{r.scenario:<15} {r.label:<36} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.cpu_us:>10.0f} {r.cpu_share:>6.0f} {r.failures:>6} {r.best_of('rps'):>10.0f} "
+            f"{r.best_of('p99_ms'):>9.2f} {r.best_of('cpu_us'):>9.0f} {mb} {rss}")
+
+
+def _target_lines(bench: Bench) -> list[str]:
+    """The second pass's targets first (judged on medians), then the standing ones of earlier issues."""
+    runs = max((r.runs for r in bench.rows), default=1)
+    lines = []
+    for issue, title in ((SECOND_PASS, f"targets ({SECOND_PASS}; median of {runs} runs, best run in brackets; "
+                                       f"backend: {bench.opts.backend}):"),
+                         ("", "standing targets (earlier issues):")):
+        targets = [t for t in bench.targets if t.issue == issue]
+        if targets:
+            lines += ["", title]
+            lines += [f"  [{t.verdict}] {t.scenario}: {t.what}: {t.value}" for t in targets]
+    return lines
+
+
+def times(value: Row, base: Row, key: str) -> str:
+    """``value``'s ``key`` over ``base``'s: the medians' ratio, the best runs' in brackets."""
+    median = getattr(value, key) / getattr(base, key) if getattr(base, key) else 0.0
+    best = value.best_of(key) / base.best_of(key) if base.best_of(key) else 0.0
+    return f"x{median:.2f} (x{best:.2f})"
 
 
 def ratio_lines(bench: Bench) -> list[str]:
@@ -371,24 +438,30 @@ def ratio_lines(bench: Bench) -> list[str]:
         for other in ("naive", "nginx"):
             o = next((r for r in rows if r.proxy == other), None)
             if gw is not None and o is not None and o.rps and o.cpu_us:
-                out.append(f"{scenario}: gateway/{other}: throughput x{gw.rps / o.rps:.2f}, "
-                           f"CPU per request x{gw.cpu_us / o.cpu_us:.2f}, p50 x{gw.p50_ms / o.p50_ms:.2f}, "
-                           f"p99 x{gw.p99_ms / o.p99_ms:.2f}")
+                out.append(f"{scenario}: gateway/{other}: throughput {times(gw, o, 'rps')}, "
+                           f"CPU per request {times(gw, o, 'cpu_us')}, p50 {times(gw, o, 'p50_ms')}, "
+                           f"p99 {times(gw, o, 'p99_ms')}")
         for r in rows:
             base_name = r.extra.get("baseline")
             base = next((b for b in rows if b.variant == base_name and b.proxy == r.proxy), None)
             if base is not None and base is not r and base.rps and base.p50_ms and base.p99_ms:
-                out.append(f"{scenario}: {r.variant} / {base.variant}: throughput x{r.rps / base.rps:.2f}, "
-                           f"p50 x{r.p50_ms / base.p50_ms:.2f}, p99 x{r.p99_ms / base.p99_ms:.2f}, "
-                           f"CPU per request x{r.cpu_us / base.cpu_us if base.cpu_us else 0:.2f}")
-        big = [r for r in bench.rows if r.scenario == scenario and r.mb_s is not None]
-        for r in big:
-            if r.proxy != "gateway" or not r.mb_s:
-                continue
-            ref = next((n for n in big if n.proxy == "nginx" and n.variant == r.variant), None)
-            if ref is not None and ref.mb_s:
-                out.append(f"{scenario}: {r.variant}: gateway {r.mb_s:.0f} MB/s vs nginx {ref.mb_s:.0f} MB/s "
-                           f"(x{r.mb_s / ref.mb_s:.2f})")
+                out.append(f"{scenario}: {r.variant} / {base.variant}: throughput {times(r, base, 'rps')}, "
+                           f"p50 {times(r, base, 'p50_ms')}, p99 {times(r, base, 'p99_ms')}, "
+                           f"CPU per request {times(r, base, 'cpu_us')}")
+        out += _transfer_ratios(bench, scenario)
+    return out
+
+
+def _transfer_ratios(bench: Bench, scenario: str) -> list[str]:
+    big = [r for r in bench.rows if r.scenario == scenario and r.mb_s is not None]
+    out = []
+    for r in big:
+        if r.proxy != "gateway" or not r.mb_s:
+            continue
+        ref = next((n for n in big if n.proxy == "nginx" and n.variant == r.variant), None)
+        if ref is not None and ref.mb_s:
+            out.append(f"{scenario}: {r.variant}: gateway {r.mb_s:.0f} MB/s vs nginx {ref.mb_s:.0f} MB/s "
+                       f"(x{r.mb_s / ref.mb_s:.2f})")
     return out
 
 
@@ -405,12 +478,13 @@ def results_json(bench: Bench, started: float) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
         "rows": [{"scenario": r.scenario, "proxy": r.proxy, "variant": r.variant, "rps": r.rps, "p50_ms": r.p50_ms,
                   "p99_ms": r.p99_ms, "cpu_us_per_request": r.cpu_us, "cpu_percent": r.cpu_share,
+                  "figures": f"median of {r.runs} runs" if r.best else "one run", "best": r.best,
                   "requests": r.requests,
                   "failures": r.failures, "mb_per_s": r.mb_s, "rss_growth_mib": r.rss_growth_mib, **r.extra}
                  for r in bench.rows],
         "ratios": ratio_lines(bench),
         "checks": [vars(c) for c in bench.checks],
-        "targets": [vars(t) for t in bench.targets],
+        "targets": [{**vars(t), "verdict": t.verdict} for t in bench.targets],
         "notes": bench.notes,
         "ok": all(c.ok for c in bench.checks),
     }

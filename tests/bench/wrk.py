@@ -28,6 +28,32 @@ done = function(summary, latency, requests)
 end
 """
 
+# A fixed request rate for each wrk thread: the ``delay`` hook hands every finished request the thread's next slot
+# on a schedule anchored in time, so the offered load is the same whatever the proxy's latency (a fixed pause per
+# connection offers less to a slower proxy). LuaJIT's ffi reads the monotonic clock: wrk has no clock of its own.
+RATE_LUA = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk, bench_timespec *ts);
+]]
+local ts = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local interval_ms = %r
+local next_at = nil
+delay = function()
+  local now = now_ms()
+  -- behind schedule (the proxy is saturated): no burst to catch up, the run just falls short of the rate
+  if next_at == nil or next_at < now then next_at = now end
+  local wait = next_at - now
+  next_at = next_at + interval_ms
+  return math.floor(wait)
+end
+"""
+
 
 @dataclass
 class WrkResult:
@@ -57,18 +83,13 @@ def wrk_binary() -> str | None:
 
 
 def run_wrk(url: str, *, duration: float, connections: int, threads: int, workdir: Path,
-            cpus: set[int] | None = None, timeout_s: float = 10.0, pace_ms: int = 0,
+            cpus: set[int] | None = None, timeout_s: float = 10.0, pace_ms: int = 0, rate: float = 0.0,
             headers: tuple[tuple[str, str], ...] = ()) -> WrkResult:
     """``pace_ms``: each connection waits that long after every answer before its next request, so the offered
-    load stays below what the proxy can take (latency then measures the proxy, not its queue). ``headers`` are
-    sent with every request (a ticket cookie, say)."""
-    lua_headers = "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers)
-    tag = hashlib.sha256(lua_headers.encode()).hexdigest()[:10] if headers else ""
-    script = workdir / (f"bench_paced_{pace_ms}{tag}.lua" if pace_ms else f"bench_done{tag}.lua")
-    if not script.exists():
-        # wrk's ``delay`` hook: milliseconds to wait before a connection's next request.
-        script.write_text(DONE_LUA + lua_headers
-                          + (f"delay = function() return {pace_ms:d} end\n" if pace_ms else ""))
+    load stays below what the proxy can take (latency then measures the proxy, not its queue). ``rate``: requests
+    per second over all connections instead, held whatever the latency (while the proxy keeps up). ``headers``
+    are sent with every request (a ticket cookie, say)."""
+    script = _script(workdir, _delay_lua(pace_ms, rate, threads), headers)
     # wrk takes whole seconds only.
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
             "--timeout", f"{timeout_s:.0f}s", "-s", str(script), url]
@@ -82,6 +103,23 @@ def run_wrk(url: str, *, duration: float, connections: int, threads: int, workdi
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     return parse(proc.stdout)
+
+
+def _delay_lua(pace_ms: int, rate: float, threads: int) -> str:
+    """wrk's ``delay`` hook (milliseconds to wait before a connection's next request), or nothing."""
+    if rate > 0:
+        return RATE_LUA % (1000.0 * threads / rate)
+    return f"delay = function() return {pace_ms:d} end\n" if pace_ms else ""
+
+
+def _script(workdir: Path, delay_lua: str, headers: tuple[tuple[str, str], ...]) -> Path:
+    """The Lua script for one kind of run, written once and named after its content."""
+    lua_headers = "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers)
+    text = DONE_LUA + lua_headers + delay_lua
+    script = workdir / f"bench_{hashlib.sha256(text.encode()).hexdigest()[:12]}.lua"
+    if not script.exists():
+        script.write_text(text)
+    return script
 
 
 def parse(text: str) -> WrkResult:

@@ -1,5 +1,6 @@
 """The benchmark harness itself works: a one-second pass-through run through nginx, the naive proxy and the
-gateway produces numbers for each, and a missing tool is reported with the way to install it.
+gateway produces numbers for each, a one-second paced run offers nginx and the gateway the same load, and a
+missing tool is reported with the way to install it.
 
 The benchmark's figures are not asserted here (too noisy for a test); only that the harness measures something.
 """
@@ -32,6 +33,26 @@ def test_passthrough_run_measures_every_proxy(tmp_path: Path) -> None:
         assert row["failures"] == 0, name
     assert any(line.startswith("passthrough: gateway/nginx") for line in results["ratios"])
     assert "gateway" in proc.stdout and "CPU us/req" in proc.stdout
+
+
+def test_paced_run_offers_nginx_and_the_gateway_the_same_load(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--scenario", "paced", "--duration", "1", "--warmup", "0",
+         "--repeat", "1", "--connections", "4", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=100)
+    results = json.loads(out.read_text())
+    # Whether a busy machine let both proxies reach the offered rate is a measurement, not the harness working.
+    failed = [c for c in results["checks"] if not c["ok"] and "achieved the offered rate" not in c["what"]]
+    assert not failed, proc.stdout + proc.stderr
+    rows = {r["proxy"]: r for r in results["rows"] if r["scenario"] == "paced"}
+    assert set(rows) == {"nginx", "gateway"}
+    assert rows["nginx"]["rate"] == rows["gateway"]["rate"] > 0
+    for name, row in rows.items():
+        assert row["requests"] > 0 and row["failures"] == 0, name
+        assert row["p99_ms"] >= row["p50_ms"] > 0, name
+    assert [t["scenario"] for t in results["targets"]] == ["paced"]
+    assert "gateway p99 <= 1.5x nginx's" in proc.stdout
 
 
 def test_missing_wrk_says_how_to_install_it(tmp_path: Path) -> None:
