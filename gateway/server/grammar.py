@@ -37,12 +37,20 @@ HOST = re.compile(rb"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._~-]*))(?::([0-9]{0,5})
 # Fields the screen needs to see whole: framing, Host, and what makes a request an upgrade or close the connection.
 WATCHED = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade"})
 # The common case in a few scans in C: a whole head in one read, nothing unusual about it (see ``_whole_head``).
-PLAIN_REQUEST_LINE = re.compile(rb"([A-Z][A-Z_-]*) [!-~]+ HTTP/1\.([01])")
-PLAIN_FIELDS = re.compile(rb"(?:" + TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
+PLAIN_HEAD = re.compile(rb"([A-Z][A-Z_-]*) [!-~]+ HTTP/1\.([01])\r\n((?:" + TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)")
 WATCHED_LINES = re.compile(rb"^(content-length|transfer-encoding|host|connection|upgrade):[ \t]*(.*?)[ \t]*\r?$",
                             re.M)
 UNDERSCORE_NAME = re.compile(rb"^[^:\r\n]*_[^:\r\n]*:", re.M)
 UPGRADES = frozenset({b"websocket", b"tcp"})   # the upgrades aiohttp's parsers act on
+
+
+def valid_host(raw: bytes) -> bool:
+    """Whether a Host value is a valid host[:port] (``split_host`` without building the result)."""
+    m = HOST.fullmatch(raw)
+    if m is None:
+        return False
+    literal, _name, port = m.groups()
+    return (not port or int(port) <= 65535) and (literal is None or split_host(raw) is not None)
 
 
 def split_host(value: bytes | str) -> tuple[str, int | None] | None:

@@ -66,8 +66,7 @@ from gateway.server.grammar import (
     MAX_TARGET,
     METHODS,
     NOT_TRAILERS,
-    PLAIN_FIELDS,
-    PLAIN_REQUEST_LINE,
+    PLAIN_HEAD,
     TARGET,
     TOKEN_RE,
     UNDERSCORE_NAME,
@@ -76,8 +75,10 @@ from gateway.server.grammar import (
     VERSION,
     WATCHED,
     WATCHED_LINES,
-    split_host,
+    valid_host,
 )
+
+_NONE: frozenset[bytes] = frozenset()
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _CLOSED, _PASS = range(8)
 
@@ -100,6 +101,7 @@ class Screen:
 
     def __init__(self, max_head: int, underscores: str = "drop") -> None:
         self.max_head = max_head
+        self._whole_limit = min(max_head, MAX_FIELD)   # a head longer than this takes the line-by-line path
         self.refuse_underscores = underscores == "refuse"
         self._state = _HEAD
         self._line = bytearray()      # a line not complete yet
@@ -127,7 +129,16 @@ class Screen:
         """The bytes to pass to the parser now: complete heads and framing lines, and body bytes, in order (the
         start of a head or line still arriving is held back until it is whole); nothing after a message that closes
         the connection (RFC 9112 §9.6: it is not read). Raises ``Refused`` at the first broken rule."""
-        pos, end = 0, len(data)
+        end = len(data)
+        if (self._state == _HEAD and self._request is None and not self._line and not self._held
+                and self._size == 0 and data.find(b"\r\n\r\n") == end - 4):
+            # Nearly every read: exactly one whole request head, nothing before or after it.
+            try:
+                if self._whole_head(data, 0, end - 4):
+                    return data
+            except _Fault as fault:
+                raise Refused(fault.error, b"") from None
+        pos = 0
         out: list[bytes] = []         # what goes to the parser, in order
         mark = 0                      # data[mark:pos] is screened, not yet passed on nor held
         head_at = -1                  # len(out) before the head of the message in progress, if passed on here
@@ -227,7 +238,7 @@ class Screen:
 
     def _head(self, data: bytes, pos: int, end: int) -> int:
         if self._request is None and not self._line and self._size == 0:
-            done = self._whole_head(data, pos)
+            done = self._whole_head(data, pos, data.find(b"\r\n\r\n", pos))
             if done:
                 return done
         while pos < end:
@@ -245,28 +256,24 @@ class Screen:
                 return pos
         return pos
 
-    def _whole_head(self, data: bytes, pos: int) -> int:
+    def _whole_head(self, data: bytes, pos: int, cut: int) -> int:
         """Screen a head that arrived whole and plain (the case of nearly every request) in a few scans in C, and
-        return the position after it; 0 leaves it to the line-by-line path, which also explains any refusal."""
-        cut = data.find(b"\r\n\r\n", pos)
-        if cut < 0 or cut + 4 - pos > min(self.max_head, MAX_FIELD):
+        return the position after it; 0 leaves it to the line-by-line path, which also explains any refusal.
+        ``cut``: where the head's empty line starts (``data.find(b"\\r\\n\\r\\n", pos)``)."""
+        if cut < 0 or cut + 4 - pos > self._whole_limit:
             return 0
-        head = data[pos:cut + 2]          # the request line and every field line, each with its CRLF
-        crlf = head.count(b"\r\n")
-        if head.count(b"\n") != crlf or head.count(b"\r") != crlf or crlf > MAX_FIELDS + 1:
-            return 0
-        line_end = head.find(b"\r\n")
-        m = PLAIN_REQUEST_LINE.fullmatch(head, 0, line_end)
+        # One match checks the request line and every field line: neither pattern admits a CR or LF except as the
+        # CRLF ending each line, so a bare CR or LF anywhere fails it.
+        m = PLAIN_HEAD.fullmatch(data, pos, cut + 2)
         if m is None or m.group(1).decode() not in METHODS:
             return 0
-        fields = head[line_end + 2:]
-        if PLAIN_FIELDS.fullmatch(fields) is None:
-            return 0
-        if self.refuse_underscores and UNDERSCORE_NAME.search(fields):
+        fields = m.group(3)
+        if fields.count(b"\n") > MAX_FIELDS or (self.refuse_underscores and UNDERSCORE_NAME.search(fields)):
             return 0
         watched: dict[bytes, list[bytes]] = {}
-        for name, value in WATCHED_LINES.findall(fields.lower()):
-            watched.setdefault(name, []).append(value)
+        if fields:
+            for name, value in WATCHED_LINES.findall(fields.lower()):
+                watched.setdefault(name, []).append(value)
         self._request = (m.group(1), (1, int(m.group(2))))
         self._fields = watched
         self._head_done()
@@ -319,14 +326,15 @@ class Screen:
         assert self._request is not None
         _method, version = self._request
         fields = self._fields
-        hosts = fields.get(b"host", [])
+        hosts = fields.get(b"host", ())
         if len(hosts) > 1 or (version == (1, 1) and not hosts):
             raise _Fault(MalformedRequest("an HTTP/1.1 request needs exactly one Host field (RFC 9112 §3.2)"))
-        if hosts and split_host(hosts[0]) is None:
+        if hosts and not valid_host(hosts[0]):
             raise _Fault(MalformedRequest(f"invalid Host {_show(hosts[0])}: expected host[:port] "
                                           "(RFC 9112 §3.2, RFC 3986 §3.2.2)"))
         chunked, length = self._framing(version, fields)
-        tokens = {t.strip(b" \t").lower() for v in fields.get(b"connection", ()) for t in v.split(b",")}
+        connection = fields.get(b"connection")
+        tokens = {t.strip(b" \t").lower() for v in connection for t in v.split(b",")} if connection else _NONE
         upgrade = fields.get(b"upgrade")
         if b"upgrade" in tokens and upgrade and upgrade[0].lower() in UPGRADES:
             self._after = _PASS
