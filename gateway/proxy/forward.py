@@ -139,7 +139,7 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
     if body is None and tap is not None:
         tap.request_end(True)
     started = time.perf_counter()
-    resp = await upstream.open_response(pool, request.method, raw_target, headers, body)
+    resp = await pool.request(request.method, raw_target, headers, body)
     if resp.status in retry_statuses:
         resp.close()
         raise UpstreamRetryableStatus(f"{backend.name} answered {resp.status}", backend=backend.name)

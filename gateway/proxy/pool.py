@@ -60,7 +60,10 @@ class Pool:
                       ) -> UpstreamResponse:
         """Send a request and wait for the response head."""
         head = _request_head(method, target, headers, self.backend, body)
-        conn, reused = await self._acquire()
+        conn = self._reuse()
+        reused = conn is not None
+        if conn is None:
+            conn, reused = await self._acquire()
         try:
             return await self._exchange(conn, method, head, body)
         except UpstreamProtocolError:
@@ -125,15 +128,25 @@ class Pool:
         if self._awaiting:
             self._ticker = asyncio.get_running_loop().call_later(TIMEOUT_TICK, self._tick)
 
-    async def _acquire(self, fresh: bool = False) -> tuple[Connection, bool]:
+    def _reuse(self) -> Connection | None:
+        """The most recently used idle connection still fit for a request, if any (no await: the common case)."""
+        if not self._idle:
+            return None
         now = time.monotonic()
         idle_limit = self.backend.timeouts.idle
-        while self._idle and not fresh:
+        while self._idle:
             conn = self._idle.pop()
             if not conn.closed and now - conn.idle_since < idle_limit:
-                return conn, True
+                return conn
             conn.close()
             self._forget(conn)
+        return None
+
+    async def _acquire(self, fresh: bool = False) -> tuple[Connection, bool]:
+        if not fresh:
+            conn = self._reuse()
+            if conn is not None:
+                return conn, True
         if self.open >= self.limit:
             handed = await self._wait_for_connection()
             if handed is not None:
