@@ -2,15 +2,17 @@
 
 The request handler calls ``start`` first (the span exists before anything can fail, so even a refused request
 has a trace id) and ``request_done`` once the response is complete; refusals before a route is known go through
-``refused``. Everything here is built to cost the request as little as possible; the expensive parts (span
+``refused``. ``request_done`` only appends one tuple: ``fold`` applies a loop turn's requests to the statistics
+windows, the metrics and the access log in one batch, after their responses went out. The expensive parts (span
 attributes, JSON, SQLite) happen in background threads (``gateway.stores.traces``,
 ``observability.logging.AccessLog``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.proxy.forward import Outcome
 from gateway.telemetry.metrics import Metrics
@@ -35,6 +37,9 @@ class Recorder:
         self.access = access
         self.stats = stats
         self._exporting = False
+        # Requests finished and not folded yet: (access-log entry, side, error, upstream seconds).
+        self._finished: list[tuple[tuple[Any, ...], str, bool, float]] = []
+        self._folding = False
 
     # -- per request -----------------------------------------------------------------------------------------------
 
@@ -48,17 +53,33 @@ class Recorder:
 
     def request_done(self, span: TraceContext, route: Route, decision: Decision, request: web.BaseRequest,
                      outcome: Outcome, elapsed: float) -> None:
+        """One append: the statistics, the metrics and the access log are brought up to date by ``fold``, after
+        the response went out."""
         status = outcome.status
-        error = status >= 500 or outcome.error is not None
-        windows = self.stats.route(route.name)
-        (windows.legacy if outcome.fell_back else windows.side(decision.side)).request(elapsed, error)
+        self._finished.append(((time.time(), request.method, request.raw_path, route.name, decision.effective_stage,
+                                outcome.backend, status, elapsed, outcome.bytes_out, span.trace_id, span.span_id),
+                               "legacy" if outcome.fell_back else decision.side,
+                               status >= 500 or outcome.error is not None, outcome.upstream_seconds))
+        if not self._folding:
+            self._folding = True
+            asyncio.get_running_loop().call_soon(self.fold)
         if span.sampled:
             self.tracing.finish(span, route, decision, outcome)
-        stage = decision.effective_stage
-        self.metrics.request(route.name, stage, outcome.backend, status, elapsed, outcome.upstream_seconds)
-        if self.access.enabled():
-            self.access.emit((time.time(), request.method, request.raw_path, route.name, stage, outcome.backend,
-                              status, elapsed, outcome.bytes_out, span.trace_id, span.span_id))
+
+    def fold(self) -> None:
+        """Apply the requests finished since the last fold (armed once per loop turn, so it runs before any later
+        callback reads the statistics: the guard's judgement, the admin API, a worker's publication)."""
+        self._folding = False
+        batch, self._finished = self._finished, []
+        windows = self.stats.route
+        count = self.metrics.request
+        log = self.access.emit if self.access.enabled() else None
+        for entry, side, error, upstream in batch:
+            _at, _method, _path, route, stage, backend, status, elapsed = entry[:8]
+            windows(route).side(side).request(elapsed, error)
+            count(route, stage, backend, status, elapsed, upstream)
+            if log is not None:
+                log(entry)
 
     def attempt_failed(self, route: Route, side: str) -> None:
         """A failed attempt the user did not see (a fallback retried it): it still counts against its side."""
@@ -100,5 +121,6 @@ class Recorder:
             self._exporting = self.tracing.export_to_collector()
 
     def close(self) -> None:
+        self.fold()
         self.tracing.close()
         self.access.close()
