@@ -30,7 +30,7 @@ class Connection(asyncio.Protocol):
     """One TCP connection to the backend and the response currently being read on it."""
 
     __slots__ = ("backend", "on_idle", "on_closed", "transport", "parser", "response", "closed", "reusable", "idle_since", "write_paused",
-                 "drain_waiter", "requests", "dirty", "counted_out", "overrun", "ssl_object")
+                 "drain_waiter", "requests", "dirty", "counted_out", "overrun", "ssl_object", "body_left")
 
     def __init__(self, backend: Backend, on_idle: Callable[[Connection], None],
                  on_closed: Callable[[Connection], None]) -> None:
@@ -50,6 +50,7 @@ class Connection(asyncio.Protocol):
         self.counted_out = False  # the pool has stopped counting this connection
         self.overrun = False      # the backend sent more than its response: never reuse, never forward the rest
         self.ssl_object: ssl.SSLObject | None = None   # over TLS: kept to read its session after a close
+        self.body_left = 0        # Content-Length bytes still to come that bypass the parser (see _body_data)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------------------
 
@@ -57,6 +58,9 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.body_left:
+            self._body_data(data)
+            return
         response = self.response
         if response is None:   # bytes while idle: the backend is confused; never reuse this connection
             self.close()
@@ -80,6 +84,28 @@ class Connection(asyncio.Protocol):
             response._fail(UpstreamProtocolError(f"{self.backend.name}: invalid response: {exc}",
                                                  backend=self.backend.name))
             self.close()
+
+    def _body_data(self, data: bytes) -> None:
+        """Bytes of a Content-Length body after the parser has seen its head: handed over as they came. llhttp
+        would only count them and copy each into a new bytes object, which for a large body costs more than all
+        the rest of the relay."""
+        response = self.response
+        if response is None:
+            self.close()
+            return
+        left = self.body_left
+        size = len(data)
+        if size < left:
+            self.body_left = left - size
+            response._feed(data)
+            return
+        self.body_left = 0
+        # llhttp still waits inside the body it was not shown: the next response needs a parser of its own.
+        self.parser = httptools.HttpResponseParser(self)
+        response._feed(data if size == left else data[:left])
+        self.on_message_complete()
+        if size > left:
+            self._overrun(response)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
@@ -145,11 +171,16 @@ class Connection(asyncio.Protocol):
             response.raw_headers = []   # an interim answer (100 Continue, 103 Early Hints): wait for the real one
             return
         response._headers_done(status, self.parser.should_keep_alive())
+        if response.status and not response.no_body:
+            self.body_left = _content_length(response.raw_headers)
 
     def on_body(self, body: bytes) -> None:
+        if self.body_left:
+            self.body_left -= len(body)
         self.response._feed(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
+        self.body_left = 0
         response = self.response
         if response is None or response.status == 0:
             return   # the end of an interim 1xx message
@@ -186,3 +217,16 @@ class Connection(asyncio.Protocol):
 
     def give_back(self) -> None:
         self.on_idle(self)
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The body's length when Content-Length frames it (0 otherwise: chunked, close-delimited or empty). llhttp
+    has already refused a conflicting, malformed or doubled Content-Length, and one next to Transfer-Encoding."""
+    length = 0
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            return 0
+        if lname == b"content-length":
+            length = int(value)
+    return length

@@ -286,7 +286,9 @@ async def _send_body(conn: Connection, body: AsyncIterable[bytes], chunked: bool
         if not chunk:
             continue
         if chunked:
-            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            # Framing and data as separate buffers (one writev): formatting them into one bytes would copy
+            # every byte of the upload once more.
+            transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
         else:
             transport.write(chunk)
         await conn.drain()

@@ -256,6 +256,43 @@ async def test_bytes_after_the_response_never_reach_the_client_nor_the_next_requ
         pool.close()
 
 
+async def test_a_body_arriving_after_its_head_is_relayed_whole_and_the_connection_reused() -> None:
+    # Body bytes in reads of their own bypass the parser: the parts must add up, and the next response on the
+    # connection must still parse.
+    async def in_pieces(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            for part in (b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhel", b"lo ", b"world"):
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+
+    async with raw_server(in_pieces) as (port, accepted):
+        pool = Pool(backend(port))
+        assert await body_of(pool) == (200, b"hello world")
+        assert await body_of(pool) == (200, b"hello world")
+        assert len(accepted) == 1
+        pool.close()
+
+
+async def test_bytes_past_the_content_length_in_a_later_read_close_the_connection() -> None:
+    async def over_sends_later(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"helloHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsmugd!")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(over_sends_later) as (port, accepted):
+        pool = Pool(backend(port))
+        assert await body_of(pool) == (200, b"hello")
+        assert await body_of(pool) == (200, b"hello")   # a fresh connection: the rest was never read as a reply
+        assert len(accepted) == 2
+        pool.close()
+
+
 async def test_non_idempotent_requests_are_never_replayed_on_a_fresh_connection() -> None:
     seen: list[bytes] = []
 
