@@ -92,39 +92,42 @@ def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | 
 
 
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+_PLAIN_CONNECTION = frozenset({b"", b"keep-alive", b"close"})   # Connection values that name no other field
 
 
-def relay_fields(raw: list[tuple[bytes, bytes]], extra: Headers, length: int) -> tuple[bytes, bool] | None:
+def relay_fields(raw: list[tuple[bytes, bytes]], extra: Headers, length: int,
+                 named: frozenset[bytes] = frozenset()) -> tuple[bytes, bool] | None:
     """The client's header block for a complete body of ``length`` bytes, as bytes (``gateway.proxy.reply``): the
     backend's fields in order less hop-by-hop ones and those its ``Connection`` names, ``Content-Length`` when the
     backend framed the body otherwise (chunked), then ``extra``; and whether ``Date`` is missing. None when a value
     holds a CR or LF (it could not be relayed as one field; the caller lets aiohttp refuse it)."""
-    named: frozenset[bytes] = frozenset()
-    for name, value in raw:
-        if name.lower() == b"connection":
-            named = frozenset(t.strip().lower() for t in b",".join(
-                v for n, v in raw if n.lower() == b"connection").split(b",") if t.strip())
-            break
-    parts: list[bytes] = []
+    parts = []
+    connection = b""
     has_length = has_date = False
     for name, value in raw:
         lname = name.lower()
-        if lname in _HOP_BY_HOP_BYTES or lname in named:
+        if lname in _HOP_BY_HOP_BYTES:
+            if lname == b"connection":
+                connection += b"," + value
+            continue
+        if lname in named:
             continue
         if lname == b"content-length":
             has_length = True
         elif lname == b"date":
             has_date = True
-        parts += (name, b": ", value, b"\r\n")
+        parts.append(b"%s: %s\r\n" % (name, value))
+    if connection and not named:
+        tokens = frozenset(t.strip().lower() for t in connection.split(b",")) - _PLAIN_CONNECTION
+        if tokens:   # the backend names fields of its own as hop-by-hop (rare): leave them out too
+            return relay_fields(raw, extra, length, tokens)
     if not has_length:
         parts.append(b"Content-Length: %d\r\n" % length)
     for name, value in extra:
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
     block = b"".join(parts)
-    # One CR and one LF per field, or a value smuggled a line break in.
-    fields = (len(parts) - len(extra) - (not has_length)) // 4 + len(extra) + (not has_length)
-    if block.count(b"\n") != fields or block.count(b"\r") != fields:
-        return None
+    if block.count(b"\n") != len(parts) or block.count(b"\r") != len(parts):
+        return None   # one CR and one LF per field, or a value smuggled a line break in
     return block, not has_date
 
 

@@ -252,24 +252,14 @@ def _expire(response: UpstreamResponse, backend: Backend) -> None:
 
 def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]], backend: Backend,
                   body: Body) -> bytes:
-    lines = [f"{method} {backend.base_path}{target} HTTP/1.1\r\n"]
-    has_host = has_length = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname == "host":
-            has_host = True
-        elif lname == "content-length":
-            has_length = True
-        lines.append(f"{name}: {value}\r\n")
-    if not has_host:
-        lines.append(f"Host: {backend.host}:{backend.port}\r\n")
-    if isinstance(body, bytes):
-        if not has_length:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-    elif body is not None and not has_length:
-        lines.append("Transfer-Encoding: chunked\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    # Names are tokens and values hold no CR or LF (the screen and the header rewriting saw to both), so a
+    # field named X starts a line of the block.
+    lines = "\n" + fields.lower()
+    extra = "" if "\nhost:" in lines else f"Host: {backend.host}:{backend.port}\r\n"
+    if body is not None and "\ncontent-length:" not in lines:
+        extra += f"Content-Length: {len(body)}\r\n" if isinstance(body, bytes) else "Transfer-Encoding: chunked\r\n"
+    return f"{method} {backend.base_path}{target} HTTP/1.1\r\n{fields}{extra}\r\n".encode("latin-1")
 
 
 async def _send_body(conn: Connection, body: AsyncIterable[bytes], chunked: bool,
