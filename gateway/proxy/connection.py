@@ -30,7 +30,8 @@ class Connection(asyncio.Protocol):
     """One TCP connection to the backend and the response currently being read on it."""
 
     __slots__ = ("backend", "on_idle", "on_closed", "transport", "parser", "response", "closed", "reusable", "idle_since", "write_paused",
-                 "drain_waiter", "requests", "dirty", "counted_out", "overrun", "ssl_object", "body_left")
+                 "drain_waiter", "requests", "dirty", "counted_out", "overrun", "ssl_object", "body_left",
+                 "body_seen", "length_pending")
 
     def __init__(self, backend: Backend, on_idle: Callable[[Connection], None],
                  on_closed: Callable[[Connection], None]) -> None:
@@ -51,6 +52,8 @@ class Connection(asyncio.Protocol):
         self.overrun = False      # the backend sent more than its response: never reuse, never forward the rest
         self.ssl_object: ssl.SSLObject | None = None   # over TLS: kept to read its session after a close
         self.body_left = 0        # Content-Length bytes still to come that bypass the parser (see _body_data)
+        self.body_seen = 0        # body bytes the parser has handed over for the current response
+        self.length_pending = False   # a head arrived in this read and its body may go on past it
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------------------
 
@@ -67,6 +70,8 @@ class Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            if self.length_pending:
+                self._bypass_rest(response)
         except _Overrun:
             self._overrun(response)
         except httptools.HttpParserCallbackError as exc:
@@ -84,6 +89,16 @@ class Connection(asyncio.Protocol):
             response._fail(UpstreamProtocolError(f"{self.backend.name}: invalid response: {exc}",
                                                  backend=self.backend.name))
             self.close()
+
+    def _bypass_rest(self, response: UpstreamResponse) -> None:
+        """A head arrived in this read and its body did not end in it: the rest of a Content-Length body skips
+        the parser (``_body_data``). Decided after the read, so that the common small answer, whole in one read,
+        never looks at its headers twice."""
+        self.length_pending = False
+        if self.response is response and not self.closed:
+            length = _content_length(response.raw_headers)
+            if length > self.body_seen:
+                self.body_left = length - self.body_seen
 
     def _body_data(self, data: bytes) -> None:
         """Bytes of a Content-Length body after the parser has seen its head: handed over as they came. llhttp
@@ -172,15 +187,16 @@ class Connection(asyncio.Protocol):
             return
         response._headers_done(status, self.parser.should_keep_alive())
         if response.status and not response.no_body:
-            self.body_left = _content_length(response.raw_headers)
+            self.body_seen = 0
+            self.length_pending = True
 
     def on_body(self, body: bytes) -> None:
-        if self.body_left:
-            self.body_left -= len(body)
+        self.body_seen += len(body)
         self.response._feed(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         self.body_left = 0
+        self.length_pending = False
         response = self.response
         if response is None or response.status == 0:
             return   # the end of an interim 1xx message

@@ -78,7 +78,8 @@ class RelayedReply:
             raise ConnectionResetError("Cannot write to closing transport")
         writer.output_size += len(data)   # aiohttp reads it to know whether a response has started
         transport.write(data)
-        await writer.drain()   # waits only while the client is not reading (the transport paused us)
+        if transport.get_write_buffer_size():
+            await writer.drain()   # the client is not reading as fast: wait while the transport holds us back
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
