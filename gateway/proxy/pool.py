@@ -55,6 +55,7 @@ class Pool:
         self.closed = False
         self._awaiting: dict[UpstreamResponse, float] = {}   # response -> when its headers are overdue
         self._ticker: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: Body
                       ) -> UpstreamResponse:
@@ -77,7 +78,7 @@ class Pool:
         return await self._exchange(conn, method, head, body)
 
     async def _exchange(self, conn: Connection, method: str, head: bytes, body: Body) -> UpstreamResponse:
-        response = UpstreamResponse(conn, method == "HEAD", self.backend.timeouts.idle)
+        response = UpstreamResponse(conn, method == "HEAD", self.backend.timeouts.idle, self._event_loop())
         conn.response = response
         conn.requests += 1
         conn.reusable = False
@@ -109,11 +110,19 @@ class Pool:
             raise
         return response
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the pool serves. Asked once: before Python 3.12 every ``asyncio.get_running_loop()`` is also a
+        ``getpid()`` system call (a guard against forks), twice per request here."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     def _watch(self, response: UpstreamResponse) -> None:
         """Arm the response timeout. One timer per pool, ticking every ``TIMEOUT_TICK`` while responses are
         awaited, instead of a timer per request (this runs on every request); a timeout fires up to one tick
         late."""
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         self._awaiting[response] = loop.time() + self.backend.timeouts.response
         if self._ticker is None:
             self._ticker = loop.call_later(TIMEOUT_TICK, self._tick)

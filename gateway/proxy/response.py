@@ -39,9 +39,10 @@ class UpstreamResponse:
 
     __slots__ = ("conn", "status", "raw_headers", "keep_alive", "close_delimited", "no_body", "head_request",
                  "_chunks", "_buffered", "_waiter", "_done", "_error", "headers_ready", "_released", "_idle",
-                 "header_bytes")
+                 "header_bytes", "_loop")
 
-    def __init__(self, conn: Link, head_request: bool, idle_timeout: float) -> None:
+    def __init__(self, conn: Link, head_request: bool, idle_timeout: float,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.conn = conn
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
@@ -55,7 +56,8 @@ class UpstreamResponse:
         self._waiter: asyncio.Future[None] | None = None
         self._done = False
         self._error: GatewayError | None = None
-        self.headers_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = loop or asyncio.get_running_loop()
+        self.headers_ready: asyncio.Future[None] = self._loop.create_future()
         self._released = False
         self._idle = idle_timeout
 
@@ -140,7 +142,7 @@ class UpstreamResponse:
                 raise error
             if self._done:
                 return
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 async with asyncio.timeout(self._idle):
                     await self._waiter

@@ -40,6 +40,7 @@ class Recorder:
         # Requests finished and not folded yet: (access-log entry, side, error, upstream seconds).
         self._finished: list[tuple[tuple[Any, ...], str, bool, float]] = []
         self._folding = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- per request -----------------------------------------------------------------------------------------------
 
@@ -62,7 +63,10 @@ class Recorder:
                                status >= 500 or outcome.error is not None, outcome.upstream_seconds))
         if not self._folding:
             self._folding = True
-            asyncio.get_running_loop().call_soon(self.fold)
+            loop = self._loop
+            if loop is None or loop.is_closed():   # asked once: before Python 3.12 each ask is a getpid() call
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self.fold)
         if span.sampled:
             self.tracing.finish(span, route, decision, outcome)
 
