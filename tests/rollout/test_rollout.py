@@ -340,3 +340,42 @@ async def test_guard_history_records_state_changes_not_every_judgement(tmp_path:
         guard_rows = [h for h in gw.state.history("likes") if h["kind"] == "guard"]
         assert len(guard_rows) == 1, guard_rows
         assert guard_rows[0]["reason"].startswith("inconclusive")
+
+
+async def test_a_decision_that_depends_only_on_the_config_is_made_once_per_generation(tmp_path: Path) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    legacy, new = Backend("legacy"), Backend("new")
+    routes = """\
+        - name: shadowed
+          match: {path: {prefix: /s}}
+          to: new
+          stage: shadow
+        - name: split
+          match: {path: {prefix: /c}}
+          to: new
+          stage: canary
+          canary: {weight: 50}
+        """
+    request = make_mocked_request("GET", "/s")
+    async with gateway_with(tmp_path, legacy, new, routes) as (gw, path):
+        shadowed, split = gw.table.by_name["shadowed"], gw.table.by_name["split"]
+        first = gw.rollout.decide(shadowed, request)
+        assert gw.rollout.decide(shadowed, request) is first
+        assert (first.side, first.effective_stage, first.shadow_to) == ("legacy", "shadow", shadowed.to)
+        # A rollback is a pin, not a config change: the pinned decision is its own, and resuming gives back the
+        # shadow one.
+        gw.rollout.rollback(shadowed, "test", "checking")
+        pinned = gw.rollout.decide(shadowed, request)
+        assert (pinned.side, pinned.effective_stage, pinned.shadow_to) == ("legacy", "legacy", None)
+        gw.rollout.resume(shadowed, "test")
+        assert gw.rollout.decide(shadowed, request) is first
+        # A canary draws per request: nothing is kept.
+        sides = {gw.rollout.decide(split, request).side for _ in range(200)}
+        assert sides == {"legacy", "extracted"} and split.decisions == {}
+        # A reload builds new routes, and their decisions afresh.
+        path.write_text(path.read_text().replace("stage: shadow", "stage: extracted"))
+        await gw.reloader.reload("test")
+        extracted = gw.rollout.decide(gw.table.by_name["shadowed"], request)
+        assert (extracted.side, extracted.effective_stage) == ("extracted", "extracted")
+        assert gw.rollout.decide(gw.table.by_name["shadowed"], request) is extracted

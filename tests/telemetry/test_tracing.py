@@ -205,3 +205,53 @@ async def test_new_traces_are_rate_limited_per_second(tmp_path: Path) -> None:
     assert 5 <= len(kept) <= 15
     sampled = [h["traceparent"] for h in legacy.seen if h["traceparent"].endswith("-01")]
     assert len(sampled) == len(kept)
+
+
+async def test_an_unsampled_request_creates_no_span_object(tmp_path: Path) -> None:
+    """While a request waits on its backend, the gateway holds a ``RequestSpan`` for it only if it is sampled; an
+    unsampled one carries just its ids (``TraceContext``), which still travel upstream and back."""
+    import asyncio
+    import gc
+
+    from aiohttp import web
+
+    from gateway.telemetry.tracing import RequestSpan, TraceContext
+
+    arrived, release = asyncio.Event(), asyncio.Event()
+    seen: list[str] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        seen.append(request.headers["traceparent"])
+        arrived.set()
+        await release.wait()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", slow)
+
+    def in_flight(kind: type) -> list[Any]:
+        return [o for o in gc.get_objects() if type(o) is kind]
+
+    async with serve_app(app) as lu:
+        for sample, kind in (("0", TraceContext), ("100", RequestSpan)):
+            arrived.clear()
+            release.clear()
+            routes = f'backends: {{legacy: {{url: "{lu}"}}}}\nfallback: legacy\n'
+            (tmp_path / sample).mkdir()
+            path = telemetry_routes(tmp_path / sample, routes, tracing=f"sample: {sample}")
+            async with gateway_with_token(path) as gw, aiohttp.ClientSession() as s:
+                request = asyncio.ensure_future(s.get(f"{public_url(gw)}/slow"))
+                await asyncio.wait_for(arrived.wait(), 5)
+                spans, contexts = in_flight(RequestSpan), in_flight(TraceContext)
+                release.set()
+                async with await request as r:
+                    trace_id = r.headers["X-Trace-Id"]
+            # Earlier tests in this process may have left objects of both kinds: only this request's count.
+            spans = [sp for sp in spans if sp.trace_hex == trace_id]
+            contexts = [c for c in contexts if c.trace_hex == trace_id]
+            if kind is TraceContext:
+                assert spans == [] and len(contexts) == 1
+                assert seen[-1].startswith(f"00-{trace_id}-") and seen[-1].endswith("-00")
+            else:
+                assert len(spans) == 1 and contexts == []
+                assert seen[-1].startswith(f"00-{trace_id}-") and seen[-1].endswith("-01")
