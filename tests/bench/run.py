@@ -207,8 +207,10 @@ class Bench:
             argv += ["--workers", str(setup.workers)]
         env = {"STRANGLER_ADMIN_TOKEN": ADMIN_TOKEN, "STRANGLER_LOG_FORMAT": "json", **setup.env}
         if setup.src is not None:
-            env["PYTHONPATH"] = str(setup.src)   # ahead of the installed checkout on sys.path
-        proc = self.procs.start(f"{name}-{self._counter}", argv, role=role, env=env, cpus=cpus)
+            # `python -m` puts its working directory first on sys.path: run in the other checkout, with it on
+            # PYTHONPATH too (ahead of an installed copy), or the baseline would silently be this checkout.
+            env["PYTHONPATH"] = str(setup.src)
+        proc = self.procs.start(f"{name}-{self._counter}", argv, role=role, env=env, cpus=cpus, cwd=setup.src)
         try:
             procs.wait_port(port, 180, proc.popen, "gateway")
             procs.wait_port(admin, 30, proc.popen, "gateway admin")
