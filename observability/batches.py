@@ -47,6 +47,17 @@ class BatchWriter:
             self._start()
         return True
 
+    def put_many(self, items: list[Any]) -> None:
+        """``put`` for a batch (what fits under ``limit``; the rest is dropped and counted)."""
+        room = self._limit - len(self._pending)
+        if room < len(items):
+            self.dropped += len(items) - max(room, 0)
+            items = items[:max(room, 0)]
+        self._pending.extend(items)
+        self._queued += len(items)
+        if self._thread is None and items:
+            self._start()
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far is written; False on timeout or without a writer thread."""
         target = self._queued

@@ -60,6 +60,26 @@ class Histogram:
         return out
 
 
+class Series:
+    """The counters one kind of request (route, stage, backend, status class) adds to: ``request`` without the
+    lookups."""
+
+    __slots__ = ("requests", "key", "latency", "upstream")
+
+    def __init__(self, requests: dict[tuple[str, str, str, int], int], key: tuple[str, str, str, int],
+                 latency: Histogram, upstream: Histogram) -> None:
+        self.requests = requests
+        self.key = key
+        self.latency = latency
+        self.upstream = upstream
+
+    def add(self, seconds: float, upstream_seconds: float) -> None:
+        self.requests[self.key] = self.requests.get(self.key, 0) + 1
+        self.latency.observe(seconds)
+        if upstream_seconds:
+            self.upstream.observe(upstream_seconds)
+
+
 def _fmt(bound: float) -> str:
     return repr(float(bound))
 
@@ -89,6 +109,17 @@ class Metrics:
         hist.observe(seconds)
         if upstream_seconds:
             self.upstream(backend, "primary", upstream_seconds)
+
+    def series(self, route: str, stage: str, backend: str, status: int) -> Series:
+        """What ``request`` updates for one kind of request, looked up once: the recorder keeps it per kind."""
+        key = (route, stage, backend, status // 100 if 100 <= status < 600 else 0)
+        latency = self.latency.get(route)
+        if latency is None:
+            latency = self.latency[route] = Histogram()
+        upstream = self.upstream_latency.get((backend, "primary"))
+        if upstream is None:
+            upstream = self.upstream_latency[(backend, "primary")] = Histogram()
+        return Series(self.requests, key, latency, upstream)
 
     def upstream(self, backend: str, purpose: str, seconds: float) -> None:
         hist = self.upstream_latency.get((backend, purpose))

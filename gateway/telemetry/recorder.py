@@ -15,8 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.proxy.forward import Outcome
-from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.stats import StatsRegistry
+from gateway.telemetry.metrics import Metrics, Series
+from gateway.telemetry.stats import StatsRegistry, Window
 from gateway.telemetry.tracing import ChildSpan, GatewayTracer, TraceContext
 from observability.logging import AccessLog
 from observability.tracing import TRACE_ID_HEADER
@@ -41,6 +41,7 @@ class Recorder:
         self._finished: list[tuple[tuple[Any, ...], str, bool, float]] = []
         self._folding = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lanes: dict[tuple[str, str, str, str, int], tuple[Window, Series]] = {}
 
     # -- per request -----------------------------------------------------------------------------------------------
 
@@ -75,15 +76,26 @@ class Recorder:
         callback reads the statistics: the guard's judgement, the admin API, a worker's publication)."""
         self._folding = False
         batch, self._finished = self._finished, []
-        windows = self.stats.route
-        count = self.metrics.request
-        log = self.access.emit if self.access.enabled() else None
+        lanes = self._lanes
         for entry, side, error, upstream in batch:
-            _at, _method, _path, route, stage, backend, status, elapsed = entry[:8]
-            windows(route).side(side).request(elapsed, error)
-            count(route, stage, backend, status, elapsed, upstream)
-            if log is not None:
-                log(entry)
+            key = (entry[3], side, entry[4], entry[5], entry[6])   # route, side, stage, backend, status
+            lane = lanes.get(key)
+            if lane is None:
+                lane = self._lane(key)
+            lane[0].request(entry[7], error)
+            lane[1].add(entry[7], upstream)
+        if self.access.enabled():
+            self.access.put_many([item[0] for item in batch])
+
+    def _lane(self, key: tuple[str, str, str, str, int]) -> tuple[Window, Series]:
+        """The statistics window and the metric series one kind of request counts in (neither is ever replaced,
+        so they are looked up once per kind)."""
+        if len(self._lanes) > 10_000:   # route names come and go with reloads
+            self._lanes.clear()
+        route, side, stage, backend, status = key
+        lane = self._lanes[key] = (self.stats.route(route).side(side), self.metrics.series(route, stage, backend,
+                                                                                            status))
+        return lane
 
     def attempt_failed(self, route: Route, side: str) -> None:
         """A failed attempt the user did not see (a fallback retried it): it still counts against its side."""
