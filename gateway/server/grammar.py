@@ -37,7 +37,8 @@ HOST = re.compile(rb"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._~-]*))(?::([0-9]{0,5})
 # Fields the screen needs to see whole: framing, Host, and what makes a request an upgrade or close the connection.
 WATCHED = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"upgrade"})
 # The common case in a few scans in C: a whole head in one read, nothing unusual about it (see ``_whole_head``).
-PLAIN_HEAD = re.compile(rb"([A-Z][A-Z_-]*) [!-~]+ HTTP/1\.([01])\r\n((?:" + TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)")
+PLAIN_REQUEST_LINE = re.compile(rb"([A-Z][A-Z_-]*) [!-~]+ HTTP/1\.([01])\r\n")
+PLAIN_FIELDS = re.compile(rb"(?:" + TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
 WATCHED_LINES = re.compile(rb"^(content-length|transfer-encoding|host|connection|upgrade):[ \t]*(.*?)[ \t]*\r?$",
                             re.M)
 UNDERSCORE_NAME = re.compile(rb"^[^:\r\n]*_[^:\r\n]*:", re.M)

@@ -66,7 +66,8 @@ from gateway.server.grammar import (
     MAX_TARGET,
     METHODS,
     NOT_TRAILERS,
-    PLAIN_HEAD,
+    PLAIN_FIELDS,
+    PLAIN_REQUEST_LINE,
     TARGET,
     TOKEN_RE,
     UNDERSCORE_NAME,
@@ -102,6 +103,9 @@ class Screen:
     def __init__(self, max_head: int, underscores: str = "drop") -> None:
         self.max_head = max_head
         self._whole_limit = min(max_head, MAX_FIELD)   # a head longer than this takes the line-by-line path
+        self._last_fields: bytes | None = None          # the previous plain head's field block, and its fields
+        self._last_watched: dict[bytes, list[bytes]] = {}
+        self._valid_host: bytes | None = None           # the last Host value found valid
         self.refuse_underscores = underscores == "refuse"
         self._state = _HEAD
         self._line = bytearray()      # a line not complete yet
@@ -262,18 +266,25 @@ class Screen:
         ``cut``: where the head's empty line starts (``data.find(b"\\r\\n\\r\\n", pos)``)."""
         if cut < 0 or cut + 4 - pos > self._whole_limit:
             return 0
-        # One match checks the request line and every field line: neither pattern admits a CR or LF except as the
-        # CRLF ending each line, so a bare CR or LF anywhere fails it.
-        m = PLAIN_HEAD.fullmatch(data, pos, cut + 2)
+        # Neither pattern admits a CR or LF except as the CRLF ending each line, so a bare CR or LF anywhere fails
+        # them.
+        m = PLAIN_REQUEST_LINE.match(data, pos, cut + 2)
         if m is None or m.group(1).decode() not in METHODS:
             return 0
-        fields = m.group(3)
-        if fields.count(b"\n") > MAX_FIELDS or (self.refuse_underscores and UNDERSCORE_NAME.search(fields)):
-            return 0
-        watched: dict[bytes, list[bytes]] = {}
-        if fields:
-            for name, value in WATCHED_LINES.findall(fields.lower()):
-                watched.setdefault(name, []).append(value)
+        fields = data[m.end():cut + 2]
+        if fields == self._last_fields:
+            # The same field block as this connection's previous request, as keep-alive clients send: the same
+            # bytes, so the same verdict and the same fields (the screen is a pure function of the bytes).
+            watched = self._last_watched
+        else:
+            if (PLAIN_FIELDS.fullmatch(fields) is None or fields.count(b"\n") > MAX_FIELDS
+                    or (self.refuse_underscores and UNDERSCORE_NAME.search(fields))):
+                return 0
+            watched = {}
+            if fields:
+                for name, value in WATCHED_LINES.findall(fields.lower()):
+                    watched.setdefault(name, []).append(value)
+            self._last_fields, self._last_watched = fields, watched
         self._request = (m.group(1), (1, int(m.group(2))))
         self._fields = watched
         self._head_done()
@@ -329,9 +340,11 @@ class Screen:
         hosts = fields.get(b"host", ())
         if len(hosts) > 1 or (version == (1, 1) and not hosts):
             raise _Fault(MalformedRequest("an HTTP/1.1 request needs exactly one Host field (RFC 9112 §3.2)"))
-        if hosts and not valid_host(hosts[0]):
+        if hosts and hosts[0] is not self._valid_host and not valid_host(hosts[0]):
             raise _Fault(MalformedRequest(f"invalid Host {_show(hosts[0])}: expected host[:port] "
                                           "(RFC 9112 §3.2, RFC 3986 §3.2.2)"))
+        if hosts:
+            self._valid_host = hosts[0]   # the very value again (a repeated field block) needs no second look
         chunked, length = self._framing(version, fields)
         connection = fields.get(b"connection")
         tokens = {t.strip(b" \t").lower() for v in connection for t in v.split(b",")} if connection else _NONE

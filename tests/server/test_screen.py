@@ -47,6 +47,33 @@ def test_accepted_whole_and_byte_by_byte(request_bytes: bytes) -> None:
     assert verdict([bytes([b]) for b in request_bytes[:5000]] + [request_bytes[5000:]]) is None
 
 
+SERVED = b"GET /before HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n"
+
+
+@pytest.mark.parametrize(("request_bytes", "status"),
+                         [*SCREENED.values(), *((r, None) for r in ACCEPTED.values())],
+                         ids=[*SCREENED, *ACCEPTED])
+def test_a_connection_that_was_served_before_gives_the_same_verdict(request_bytes: bytes, status: int | None) -> None:
+    """The screen remembers the field block of a connection's previous plain head (keep-alive clients repeat it);
+    what it remembers never changes a verdict, whether the next head repeats the block or not."""
+    screen = Screen(LIMIT)
+    for _ in range(2):   # the second time from what the first left behind
+        assert screen.feed(SERVED) == SERVED
+    try:
+        screen.feed(request_bytes)
+        got = None
+    except Refused as refused:
+        got = refused.error.status
+    assert got == status
+    # The same request line with the remembered block, then a request line that breaks a rule with it.
+    screen = Screen(LIMIT)
+    screen.feed(SERVED)
+    assert screen.feed(SERVED.replace(b"/before", b"/again")) == SERVED.replace(b"/before", b"/again")
+    with pytest.raises(Refused) as refused:
+        screen.feed(SERVED.replace(b"GET", b"get"))
+    assert refused.value.error.status == 400
+
+
 @settings(max_examples=200, deadline=None)
 @given(case=st.sampled_from(sorted(SCREENED) + sorted(ACCEPTED)), cuts=st.lists(st.integers(0, 10**6), max_size=6))
 def test_any_split_gives_the_same_verdict(case: str, cuts: list[int]) -> None:
