@@ -17,7 +17,6 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator
-from http import HTTPStatus
 from typing import Protocol
 
 import aiohttp
@@ -35,7 +34,7 @@ from gateway.errors import (
 from gateway.proxy import upstream
 from gateway.proxy.headers import Headers, downstream_response_headers, relay_fields
 from gateway.proxy.pool import Pool, UpstreamResponse
-from gateway.proxy.reply import RelayedReply
+from gateway.proxy.reply import RelayedReply, reason
 
 SMALL_BODY = 64 * 1024   # a complete body up to this size is sent with the headers in one write
 BODYLESS_STATUS = frozenset({204, 304})
@@ -158,7 +157,7 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
             return _complete_response(resp.status, downstream_response_headers(resp.raw_headers),
                                       extra_response_headers, whole, outcome, tap, started)
         out_headers = downstream_response_headers(resp.raw_headers)
-        out = RelayedStreamResponse(status=resp.status, reason=_reason(resp.status), headers=out_headers)
+        out = RelayedStreamResponse(status=resp.status, reason=reason(resp.status), headers=out_headers)
         for name, value in extra_response_headers:
             out.headers.add(name, value)
         await out.prepare(request)
@@ -201,7 +200,7 @@ async def _stream_body(resp: UpstreamResponse, out: web.StreamResponse, backend:
 
 def _complete_response(status: int, headers: Headers, extra: Headers, body: bytes, outcome: Outcome,
                        tap: Tap | None, started: float) -> web.Response:
-    out = RelayedResponse(status=status, reason=_reason(status), headers=headers)
+    out = RelayedResponse(status=status, reason=reason(status), headers=headers)
     for name, value in extra:
         out.headers.add(name, value)
     out.body = body   # keeps the backend's Content-Length header when it had one; aiohttp sets it otherwise
@@ -215,13 +214,6 @@ def _complete(outcome: Outcome, tap: Tap | None, body: bytes, started: float) ->
         tap.response_end(True)
     outcome.bytes_out = len(body)
     outcome.upstream_seconds = time.perf_counter() - started
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 def _abort_client(out: web.StreamResponse) -> None:

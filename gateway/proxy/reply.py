@@ -31,15 +31,19 @@ _status_lines: dict[tuple[int, int, int], bytes] = {}
 _date = [0, b""]   # the second and its Date field, formatted once a second
 
 
+def reason(status: int) -> str:
+    """The reason phrase a relayed status goes out with (the backend's own is not kept: llhttp does not give it)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
 def status_line(version: tuple[int, int], status: int) -> bytes:
     key = (version[0], version[1], status)
     line = _status_lines.get(key)
     if line is None:
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Unknown"
-        line = _status_lines[key] = f"HTTP/{version[0]}.{version[1]} {status} {reason}\r\n".encode("latin-1")
+        line = _status_lines[key] = f"HTTP/{version[0]}.{version[1]} {status} {reason(status)}\r\n".encode("latin-1")
     return line
 
 

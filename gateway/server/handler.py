@@ -43,7 +43,7 @@ from gateway.shadow.dispatcher import ShadowDispatcher
 from gateway.sync.capture import Mirror
 from gateway.telemetry.recorder import Recorder
 from gateway.telemetry.tracing import TraceContext
-from observability.tracing import TRACE_ID_HEADER, TRACEPARENT
+from observability.tracing import TRACEPARENT
 
 if TYPE_CHECKING:
     from gateway.routing.table import Route
@@ -86,7 +86,7 @@ class PublicHandler:
         limits = cfg.limits
         recorder = self.recorder
         span = recorder.start(request, cfg)
-        trace_header = (TRACE_ID_HEADER, span.trace_hex) if cfg.tracing.response_header else None
+        trace_header = recorder.trace_header(span, cfg)
         raw = request.raw_path
         refusal = self._check(request, limits.max_request_body)
         if refusal is None:
@@ -235,16 +235,8 @@ class PublicHandler:
 
 
 def _peer(request: web.BaseRequest) -> str | None:
-    peer = getattr(request.protocol, "peer", False)   # the listener's handler keeps it per connection
-    if peer is not False:
-        return peer
-    transport = request.transport
-    if transport is None:
-        return None
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple | list) and peer:
-        return str(peer[0])
-    return None
+    """The client's address: the listener's connection handler (``server.wire``) reads it once per connection."""
+    return request.protocol.peer  # type: ignore[attr-defined,no-any-return]
 
 
 def _cookie_header(cookie: tuple[str, str]) -> tuple[str, str]:

@@ -26,6 +26,18 @@ from tests.support import (
 )
 
 
+def guarded_likes(min_requests: int) -> str:
+    """A route sending every request to the new side, under a guard that rolls it back above 2% errors."""
+    return f"""\
+        - name: likes
+          match: {{path: {{prefix: /api/likes}}}}
+          to: new
+          stage: canary
+          canary: {{weight: 100}}
+          guard: {{window: 30s, min_requests: {min_requests}, max_error_rate: 2%}}
+        """
+
+
 def test_bucket_split_is_sticky_and_monotonic() -> None:
     users = [f"user-{i}" for i in range(10_000)]
     at30 = {u for u in users if rollout.in_share("likes", 30, u)}
@@ -93,14 +105,7 @@ async def test_cookie_stickiness_sets_the_cookie_on_both_sides(tmp_path: Path) -
 
 async def test_guard_rolls_back_a_failing_new_service(tmp_path: Path) -> None:
     legacy, new = Backend("legacy"), Backend("new", status=500)
-    route = """\
-        - name: likes
-          match: {path: {prefix: /api/likes}}
-          to: new
-          stage: canary
-          canary: {weight: 100}
-          guard: {window: 30s, min_requests: 20, max_error_rate: 2%}
-        """
+    route = guarded_likes(min_requests=20)
     async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
         url = public_url(gw) + "/api/likes/1"
         for _ in range(19):
@@ -319,14 +324,7 @@ async def test_rollback_of_a_legacy_route_is_refused_and_a_second_rollback_keeps
 async def test_guard_history_records_state_changes_not_every_judgement(tmp_path: Path) -> None:
     """A resume or an edit starts the guard's judgement afresh; history only shows the state when it changes."""
     legacy, new = Backend("legacy"), Backend("new")
-    route = """\
-        - name: likes
-          match: {path: {prefix: /api/likes}}
-          to: new
-          stage: canary
-          canary: {weight: 100}
-          guard: {window: 30s, min_requests: 50, max_error_rate: 2%}
-        """
+    route = guarded_likes(min_requests=50)
     async with gateway_with(tmp_path, legacy, new, route) as (gw, path), aiohttp.ClientSession() as s:
         url = public_url(gw) + "/api/likes/1"
         headers = {"Authorization": f"Bearer {gw.token}"}
