@@ -61,23 +61,27 @@ class Histogram:
 
 
 class Series:
-    """The counters one kind of request (route, stage, backend, status class) adds to: ``request`` without the
-    lookups."""
+    """The counters one kind of request (route, stage, backend, status class) adds to: ``Metrics.request``
+    without the lookups. The upstream histogram is made at the first upstream time, so a kind that never reached
+    its backend adds no series for it."""
 
-    __slots__ = ("requests", "key", "latency", "upstream")
+    __slots__ = ("metrics", "key", "latency", "upstream")
 
-    def __init__(self, requests: dict[tuple[str, str, str, int], int], key: tuple[str, str, str, int],
-                 latency: Histogram, upstream: Histogram) -> None:
-        self.requests = requests
+    def __init__(self, metrics: Metrics, key: tuple[str, str, str, int], latency: Histogram) -> None:
+        self.metrics = metrics
         self.key = key
         self.latency = latency
-        self.upstream = upstream
+        self.upstream: Histogram | None = None
 
     def add(self, seconds: float, upstream_seconds: float) -> None:
-        self.requests[self.key] = self.requests.get(self.key, 0) + 1
+        requests = self.metrics.requests
+        requests[self.key] = requests.get(self.key, 0) + 1
         self.latency.observe(seconds)
         if upstream_seconds:
-            self.upstream.observe(upstream_seconds)
+            upstream = self.upstream
+            if upstream is None:
+                upstream = self.upstream = self.metrics.upstream_histogram(self.key[2], "primary")
+            upstream.observe(upstream_seconds)
 
 
 def _fmt(bound: float) -> str:
@@ -100,32 +104,24 @@ class Metrics:
 
     def request(self, route: str, stage: str, backend: str, status: int, seconds: float,
                 upstream_seconds: float) -> None:
-        key = (route, stage, backend, status // 100 if 100 <= status < 600 else 0)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        hist = self.latency.get(route)
-        if hist is None:
-            hist = self.latency[route] = Histogram()
-        hist.observe(seconds)
-        if upstream_seconds:
-            self.upstream(backend, "primary", upstream_seconds)
+        self.series(route, stage, backend, status).add(seconds, upstream_seconds)
 
     def series(self, route: str, stage: str, backend: str, status: int) -> Series:
-        """What ``request`` updates for one kind of request, looked up once: the recorder keeps it per kind."""
+        """What a request of one kind updates, looked up once: the recorder keeps it per kind."""
         key = (route, stage, backend, status // 100 if 100 <= status < 600 else 0)
         latency = self.latency.get(route)
         if latency is None:
             latency = self.latency[route] = Histogram()
-        upstream = self.upstream_latency.get((backend, "primary"))
-        if upstream is None:
-            upstream = self.upstream_latency[(backend, "primary")] = Histogram()
-        return Series(self.requests, key, latency, upstream)
+        return Series(self, key, latency)
 
     def upstream(self, backend: str, purpose: str, seconds: float) -> None:
+        self.upstream_histogram(backend, purpose).observe(seconds)
+
+    def upstream_histogram(self, backend: str, purpose: str) -> Histogram:
         hist = self.upstream_latency.get((backend, purpose))
         if hist is None:
             hist = self.upstream_latency[(backend, purpose)] = Histogram()
-        hist.observe(seconds)
+        return hist
 
     # -- events ----------------------------------------------------------------------------------------------------
 
