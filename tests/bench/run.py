@@ -193,6 +193,15 @@ class Bench:
         procs.wait_port(port, 20, proc.popen, "naive proxy")
         return proc, port
 
+    def start_floor(self, mode: str) -> tuple[Proc, int]:
+        """aiohttp's listener alone (``listener``) or with the gateway's upstream pool (``relay``): floor_proxy."""
+        port = procs.free_port()
+        argv = [procs.python(), "-m", "tests.bench.floor_proxy", "--mode", mode, "--port", str(port),
+                "--upstream-port", str(self.backend_port)]
+        proc = self.procs.start(f"floor-{mode}", argv, role="proxy")
+        procs.wait_port(port, 20, proc.popen, f"floor {mode}")
+        return proc, port
+
     def start_gateway(self, setup: configs.GatewaySetup, name: str = "gateway", backend: int | None = None,
                       role: str = "proxy", cpus: set[int] | None = None) -> Gateway:
         self._counter += 1

@@ -4,6 +4,7 @@ Every scenario measures its own baseline in the same run, back to back, so that 
 size, shadow, canary, tracing) is not skewed by load that other users of the machine put on it meanwhile:
 
     passthrough      nginx, naive aiohttp proxy, gateway (fallback only, default features on)
+    floor            nginx, aiohttp's listener alone, the bare relay, gateway: what each layer costs per request
     paced            nginx and gateway offered the same load, half of the gateway's saturation: p50, p99
     routes           gateway with 1 route vs 1,000 vs 10,000 (the request hits a template near the end)
     shadow-fast      no shadow vs shadow 100% to a second fast backend
@@ -35,6 +36,7 @@ from typing import Any
 
 from tests.bench import bench_tls, configs, procs, transfer
 from tests.bench.configs import MEASURED_PATH, GatewaySetup
+from tests.bench.procs import Proc
 from tests.bench.run import SECOND_PASS, Bench, Gateway, Row, Subject, progress, times
 
 MIB = 1024 * 1024
@@ -153,6 +155,42 @@ def _against_baseline(b: Bench, name: str) -> Row:
     _within(b, name, "CPU per request no higher than the baseline checkout's (5% noise)", row.cpu_us,
             base_row.cpu_us, 0.05, higher_is_better=False)
     return row
+
+
+def floor(b: Bench) -> None:
+    """Where the gateway's CPU per request goes, layer by layer, all measured in turns: aiohttp's listener answering
+    by itself, the same listener relaying through the gateway's pool with nothing else (``floor_proxy``), and the
+    gateway with every default on; nginx for scale. The differences are the upstream exchange and the features."""
+    name = "floor"
+    started: list[Proc] = []
+    try:
+        subjects = []
+        if "nginx" in b.opts.proxies:
+            proc, port = b.start_nginx()
+            started.append(proc)
+            subjects.append(Subject("nginx", "", proc, port, MEASURED_PATH))
+        for mode in ("listener", "relay"):
+            proc, port = b.start_floor(mode)
+            started.append(proc)
+            subjects.append(Subject("aiohttp", mode, proc, port, MEASURED_PATH))
+        gw = b.start_gateway(GatewaySetup())
+        started.append(gw.proc)
+        subjects.append(Subject("gateway", "", gw.proc, gw.port, MEASURED_PATH))
+        rows = {(r.proxy, r.variant): r for r in b.measure_together(name, subjects)}
+    finally:
+        for proc in started:
+            b.procs.stop(proc)
+    listener, relay, gateway = rows[("aiohttp", "listener")], rows[("aiohttp", "relay")], rows[("gateway", "")]
+    b.note(f"{name}: CPU per request: aiohttp's listener {listener.cpu_us:.1f} us, the upstream exchange "
+           f"{relay.cpu_us - listener.cpu_us:.1f} us, the gateway's features {gateway.cpu_us - relay.cpu_us:.1f} us "
+           f"(gateway {gateway.cpu_us:.1f} us)")
+    nginx = rows.get(("nginx", ""))
+    if nginx is not None and nginx.rps:
+        # At one core each, throughput is the inverse of CPU per request: 0.35x nginx's is this much CPU.
+        budget = nginx.cpu_us / 0.35
+        b.note(f"{name}: 0.35x nginx's throughput allows {budget:.1f} us per request; the bare relay alone takes "
+               f"{relay.cpu_us:.1f} us ({times(relay, nginx, 'rps')} nginx), leaving {budget - relay.cpu_us:.1f} us "
+               "for every feature")
 
 
 def paced(b: Bench) -> None:
@@ -601,6 +639,7 @@ def fleet_store(b: Bench) -> None:
 
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "passthrough": passthrough,
+    "floor": floor,
     "paced": paced,
     "routes": routes,
     "shadow-fast": shadow_fast,
