@@ -3,7 +3,7 @@
 Both the access log and the trace store work this way: the request path only appends to a deque (bounded:
 beyond ``limit`` items the item is dropped and counted) and never waits; a writer thread wakes every ``interval``
 seconds (or when ``flush`` asks) and hands what has accumulated to ``write_batch`` in one go, so the costly part
-(formatting, SQLite) is paid per batch and off the loop.
+(SQLite, the write system calls) is paid per batch and off the loop.
 """
 
 from __future__ import annotations

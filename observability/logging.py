@@ -11,9 +11,9 @@ gateway's current span (``observability.tracing.CURRENT``) or, in the services, 
 
 The access log (one line per request) is the only per-request logging and it is built to cost the request nothing
 it does not need: when INFO is filtered out, ``AccessLog.enabled`` is one level check and nothing else happens;
-otherwise the request appends one tuple to a queue and a background thread formats and writes the lines in
-batches (a single write per batch). In JSON mode it formats them itself, with the same keys the processor chain
-would produce; on a terminal it hands each line to the normal chain.
+otherwise the request appends one tuple, the event loop's fold formats it once per loop turn with the others of
+that turn (in JSON mode: the same keys the processor chain would produce), and a background thread writes the
+lines in batches, a few hundred per write. On a terminal the thread hands each entry to the normal chain.
 """
 
 from __future__ import annotations
@@ -124,17 +124,23 @@ def _hex(value: int, width: int) -> str:
 
 # -- the access log --------------------------------------------------------------------------------------------
 
-YIELD_EVERY = 32   # access-log lines formatted between two offers of the GIL (about 60 us of work)
+CHUNK_LINES = 256   # access-log lines per write(2): a batch is thousands of lines, joined in pieces far below
+                    # malloc's mmap threshold, so memory is reused instead of mapped and faulted in per batch
 _METHODS = {m: f'"{m}"' for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 ACCESS_FIELDS = ("method", "path", "route", "stage", "backend", "status", "duration_ms", "bytes", "trace_id",
                  "span_id")
 
 
 class AccessLog(BatchWriter):
-    """One line per request, formatted and written by a background thread (started with the first line).
+    """One line per request, written by a background thread (started with the first line).
 
-    ``emit`` takes ``(unix_time, method, path, route, stage, backend, status, seconds, bytes, trace_id, span_id)``
-    with ids as integers (formatted later, like everything else)."""
+    ``emit`` and ``put_many`` take ``(unix_time, method, path, route, stage, backend, status, seconds, bytes,
+    trace_id, span_id)`` with ids as integers. In JSON mode the lines are formatted as they are queued, by the
+    event loop's once-per-turn fold, a few at a time, and the thread only joins and writes them. Formatting them
+    in the thread cost more than the formatting: the thread took the GIL from the loop for long stretches (or,
+    yielding it often, switched threads hundreds of times a second), and a batch's text was one large allocation,
+    mapped and faulted in anew each time. On a terminal the thread hands each entry to the normal processor chain.
+    """
 
     QUEUE_LIMIT = 50_000
     INTERVAL = 0.25
@@ -142,9 +148,7 @@ class AccessLog(BatchWriter):
     def __init__(self, name: str = ACCESS_LOGGER) -> None:
         super().__init__("strangler-access-log", interval=self.INTERVAL, limit=self.QUEUE_LIMIT, start=False)
         self.logger = logging.getLogger(name)
-        self._second = -1
-        self._prefix = ""
-        self._line_second = -1    # write_batch's own: the second and the JSON line up to its fraction
+        self._line_second = -1    # the second of the last line formatted, and its line up to the fraction
         self._line_prefix = ""
         self._where: dict[tuple[Any, ...], str] = {}
 
@@ -152,19 +156,14 @@ class AccessLog(BatchWriter):
         return self.logger.isEnabledFor(logging.INFO)
 
     def emit(self, entry: tuple[Any, ...]) -> None:
-        self.put(entry)
+        self.put_many([entry])
 
-    # -- the writer thread -----------------------------------------------------------------------------------------
+    def put_many(self, items: list[Any]) -> None:
+        super().put_many(self.json_lines(items) if _json_handler is not None else items)
 
-    def write_batch(self, batch: list[tuple[Any, ...]]) -> None:
-        handler = _json_handler
-        if handler is None or not self.logger.isEnabledFor(logging.INFO):
-            for entry in batch:
-                fields = self.fields(entry)
-                self.logger.info("%s %s %s", fields["method"], fields["path"], fields["status"],
-                                 extra={"event": "access", **fields})
-            return
-        # JSON mode: the keys the processor chain would write, formatted directly (a few microseconds a line).
+    def json_lines(self, batch: list[tuple[Any, ...]]) -> list[str]:
+        """The JSON lines of ``batch``: the keys the processor chain would write, formatted directly (under two
+        microseconds a line)."""
         head = '{"event":"access",' + (f'"service":{_str(_service)},' if _service else "") + \
             f'"level":"info","logger":{_str(self.logger.name)},"timestamp":"'
         lines = []
@@ -174,13 +173,7 @@ class AccessLog(BatchWriter):
         enc = encode_basestring_ascii
         # ``prefix`` is everything up to the timestamp's fraction: the date part is formatted once per second.
         second, prefix = self._line_second, self._line_prefix
-        for n, (at, method, path, route, stage, backend, status, seconds, size, trace_id, span_id) in enumerate(batch):
-            if not n % YIELD_EVERY and n:
-                # Let the event loop have the GIL now rather than after the switch interval: a batch is thousands
-                # of lines at full load, and every request in flight would wait while it is formatted.
-                # sched_yield releases the GIL for a system call of half a microsecond; time.sleep(0) costs 20 us
-                # of CPU and 75 us of wall time on a virtual machine.
-                os.sched_yield()
+        for at, method, path, route, stage, backend, status, seconds, size, trace_id, span_id in batch:
             # route, stage and backend repeat across requests: their JSON is made once per combination.
             part = where.get((route, stage, backend))
             if part is None:
@@ -192,15 +185,31 @@ class AccessLog(BatchWriter):
             if trace_id and span_id:
                 append(f'{prefix}.{int((at - whole) * 1e6):06d}Z","method":{methods.get(method) or enc(method)},'
                        f'"path":{enc(path)},{part}"status":{status:d},"duration_ms":{seconds * 1000:.3f},'
-                       f'"bytes":{size:d},"trace_id":"{trace_id:032x}","span_id":"{span_id:016x}"}}')
+                       f'"bytes":{size:d},"trace_id":"{trace_id:032x}","span_id":"{span_id:016x}"}}\n')
             else:
                 append(f'{prefix}.{int((at - whole) * 1e6):06d}Z","method":{methods.get(method) or enc(method)},'
                        f'"path":{enc(path)},{part}"status":{status:d},"duration_ms":{seconds * 1000:.3f},'
-                       f'"bytes":{size:d},"trace_id":{_hex(trace_id, 32)},"span_id":{_hex(span_id, 16)}}}')
+                       f'"bytes":{size:d},"trace_id":{_hex(trace_id, 32)},"span_id":{_hex(span_id, 16)}}}\n')
         self._line_second, self._line_prefix = second, prefix
         if len(where) > 10_000:
             where.clear()
-        text = "\n".join(lines) + "\n"
+        return lines
+
+    # -- the writer thread -----------------------------------------------------------------------------------------
+
+    def write_batch(self, batch: list[Any]) -> None:
+        handler = _json_handler
+        if handler is None or not self.logger.isEnabledFor(logging.INFO):
+            for entry in batch:
+                if isinstance(entry, str):   # formatted before logging went to a terminal
+                    self.logger.info(entry.rstrip("\n"))
+                    continue
+                fields = self.fields(entry)
+                self.logger.info("%s %s %s", fields["method"], fields["path"], fields["status"],
+                                 extra={"event": "access", **fields})
+            return
+        if any(not isinstance(entry, str) for entry in batch):   # queued before logging was set up as JSON
+            batch = [entry if isinstance(entry, str) else self.json_lines([entry])[0] for entry in batch]
         handler.acquire()
         try:
             stream = handler.stream
@@ -208,10 +217,15 @@ class AccessLog(BatchWriter):
             if raw is not None:
                 # stderr is line-buffered: through the text layer, every line would be a write(2) of its own.
                 stream.flush()
-                raw.write(text.encode("utf-8"))
+            for i in range(0, len(batch), CHUNK_LINES):
+                text = "".join(batch[i:i + CHUNK_LINES])
+                if raw is not None:
+                    raw.write(text.encode("utf-8"))
+                else:
+                    stream.write(text)
+            if raw is not None:
                 raw.flush()
             else:
-                stream.write(text)
                 handler.flush()
         finally:
             handler.release()
@@ -223,11 +237,3 @@ class AccessLog(BatchWriter):
                 "status": status, "duration_ms": round(seconds * 1000, 3), "bytes": size,
                 "trace_id": f"{trace_id:032x}" if trace_id else None,
                 "span_id": f"{span_id:016x}" if span_id else None}
-
-    def _timestamp(self, at: float) -> str:
-        # TimeStamper(fmt="iso", utc=True) style; the date part is formatted once per second.
-        second = int(at)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((at - second) * 1e6):06d}Z"

@@ -3,9 +3,9 @@
 The request handler calls ``start`` first (the span exists before anything can fail, so even a refused request
 has a trace id) and ``request_done`` once the response is complete; refusals before a route is known go through
 ``refused``. ``request_done`` only appends one tuple: ``fold`` applies a loop turn's requests to the statistics
-windows, the metrics and the access log in one batch, after their responses went out. The expensive parts (span
-attributes, JSON, SQLite) happen in background threads (``gateway.stores.traces``,
-``observability.logging.AccessLog``).
+windows, the metrics and the access log in one batch, after their responses went out (the access log's JSON
+lines are formatted there, a turn's worth at a time). The expensive parts (span attributes, SQLite, writing the
+log) happen in background threads (``gateway.stores.traces``, ``observability.logging.AccessLog``).
 """
 
 from __future__ import annotations

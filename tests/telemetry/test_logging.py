@@ -80,6 +80,32 @@ async def test_every_access_line_carries_the_trace_id_of_its_request(tmp_path: P
     assert by_path["/x%2Fy"]["route"] is None and by_path["/x%2Fy"]["status"] == 400
 
 
+def test_access_lines_are_formatted_as_queued_and_written_whole_in_pieces(captured: io.StringIO) -> None:
+    """JSON lines are made when the loop queues them (the writer thread only writes), a batch longer than one
+    write's worth of lines loses and merges none, and an entry queued before logging went JSON still comes out."""
+    from observability.logging import CHUNK_LINES, AccessLog
+
+    log = AccessLog()
+    early = (1_700_000_000.5, "PUT", '/q"uote', None, None, None, 400, 0.002, 0, 7, 0)
+    log._pending.append(early)   # as if queued while logging was not yet JSON
+    log._queued += 1
+    count = CHUNK_LINES * 2 + 3
+    entries = [(1_700_000_001.25 + i / 1000, "GET", f"/items/{i}", "items", "canary", "new", 200, 0.0015, i,
+                0xABC + i, 0xDEF) for i in range(count)]
+    log.put_many(entries)
+    assert all(isinstance(item, str) and item.endswith("\n") for item in list(log._pending)[1:])
+    assert log.flush()
+    log.close()
+    access = [line for line in _lines(captured) if line["event"] == "access"]
+    assert len(access) == count + 1
+    assert access[0]["path"] == '/q"uote' and access[0]["trace_id"] == f"{7:032x}" and access[0]["span_id"] is None
+    assert access[0]["timestamp"] == "2023-11-14T22:13:20.500000Z"
+    for i, line in enumerate(access[1:]):
+        assert line["path"] == f"/items/{i}" and line["bytes"] == i and line["duration_ms"] == 1.5
+        assert (line["route"], line["stage"], line["backend"]) == ("items", "canary", "new")
+        assert line["trace_id"] == f"{0xABC + i:032x}" and line["span_id"] == f"{0xDEF:016x}"
+
+
 async def test_no_access_lines_and_no_work_when_info_is_filtered(tmp_path: Path, captured: io.StringIO) -> None:
     logging.getLogger().setLevel("WARNING")
     legacy = Recorder("legacy")
