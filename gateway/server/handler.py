@@ -115,14 +115,16 @@ class PublicHandler:
         if decision.new_cookie is not None:
             extra.append(_cookie_header(decision.new_cookie))
         outcome = proxy.Outcome(decision.backend.name)
-        headers = upstream_request_headers(request.raw_headers, peer=_peer(request), scheme=request.scheme,
-                                           keep_upgrade=False, underscores=limits.underscores_in_headers)
+        headers = _upstream_headers(request, limits.underscores_in_headers)
+        mirrored = spec is not None and spec.sync is not None and self.sync is not None
+        if mirrored:
+            headers = list(headers)   # the mirror adds its fields to this request's (and not to the next's)
         shadow = self.shadow.begin(route, decision, request, raw, headers) if decision.shadow_to else None
         limit = limits.max_request_body
         try:
             # A route with `sync:` mirrors completed writes to the other side (gateway.sync); others skip this.
-            sync = (self.sync.begin(route, request, raw, headers, shadow, params)
-                    if spec is not None and spec.sync is not None and self.sync is not None else None)
+            sync = (self.sync.begin(route, request, raw, headers, shadow, params)  # type: ignore[union-attr]
+                    if mirrored else None)
             # With `on_error: fallback` the new side's failures may be retried on legacy; without, one attempt
             # (awaited directly: one coroutine less per request).
             send = (self._with_fallback if decision.side == "extracted" and self._may_fall_back(request, route)
@@ -234,9 +236,21 @@ class PublicHandler:
         return None
 
 
-def _peer(request: web.BaseRequest) -> str | None:
-    """The client's address: the listener's connection handler (``server.wire``) reads it once per connection."""
-    return request.protocol.peer  # type: ignore[attr-defined,no-any-return]
+def _upstream_headers(request: web.BaseRequest, underscores: str) -> list[tuple[str, str]]:
+    """The header fields the backend gets (``proxy.headers.upstream_request_headers``). A keep-alive client
+    usually sends the very same fields on every request; the connection (``server.wire``) keeps the last request's
+    fields and their rewrite, so a repeat costs one comparison of the raw fields. The rewrite depends only on the
+    fields, the setting and the connection (client address, scheme), so a repeat gets the same list, which is
+    never changed in place (whoever adds to it copies it first)."""
+    protocol = request.protocol
+    raw = request.raw_headers
+    last = protocol.last_forwarded  # type: ignore[attr-defined]
+    if last is not None and last[1] == underscores and last[0] == raw:
+        return last[2]  # type: ignore[no-any-return]
+    headers = upstream_request_headers(raw, peer=protocol.peer, scheme=request.scheme,  # type: ignore[attr-defined]
+                                       keep_upgrade=False, underscores=underscores)
+    protocol.last_forwarded = (raw, underscores, headers)  # type: ignore[attr-defined]
+    return headers
 
 
 def _cookie_header(cookie: tuple[str, str]) -> tuple[str, str]:

@@ -68,6 +68,8 @@ class ProblemRequestHandler(RequestHandler):
         screen = Screen(limits.max_request_head, limits.underscores_in_headers)
         self._parser = ScreenedParser(self._parser, screen, self)
         self.peer: str | None = None   # the client's address, for X-Forwarded-For: read once per connection
+        # The previous request's header fields, how they were rewritten, and for which setting (server.handler).
+        self.last_forwarded: tuple[tuple[tuple[bytes, bytes], ...], str, list[tuple[str, str]]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -504,3 +504,38 @@ async def test_a_request_head_dripping_in_is_cut_off_after_client_idle(tmp_path:
             writer.close()
     assert closed_after is not None and closed_after < 3.0
     assert seen == []
+
+
+async def test_a_keep_alive_connection_repeating_or_changing_its_fields_is_rewritten_each_time(tmp_path: Path
+                                                                                               ) -> None:
+    """The rewrite of a connection's repeated field block is reused (server.handler): a repeat must forward what a
+    fresh rewrite would, and a changed block (a field named by Connection, a forged control header) must not get
+    the previous request's rewrite."""
+    seen: list[dict] = []
+    plain = "Host: shop.example\r\nX-Forwarded-For: 10.9.8.7\r\nX-Custom: kept\r\n"
+    changed = ("Host: shop.example\r\nX-Forwarded-For: 10.9.8.7\r\nConnection: X-Custom\r\nX-Custom: kept\r\n"
+               "X-Shadow: 1\r\nVia: 1.1 edge\r\n")
+    blocks = [plain, plain, changed, plain]
+    async with serve_app(echo_app(seen)) as up, gateway_for(tmp_path, up) as gw:
+        host, port = gw.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        got = []
+        try:
+            for i, block in enumerate(blocks):
+                writer.write(f"GET /api/{i} HTTP/1.1\r\n{block}\r\n".encode())
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:")))
+                got.append(json.loads(await asyncio.wait_for(reader.readexactly(length), 5))["headers"])
+        finally:
+            writer.close()
+    for i in (0, 1, 3):
+        assert header_values(got[i], "X-Custom") == ["kept"]
+        assert header_values(got[i], "Via") == ["1.1 strangler"]
+    assert header_values(got[2], "X-Custom") == [] and header_values(got[2], "X-Shadow") == []
+    assert header_values(got[2], "Via") == ["1.1 edge, 1.1 strangler"]
+    for headers in got:
+        assert header_values(headers, "X-Forwarded-For") == ["10.9.8.7, 127.0.0.1"]
+        assert header_values(headers, "Host") == ["shop.example"]
+    # Each request still gets a traceparent of its own.
+    assert len({header_values(headers, "traceparent")[0] for headers in got}) == len(blocks)
