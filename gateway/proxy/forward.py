@@ -129,17 +129,18 @@ async def request_body(request: web.BaseRequest, tap: Tap | None, limit: int | N
 
 async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_target: str,
                   headers: Headers, outcome: Outcome, *, tap: Tap | None = None, body_limit: int | None = None,
-                  extra_response_headers: Headers = (), retry_statuses: frozenset[int] = frozenset()
-                  ) -> web.StreamResponse | RelayedReply:
+                  extra_response_headers: Headers = (), retry_statuses: frozenset[int] = frozenset(),
+                  last: tuple[str, str] | None = None) -> web.StreamResponse | RelayedReply:
     """Proxy ``request`` to ``backend`` and stream the answer back; raises ``GatewayError`` before the response
-    started (the caller turns it into a problem+json response)."""
+    started (the caller turns it into a problem+json response). ``last``: a field sent after ``headers`` (the
+    attempt's ``traceparent``), so that headers shared by requests stay as they are."""
     # Whether the request has a body by its framing, not whether bytes are waiting: a body the screen refused
     # is at its end with an error, and must fail the exchange rather than be sent on as an empty one.
     body = request_body(request, tap, body_limit, backend.timeouts.idle) if request.body_exists else None
     if body is None and tap is not None:
         tap.request_end(True)
     started = time.perf_counter()
-    resp = await pool.request(request.method, raw_target, headers, body)
+    resp = await pool.request(request.method, raw_target, headers, body, last)
     if resp.status in retry_statuses:
         resp.close()
         raise UpstreamRetryableStatus(f"{backend.name} answered {resp.status}", backend=backend.name)

@@ -33,6 +33,18 @@ VIA = "1.1 strangler"
 Headers = list[tuple[str, str]]
 
 
+class Fields(list[tuple[str, str]]):
+    """An upstream request's header fields, never changed once built (whoever adds to them copies them first), so
+    the pool renders them once however many requests send them (``pool._request_head``): a keep-alive client's
+    repeated fields get the same ``Fields`` (``server.handler``)."""
+
+    __slots__ = ("rendered",)
+
+    def __init__(self, fields: Headers) -> None:
+        super().__init__(fields)
+        self.rendered: tuple[str, bool] | None = None   # ("Name: value\r\n" lines, whether Host is among them)
+
+
 def _connection_tokens(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
     tokens: set[str] = set()
     for name, value in raw:
@@ -48,7 +60,7 @@ _GUARDED = _SPECIAL | {"content-length"}
 
 
 def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | None, scheme: str,
-                             keep_upgrade: bool = False, underscores: str = "drop") -> Headers:
+                             keep_upgrade: bool = False, underscores: str = "drop") -> Fields:
     """Headers for the upstream request: original order and case, hop-by-hop and control headers removed,
     ``X-Forwarded-*`` and ``Via`` added. ``Host`` is kept as the client sent it. Names with '_' are forwarded
     only when ``underscores`` is ``pass`` (``refuse`` never gets here: the listener answered 400)."""
@@ -88,7 +100,7 @@ def upstream_request_headers(raw: Iterable[tuple[bytes, bytes]], *, peer: str | 
     if host:
         out.append(("X-Forwarded-Host", host))
     out.append(("Via", ", ".join(via) + ", " + VIA if via else VIA))
-    return out
+    return Fields(out)
 
 
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)

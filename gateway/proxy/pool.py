@@ -7,9 +7,9 @@ module does only the proxy's part: write the request head as given, stream the b
 the body over chunk by chunk with backpressure, and return the connection to the pool only after a complete
 response that the backend agreed to keep alive.
 
-    Pool.request(method, target, headers, body) -> UpstreamResponse   (raises GatewayError before the headers)
-    UpstreamResponse.chunks() -> async iterator of bytes               (raises UpstreamBodyError if cut short)
-    UpstreamResponse.release()                                         (back to the pool, or closed)
+    Pool.request(method, target, headers, body, last) -> UpstreamResponse   (raises GatewayError before the headers)
+    UpstreamResponse.chunks() -> async iterator of bytes                     (raises UpstreamBodyError if cut short)
+    UpstreamResponse.release()                                               (back to the pool, or closed)
 
 Framing follows RFC 9112 §6: a response to HEAD, and 1xx/204/304 responses, have no body; otherwise
 Transfer-Encoding: chunked or Content-Length delimit it, and without either the body runs until the backend
@@ -31,6 +31,7 @@ from collections.abc import AsyncIterable, Iterable
 from gateway.config.model import Backend
 from gateway.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout, UpstreamTLSError
 from gateway.proxy.connection import Connection
+from gateway.proxy.headers import Fields
 from gateway.proxy.response import UpstreamResponse
 from gateway.proxy.tls import BackendTLSClient, handshake_error
 
@@ -57,10 +58,10 @@ class Pool:
         self._ticker: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: Body
-                      ) -> UpstreamResponse:
-        """Send a request and wait for the response head."""
-        head = _request_head(method, target, headers, self.backend, body)
+    async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: Body,
+                      last: tuple[str, str] | None = None) -> UpstreamResponse:
+        """Send a request and wait for the response head. ``last``: one more field, after ``headers``."""
+        head = _request_head(method, target, headers, self.backend, body, last)
         conn = self._reuse()
         reused = conn is not None
         if conn is None:
@@ -260,13 +261,22 @@ def _expire(response: UpstreamResponse, backend: Backend) -> None:
 
 
 def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]], backend: Backend,
-                  body: Body) -> bytes:
-    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
-    # Names are tokens and values hold no CR or LF (the screen and the header rewriting saw to both), so a
-    # field named X starts a line of the block.
-    lines = "\n" + fields.lower()
-    extra = "" if "\nhost:" in lines else f"Host: {backend.host}:{backend.port}\r\n"
-    if body is not None and "\ncontent-length:" not in lines:
+                  body: Body, last: tuple[str, str] | None = None) -> bytes:
+    """The request's head: ``headers``, then ``last`` (a field of this request only: its ``traceparent``), then
+    ``Host`` and the body's framing if the headers lack them."""
+    rendered = headers.rendered if isinstance(headers, Fields) else None
+    if rendered is None:
+        fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+        # Names are tokens and values hold no CR or LF (the screen and the header rewriting saw to both), so a
+        # field named X starts a line of the block.
+        rendered = (fields, "\nhost:" in "\n" + fields.lower())
+        if isinstance(headers, Fields):
+            headers.rendered = rendered
+    fields, has_host = rendered
+    extra = "" if has_host else f"Host: {backend.host}:{backend.port}\r\n"
+    if last is not None:
+        extra += f"{last[0]}: {last[1]}\r\n"
+    if body is not None and "\ncontent-length:" not in "\n" + fields.lower():
         extra += f"Content-Length: {len(body)}\r\n" if isinstance(body, bytes) else "Transfer-Encoding: chunked\r\n"
     return f"{method} {backend.base_path}{target} HTTP/1.1\r\n{fields}{extra}\r\n".encode("latin-1")
 

@@ -176,9 +176,9 @@ class PublicHandler:
         layer costs about a microsecond per request."""
         protection = self.protection
         if not (span.sampled or protection.circuits or protection.limits or proxy.is_upgrade(request)):
-            return proxy.forward(request, backend, self.upstreams.pool(backend), raw,
-                                 [*headers, (TRACEPARENT, span.attempt(backend))], outcome, tap=tap,
-                                 body_limit=limit, extra_response_headers=extra, retry_statuses=retry_statuses)
+            return proxy.forward(request, backend, self.upstreams.pool(backend), raw, headers, outcome, tap=tap,
+                                 body_limit=limit, extra_response_headers=extra, retry_statuses=retry_statuses,
+                                 last=(TRACEPARENT, span.attempt(backend)))
         return self._guarded_attempt(request, span, backend, raw, headers, outcome, tap, limit, extra,
                                      retry_statuses)
 
@@ -195,15 +195,15 @@ class PublicHandler:
         if slot is not None:
             await slot.acquire()
         # A CLIENT span per attempt when sampled; the backend continues the trace under it.
-        headers = [*headers, (TRACEPARENT, span.attempt(backend))]
+        traceparent = (TRACEPARENT, span.attempt(backend))
         try:
             if proxy.is_upgrade(request):
                 resp = await proxy.forward_websocket(request, backend, self.upstreams.ws_session(backend), raw,
-                                                     headers, outcome)
+                                                     [*headers, traceparent], outcome)
             else:
                 resp = await proxy.forward(request, backend, self.upstreams.pool(backend), raw, headers, outcome,
                                            tap=tap, body_limit=limit, extra_response_headers=extra,
-                                           retry_statuses=retry_statuses)
+                                           retry_statuses=retry_statuses, last=traceparent)
         except GatewayError as exc:
             span.attempt_end(exc.status, exc)
             if circuit is not None and not isinstance(exc, ClientRequestError):

@@ -375,3 +375,27 @@ async def test_trailers_are_not_merged_into_the_headers() -> None:
         assert (b"X-T", b"1") not in resp.raw_headers
         resp.release()
         pool.close()
+
+
+def test_a_request_head_renders_shared_fields_once_and_adds_what_each_request_needs() -> None:
+    """Fields shared by requests (a keep-alive client's repeated ones) are rendered once; the per-request field,
+    the default Host and the body's framing still come with each head."""
+    from gateway.proxy.headers import Fields
+    from gateway.proxy.pool import _request_head
+
+    b = backend(8080)
+    shared = Fields([("Accept", "*/*"), ("X-Forwarded-For", "10.0.0.1")])
+    first = _request_head("GET", "/a?x=1", shared, b, None, ("traceparent", "00-aa-bb-00"))
+    assert first == (b"GET /a?x=1 HTTP/1.1\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\n"
+                     b"Host: 127.0.0.1:8080\r\ntraceparent: 00-aa-bb-00\r\n\r\n")
+    assert shared.rendered is not None
+    rendered = shared.rendered
+    second = _request_head("POST", "/b", shared, b, b"12345", ("traceparent", "00-cc-dd-00"))
+    assert shared.rendered is rendered   # not rendered again
+    assert second == (b"POST /b HTTP/1.1\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\nHost: 127.0.0.1:8080\r\n"
+                      b"traceparent: 00-cc-dd-00\r\nContent-Length: 5\r\n\r\n")
+    hosted = Fields([("Host", "shop.example"), ("Content-Length", "3")])
+    assert _request_head("PUT", "/c", hosted, b, b"abc") == \
+        b"PUT /c HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 3\r\n\r\n"
+    # A plain list (a copy someone added to) is rendered as it is each time.
+    assert _request_head("GET", "/d", [("Host", "h")], b, None) == b"GET /d HTTP/1.1\r\nHost: h\r\n\r\n"
