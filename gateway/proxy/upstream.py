@@ -50,6 +50,8 @@ class Upstreams:
 
     def __init__(self) -> None:
         self._pools: dict[tuple[object, ...], Pool] = {}
+        # (backend object, purpose) -> its pool, without hashing the config; emptied at each reload (``retain``)
+        self._known: dict[tuple[int, str], tuple[Backend, Pool]] = {}
         self._ws: dict[tuple[object, ...], aiohttp.ClientSession] = {}
         self._tls: dict[tuple[object, ...], BackendTLSClient] = {}
         self._ws_context: dict[tuple[object, ...], ssl.SSLContext] = {}   # the TLS context each session was made with
@@ -57,11 +59,17 @@ class Upstreams:
         self._sweeper: asyncio.TimerHandle | None = None
 
     def pool(self, backend: Backend, purpose: str = "primary") -> Pool:
+        # Every request asks: the last answer per backend object is kept, as hashing the key calls the config
+        # dataclasses' Python-level __hash__ (a reload makes new backend objects, which look again).
+        known = self._known.get((id(backend), purpose))
+        if known is not None and known[0] is backend and not known[1].closed:
+            return known[1]
         key = _pool_key(backend, purpose)
         pool = self._pools.get(key)
         if pool is None or pool.closed:
             pool = self._pools[key] = Pool(backend, tls=self.tls(backend))
             self._schedule_sweep()
+        self._known[(id(backend), purpose)] = (backend, pool)
         return pool
 
     def tls(self, backend: Backend) -> BackendTLSClient | None:
@@ -113,6 +121,7 @@ class Upstreams:
     def retain(self, backends: Iterable[Backend], grace: float = 30.0) -> None:
         """After a reload: close the pools no backend uses any more, once in-flight requests had time to finish."""
         backends = list(backends)
+        self._known.clear()
         wanted = {_pool_key(b, p) for b in backends for p in ("primary", "shadow", "ws")}
         tls_wanted = {_tls_key(b) for b in backends}
         self._tls = {k: c for k, c in self._tls.items() if k in tls_wanted}
@@ -131,6 +140,7 @@ class Upstreams:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+        self._known.clear()
         sessions = list(self._ws.values())
         self._ws.clear()
         for session in sessions:

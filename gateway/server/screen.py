@@ -497,6 +497,10 @@ class ScreenedParser:
         loop.call_soon(self._protocol.data_received, b"")
         return messages, upgraded, tail
 
+    def message_consumed(self) -> None:
+        # Called for every request: spelled out, as ``__getattr__`` would cost a failed lookup first.
+        self._parser.message_consumed()
+
     def set_upgraded(self, val: bool) -> None:
         self._parser.set_upgraded(val)
         if not val:
