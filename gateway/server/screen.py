@@ -82,6 +82,7 @@ from gateway.server.grammar import (
 _NONE: frozenset[bytes] = frozenset()
 
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _CLOSED, _PASS = range(8)
+_BODYLESS_NEXT = frozenset({_HEAD, _CLOSED, _PASS})   # where a head without a body leaves the connection
 
 
 class Refused(BadHttpMessage):
@@ -106,6 +107,12 @@ class Screen:
         self._last_fields: bytes | None = None          # the previous plain head's field block, and its fields
         self._last_watched: dict[bytes, list[bytes]] = {}
         self._valid_host: bytes | None = None           # the last Host value found valid
+        # The verdict on the previous plain head when it had no body: its HTTP minor version and the state the
+        # connection went to (more requests, closed, or upgraded). A head with the same field block and version
+        # gets the same verdict: ``_head_done`` reads only those.
+        self._last_minor = b""
+        self._last_after: int | None = None
+        self._last_method = b""                          # the last method found among METHODS
         self.refuse_underscores = underscores == "refuse"
         self._state = _HEAD
         self._line = bytearray()      # a line not complete yet
@@ -269,12 +276,21 @@ class Screen:
         # Neither pattern admits a CR or LF except as the CRLF ending each line, so a bare CR or LF anywhere fails
         # them.
         m = PLAIN_REQUEST_LINE.match(data, pos, cut + 2)
-        if m is None or m.group(1).decode() not in METHODS:
+        if m is None:
             return 0
+        method, minor = m.group(1, 2)
+        if method != self._last_method:
+            if method.decode() not in METHODS:
+                return 0
+            self._last_method = method
         fields = data[m.end():cut + 2]
         if fields == self._last_fields:
             # The same field block as this connection's previous request, as keep-alive clients send: the same
             # bytes, so the same verdict and the same fields (the screen is a pure function of the bytes).
+            if minor == self._last_minor and self._last_after is not None:
+                self._state = self._after = self._last_after   # as _head_done and _done leave a bodyless head
+                self._messages += 1
+                return cut + 4
             watched = self._last_watched
         else:
             if (PLAIN_FIELDS.fullmatch(fields) is None or fields.count(b"\n") > MAX_FIELDS
@@ -285,9 +301,12 @@ class Screen:
                 for name, value in WATCHED_LINES.findall(fields.lower()):
                     watched.setdefault(name, []).append(value)
             self._last_fields, self._last_watched = fields, watched
-        self._request = (m.group(1), (1, int(m.group(2))))
+        self._request = (method, (1, int(minor)))
         self._fields = watched
+        self._last_after = None   # until this verdict is known
         self._head_done()
+        if self._state in _BODYLESS_NEXT:   # no body: the head alone decided what comes next
+            self._last_minor, self._last_after = minor, self._state
         return cut + 4
 
     def _request_line(self, line: bytes) -> None:

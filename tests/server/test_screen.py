@@ -74,6 +74,32 @@ def test_a_connection_that_was_served_before_gives_the_same_verdict(request_byte
     assert refused.value.error.status == 400
 
 
+def test_a_remembered_verdict_holds_only_for_the_same_version_method_rules_and_no_body() -> None:
+    """A repeated field block of a bodyless head skips the checks; a new version, an unknown method or a body
+    still get them (the state machine must still see the body)."""
+    screen = Screen(LIMIT)
+    old = b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    assert screen.feed(old) == old
+    assert screen.feed(old) == old
+    with pytest.raises(Refused) as refused:   # the same fields, now in HTTP/1.1, lack Host
+        screen.feed(old.replace(b"HTTP/1.0", b"HTTP/1.1"))
+    assert refused.value.error.status == 400
+    screen = Screen(LIMIT)
+    get = b"GET /a HTTP/1.1\r\nHost: shop.example\r\n\r\n"
+    assert screen.feed(get) == get
+    assert screen.feed(get) == get
+    with pytest.raises(Refused) as refused:
+        screen.feed(get.replace(b"GET", b"BREW"))
+    assert refused.value.error.status == 501
+    screen = Screen(LIMIT)
+    post = b"POST /a HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 14\r\n\r\n"
+    for _ in range(3):
+        assert screen.feed(post) == post
+        # Body bytes that look like a request line: taken as the body, not screened as a head.
+        assert screen.feed(b"GET / HTTP/9.9") == b"GET / HTTP/9.9"
+    assert screen.feed(get) == get
+
+
 @settings(max_examples=200, deadline=None)
 @given(case=st.sampled_from(sorted(SCREENED) + sorted(ACCEPTED)), cuts=st.lists(st.integers(0, 10**6), max_size=6))
 def test_any_split_gives_the_same_verdict(case: str, cuts: list[int]) -> None:
