@@ -31,7 +31,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = ("backend", "on_idle", "on_closed", "transport", "parser", "response", "closed", "reusable", "idle_since", "write_paused",
                  "drain_waiter", "requests", "dirty", "counted_out", "overrun", "ssl_object", "body_left",
-                 "body_seen", "length_pending")
+                 "body_seen", "length_pending", "relayed")
 
     def __init__(self, backend: Backend, on_idle: Callable[[Connection], None],
                  on_closed: Callable[[Connection], None]) -> None:
@@ -54,6 +54,8 @@ class Connection(asyncio.Protocol):
         self.body_left = 0        # Content-Length bytes still to come that bypass the parser (see _body_data)
         self.body_seen = 0        # body bytes the parser has handed over for the current response
         self.length_pending = False   # a head arrived in this read and its body may go on past it
+        # The last complete answer's length, raw fields and relayed block (forward._relayed_fields)
+        self.relayed: tuple[int, list[tuple[bytes, bytes]], tuple[bytes, bool] | None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------------------
 

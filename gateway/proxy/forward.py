@@ -32,7 +32,7 @@ from gateway.errors import (
     UpstreamRetryableStatus,
 )
 from gateway.proxy import upstream
-from gateway.proxy.headers import Headers, downstream_response_headers, relay_fields
+from gateway.proxy.headers import Headers, backend_fields, downstream_response_headers, with_extra
 from gateway.proxy.pool import Pool, UpstreamResponse
 from gateway.proxy.reply import RelayedReply, reason
 
@@ -151,7 +151,7 @@ async def forward(request: web.BaseRequest, backend: Backend, pool: Pool, raw_ta
         whole = resp.take_complete(SMALL_BODY)
         if whole is not None:
             # The whole (small) body came with the headers, as most API answers do: relay it in one write.
-            relayed = relay_fields(resp.raw_headers, extra_response_headers, len(whole))
+            relayed = _relayed_fields(resp, extra_response_headers, len(whole))
             if relayed is not None:
                 _complete(outcome, tap, whole, started)
                 return RelayedReply(resp.status, relayed[0], whole, relayed[1])
@@ -207,6 +207,21 @@ def _complete_response(status: int, headers: Headers, extra: Headers, body: byte
     out.body = body   # keeps the backend's Content-Length header when it had one; aiohttp sets it otherwise
     _complete(outcome, tap, body, started)
     return out
+
+
+def _relayed_fields(resp: UpstreamResponse, extra: Headers, length: int) -> tuple[bytes, bool] | None:
+    """``headers.relay_fields`` for a complete answer. A backend connection keeps the block it relayed last: a
+    backend tends to send the same fields answer after answer (until its Date ticks), so a repeat costs one
+    comparison of the raw fields instead of their rewriting."""
+    conn = resp.conn
+    raw = resp.raw_headers
+    last = conn.relayed
+    if last is not None and last[0] == length and last[1] == raw:
+        fields = last[2]
+    else:
+        fields = backend_fields(raw, length)
+        conn.relayed = (length, raw, fields)
+    return with_extra(fields, extra) if fields is not None else None
 
 
 def _complete(outcome: Outcome, tap: Tap | None, body: bytes, started: float) -> None:

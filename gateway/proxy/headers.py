@@ -107,12 +107,19 @@ _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 _PLAIN_CONNECTION = frozenset({b"", b"keep-alive", b"close"})   # Connection values that name no other field
 
 
-def relay_fields(raw: list[tuple[bytes, bytes]], extra: Headers, length: int,
-                 named: frozenset[bytes] = frozenset()) -> tuple[bytes, bool] | None:
-    """The client's header block for a complete body of ``length`` bytes, as bytes (``gateway.proxy.reply``): the
-    backend's fields in order less hop-by-hop ones and those its ``Connection`` names, ``Content-Length`` when the
-    backend framed the body otherwise (chunked), then ``extra``; and whether ``Date`` is missing. None when a value
-    holds a CR or LF (it could not be relayed as one field; the caller lets aiohttp refuse it)."""
+def relay_fields(raw: list[tuple[bytes, bytes]], extra: Headers, length: int) -> tuple[bytes, bool] | None:
+    """The client's header block for a complete body of ``length`` bytes, as bytes (``gateway.proxy.reply``):
+    ``backend_fields``, then ``extra``; and whether ``Date`` is missing. None when a value holds a CR or LF (it
+    could not be relayed as one field; the caller lets aiohttp refuse it)."""
+    fields = backend_fields(raw, length)
+    return with_extra(fields, extra) if fields is not None else None
+
+
+def backend_fields(raw: list[tuple[bytes, bytes]], length: int,
+                   named: frozenset[bytes] = frozenset()) -> tuple[bytes, bool] | None:
+    """The backend's part of a relayed header block: its fields in order less hop-by-hop ones and those its
+    ``Connection`` names, and ``Content-Length`` when the backend framed the body otherwise (chunked); and whether
+    ``Date`` is missing. None when a value holds a CR or LF."""
     parts = []
     connection = b""
     has_length = has_date = False
@@ -132,15 +139,24 @@ def relay_fields(raw: list[tuple[bytes, bytes]], extra: Headers, length: int,
     if connection and not named:
         tokens = frozenset(t.strip().lower() for t in connection.split(b",")) - _PLAIN_CONNECTION
         if tokens:   # the backend names fields of its own as hop-by-hop (rare): leave them out too
-            return relay_fields(raw, extra, length, tokens)
+            return backend_fields(raw, length, tokens)
     if not has_length:
         parts.append(b"Content-Length: %d\r\n" % length)
-    for name, value in extra:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
     block = b"".join(parts)
     if block.count(b"\n") != len(parts) or block.count(b"\r") != len(parts):
         return None   # one CR and one LF per field, or a value smuggled a line break in
     return block, not has_date
+
+
+def with_extra(fields: tuple[bytes, bool], extra: Headers) -> tuple[bytes, bool] | None:
+    """A relayed header block with the gateway's own fields (``X-Trace-Id``, a canary cookie) added after the
+    backend's; None when one of their values holds a CR or LF."""
+    if not extra:
+        return fields
+    tail = "".join([f"{name}: {value}\r\n" for name, value in extra]).encode("latin-1")
+    if tail.count(b"\n") != len(extra) or tail.count(b"\r") != len(extra):
+        return None
+    return fields[0] + tail, fields[1]
 
 
 def downstream_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:

@@ -29,6 +29,7 @@ class Link(Protocol):
     closed: bool
     reusable: bool
     dirty: bool
+    relayed: tuple[int, list[tuple[bytes, bytes]], tuple[bytes, bool] | None] | None
 
     def close(self) -> None: ...
     def give_back(self) -> None: ...

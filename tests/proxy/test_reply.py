@@ -110,3 +110,23 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection(tmp_pa
         answer = await exchange(gw, requests + b"GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     bodies = [part.split(b"\r\n\r\n", 1)[1] for part in answer.split(b"HTTP/1.1 200 OK\r\n")[1:]]
     assert [b.split(b"HTTP/")[0] for b in bodies] == [b"plain /p%d" % i for i in range(5)] + [b"plain /last"]
+
+
+async def test_answers_alternating_on_one_backend_connection_each_keep_their_own_fields(tmp_path: Path) -> None:
+    """A backend connection keeps the block it relayed last (forward._relayed_fields): answers with other fields,
+    another length or another framing on the same connection must not get it."""
+    paths = ["/dated", "/a", "/chunked", "/dated", "/abc", "/a"]
+    requests = b"".join(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % p.encode() for p in paths)
+    async with serve_app(backend_app()) as legacy, gateway_for(tmp_path, legacy) as gw:
+        answer = await exchange(gw, requests + b"GET /end HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    parts = [split(b"HTTP/1.1 200 OK\r\n" + part) for part in answer.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+    assert len(parts) == len(paths) + 1
+    for path, (_, headers, body) in zip(paths, parts, strict=False):
+        expected = {"/dated": b"dated", "/chunked": b"in pieces"}.get(path, b"plain " + path.encode())
+        assert body.startswith(expected), (path, body)
+        assert headers[b"content-length"] == [b"%d" % len(expected)], path
+        assert (headers[b"date"] == [b"Tue, 01 Jan 2030 00:00:00 GMT"]) == (path == "/dated"), path
+        assert (headers.get(b"x-served-by") == [b"legacy"]) == path.startswith(("/a",)), path
+        assert b"x-private" not in headers and b"transfer-encoding" not in headers
+        assert len(headers[b"x-trace-id"]) == 1
+    assert len({headers[b"x-trace-id"][0] for _, headers, _ in parts}) == len(parts)
