@@ -52,6 +52,12 @@ class Histogram:
         self.counts[bisect_left(BUCKETS, seconds)] += 1
         self.sum += seconds
 
+    def observe_many(self, values: list[float]) -> None:
+        counts = self.counts
+        for seconds in values:
+            counts[bisect_left(BUCKETS, seconds)] += 1
+        self.sum += sum(values)
+
     def cumulative(self) -> list[tuple[str, float]]:
         out, total = [], 0
         for bound, n in zip((*map(_fmt, BUCKETS), "+Inf"), self.counts, strict=True):
@@ -82,6 +88,18 @@ class Series:
             if upstream is None:
                 upstream = self.upstream = self.metrics.upstream_histogram(self.key[2], "primary")
             upstream.observe(upstream_seconds)
+
+
+    def add_batch(self, latencies: list[float], upstream_times: list[float]) -> None:
+        """``add`` for requests finished in the same loop turn (the recorder's fold)."""
+        requests = self.metrics.requests
+        requests[self.key] = requests.get(self.key, 0) + len(latencies)
+        self.latency.observe_many(latencies)
+        if upstream_times:
+            upstream = self.upstream
+            if upstream is None:
+                upstream = self.upstream = self.metrics.upstream_histogram(self.key[2], "primary")
+            upstream.observe_many(upstream_times)
 
 
 def _fmt(bound: float) -> str:

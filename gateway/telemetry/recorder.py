@@ -76,14 +76,25 @@ class Recorder:
         callback reads the statistics: the guard's judgement, the admin API, a worker's publication)."""
         self._folding = False
         batch, self._finished = self._finished, []
-        lanes = self._lanes
+        # A turn's requests are mostly of a few kinds: each kind's window and series take theirs in one call.
+        kinds: dict[tuple[str, str, str, str, int], tuple[list[float], list[float], list[int]]] = {}
         for entry, side, error, upstream in batch:
             key = (entry[3], side, entry[4], entry[5], entry[6])   # route, side, stage, backend, status
+            kind = kinds.get(key)
+            if kind is None:
+                kind = kinds[key] = ([], [], [0])
+            kind[0].append(entry[7])
+            if upstream:
+                kind[1].append(upstream)
+            if error:
+                kind[2][0] += 1
+        lanes = self._lanes
+        for key, (latencies, upstream_times, errors) in kinds.items():
             lane = lanes.get(key)
             if lane is None:
                 lane = self._lane(key)
-            lane[0].request(entry[7], error)
-            lane[1].add(entry[7], upstream)
+            lane[0].request_batch(latencies, errors[0])
+            lane[1].add_batch(latencies, upstream_times)
         if self.access.enabled():
             self.access.put_many([item[0] for item in batch])
 

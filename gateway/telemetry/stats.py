@@ -97,6 +97,18 @@ class Window:
             slot.errors += 1
             self.total_errors += 1
 
+    def request_batch(self, latencies: list[float], errors: int) -> None:
+        """``request`` for requests finished in the same loop turn (the recorder's fold): one slot lookup."""
+        slot = self._slot()
+        hist = slot.hist
+        for latency in latencies:
+            hist[bisect_left(_EDGES, latency)] += 1
+        slot.requests += len(latencies)
+        self.total_requests += len(latencies)
+        if errors:
+            slot.errors += errors
+            self.total_errors += errors
+
     def verdict(self, mismatch: bool) -> None:
         slot = self._slot()
         slot.compared += 1
