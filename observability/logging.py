@@ -118,10 +118,6 @@ def _opt(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
-def _hex(value: int, width: int) -> str:
-    return f'"{value:0{width}x}"' if value else "null"
-
-
 # -- the access log --------------------------------------------------------------------------------------------
 
 CHUNK_LINES = 256   # access-log lines per write(2): a batch is thousands of lines, joined in pieces far below
@@ -135,7 +131,7 @@ class AccessLog(BatchWriter):
     """One line per request, written by a background thread (started with the first line).
 
     ``emit`` and ``put_many`` take ``(unix_time, method, path, route, stage, backend, status, seconds, bytes,
-    trace_id, span_id)`` with ids as integers. In JSON mode the lines are formatted as they are queued, by the
+    trace_id, span_id)`` with the ids in hex as traces show them (or None). In JSON mode the lines are formatted as they are queued, by the
     event loop's once-per-turn fold, a few at a time, and the thread only joins and writes them. Formatting them
     in the thread cost more than the formatting: the thread took the GIL from the loop for long stretches (or,
     yielding it often, switched threads hundreds of times a second), and a batch's text was one large allocation,
@@ -185,11 +181,11 @@ class AccessLog(BatchWriter):
             if trace_id and span_id:
                 append(f'{prefix}.{int((at - whole) * 1e6):06d}Z","method":{methods.get(method) or enc(method)},'
                        f'"path":{enc(path)},{part}"status":{status:d},"duration_ms":{seconds * 1000:.3f},'
-                       f'"bytes":{size:d},"trace_id":"{trace_id:032x}","span_id":"{span_id:016x}"}}\n')
+                       f'"bytes":{size:d},"trace_id":"{trace_id}","span_id":"{span_id}"}}\n')
             else:
                 append(f'{prefix}.{int((at - whole) * 1e6):06d}Z","method":{methods.get(method) or enc(method)},'
                        f'"path":{enc(path)},{part}"status":{status:d},"duration_ms":{seconds * 1000:.3f},'
-                       f'"bytes":{size:d},"trace_id":{_hex(trace_id, 32)},"span_id":{_hex(span_id, 16)}}}\n')
+                       f'"bytes":{size:d},"trace_id":{_opt(trace_id)},"span_id":{_opt(span_id)}}}\n')
         self._line_second, self._line_prefix = second, prefix
         if len(where) > 10_000:
             where.clear()
@@ -235,5 +231,4 @@ class AccessLog(BatchWriter):
         _at, method, path, route, stage, backend, status, seconds, size, trace_id, span_id = entry
         return {"method": method, "path": path, "route": route, "stage": stage, "backend": backend,
                 "status": status, "duration_ms": round(seconds * 1000, 3), "bytes": size,
-                "trace_id": f"{trace_id:032x}" if trace_id else None,
-                "span_id": f"{span_id:016x}" if span_id else None}
+                "trace_id": trace_id or None, "span_id": span_id or None}

@@ -59,7 +59,7 @@ class Recorder:
         the response went out."""
         status = outcome.status
         self._finished.append(((time.time(), request.method, request.raw_path, route.name, decision.effective_stage,
-                                outcome.backend, status, elapsed, outcome.bytes_out, span.trace_id, span.span_id),
+                                outcome.backend, status, elapsed, outcome.bytes_out, span.trace_hex, span.span_hex),
                                "legacy" if outcome.fell_back else decision.side,
                                status >= 500 or outcome.error is not None, outcome.upstream_seconds))
         if not self._folding:
@@ -121,7 +121,7 @@ class Recorder:
         self.metrics.request("none", "none", "none", error.status, elapsed, 0.0)
         if self.access.enabled():
             self.access.emit((time.time(), request.method, request.raw_path, None, None, None, error.status,
-                              elapsed, 0, span.trace_id, span.span_id))
+                              elapsed, 0, span.trace_hex, span.span_hex))
 
     def held(self, span: TraceContext, route: Route, request: web.BaseRequest, status: int, elapsed: float) -> None:
         """A request the route's waiting room answered itself (in line, or the line is full)."""
@@ -132,7 +132,7 @@ class Recorder:
         self.metrics.request(route.name, "waiting_room", "none", status, elapsed, 0.0)
         if self.access.enabled():
             self.access.emit((time.time(), request.method, request.raw_path, route.name, "waiting_room", None,
-                              status, elapsed, 0, span.trace_id, span.span_id))
+                              status, elapsed, 0, span.trace_hex, span.span_hex))
 
     def shadow_done(self, route: str, target: str, span: ChildSpan, status: int, error: str | None, verdict: str,
                     seconds: float) -> None:

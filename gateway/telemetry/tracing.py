@@ -86,7 +86,7 @@ class TraceContext:
     goes upstream (with the sampled flag off, so the services do not start traces of their own), ``X-Trace-Id``
     and the access log still name the trace, and a shadow copy continues it."""
 
-    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "_hex")
+    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "_hex", "_span_hex")
 
     def __init__(self, trace_id: int, parent_id: int, sampled: bool) -> None:
         self.trace_id = trace_id
@@ -94,6 +94,7 @@ class TraceContext:
         self.parent_id = parent_id
         self.sampled = sampled
         self._hex: str | None = None
+        self._span_hex: str | None = None
 
     @property
     def trace_hex(self) -> str:
@@ -102,10 +103,17 @@ class TraceContext:
             self._hex = f"{self.trace_id:032x}"
         return self._hex
 
+    @property
+    def span_hex(self) -> str:
+        """The span id as ``traceparent`` and the access log write it (16 lowercase hex digits)."""
+        if self._span_hex is None:
+            self._span_hex = f"{self.span_id:016x}"
+        return self._span_hex
+
     def attempt(self, backend: Backend) -> str:
         """The ``traceparent`` for one upstream attempt: the request's own id is a valid parent for an unsampled
         trace."""
-        return f"00-{self.trace_hex}-{self.span_id:016x}-00"
+        return f"00-{self.trace_hex}-{self.span_hex}-00"
 
     def attempt_end(self, status: int, error: GatewayError | None = None) -> None:
         return None

@@ -86,12 +86,12 @@ def test_access_lines_are_formatted_as_queued_and_written_whole_in_pieces(captur
     from observability.logging import CHUNK_LINES, AccessLog
 
     log = AccessLog()
-    early = (1_700_000_000.5, "PUT", '/q"uote', None, None, None, 400, 0.002, 0, 7, 0)
+    early = (1_700_000_000.5, "PUT", '/q"uote', None, None, None, 400, 0.002, 0, f"{7:032x}", None)
     log._pending.append(early)   # as if queued while logging was not yet JSON
     log._queued += 1
     count = CHUNK_LINES * 2 + 3
     entries = [(1_700_000_001.25 + i / 1000, "GET", f"/items/{i}", "items", "canary", "new", 200, 0.0015, i,
-                0xABC + i, 0xDEF) for i in range(count)]
+                f"{0xABC + i:032x}", f"{0xDEF:016x}") for i in range(count)]
     log.put_many(entries)
     assert all(isinstance(item, str) and item.endswith("\n") for item in list(log._pending)[1:])
     assert log.flush()
