@@ -28,7 +28,9 @@ from tests.bench.procs import CLK_TCK, REPO, free_port, wait_port
 
 # (step, files or file:function) from the request's leaf frame outwards: the first match takes the sample.
 STEPS: list[tuple[str, tuple[str, ...]]] = [
-    ("access log writer (thread: JSON lines)", ("logging.py:AccessLog.write_batch",)),
+    ("access log: JSON lines in the fold, written by a thread", ("logging.py:AccessLog.json_lines",
+                                                                  "logging.py:AccessLog.put_many",
+                                                                  "logging.py:AccessLog.write_batch")),
     ("background threads (trace, comparison stores; idle waits)", ("batches.py", "threading.py", "_asyncio.py",
                                                                   "thread.py", "traces.py", "diffs.py")),
     ("request screen (gateway.server.screen)", ("screen.py", "grammar.py")),

@@ -1,6 +1,7 @@
 """The benchmark harness itself works: a one-second pass-through run through nginx, the naive proxy and the
-gateway produces numbers for each, a one-second paced run offers nginx and the gateway the same load, and a
-missing tool is reported with the way to install it.
+gateway produces numbers for each, a one-second paced run offers nginx and the gateway the same load, a
+one-second floor run measures aiohttp's listener, the bare relay and the gateway, and a missing tool is reported
+with the way to install it.
 
 The benchmark's figures are not asserted here (too noisy for a test); only that the harness measures something.
 """
@@ -53,6 +54,23 @@ def test_paced_run_offers_nginx_and_the_gateway_the_same_load(tmp_path: Path) ->
         assert row["p99_ms"] >= row["p50_ms"] > 0, name
     assert [t["scenario"] for t in results["targets"]] == ["paced"]
     assert "gateway p99 <= 1.5x nginx's" in proc.stdout
+
+
+def test_floor_run_measures_each_layer_and_notes_their_costs(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench", "--scenario", "floor", "--duration", "1", "--warmup", "0",
+         "--repeat", "1", "--connections", "4", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    rows = {(r["proxy"], r["variant"]): r for r in results["rows"] if r["scenario"] == "floor"}
+    assert set(rows) == {("nginx", ""), ("aiohttp", "listener"), ("aiohttp", "relay"), ("gateway", "")}
+    for name, row in rows.items():
+        assert row["requests"] > 0 and row["failures"] == 0 and row["cpu_us_per_request"] > 0, name
+    assert all(c["ok"] for c in results["checks"]), results["checks"]   # every layer answered the exact body
+    notes = [n for n in results["notes"] if n.startswith("floor: CPU per request: aiohttp's listener")]
+    assert len(notes) == 1 and "the gateway's features" in notes[0]
 
 
 def test_missing_wrk_says_how_to_install_it(tmp_path: Path) -> None:
