@@ -58,7 +58,7 @@ class Recorder:
         """One append: the statistics, the metrics and the access log are brought up to date by ``fold``, after
         the response went out."""
         status = outcome.status
-        self._finished.append(((time.time(), request.method, request.raw_path, route.name, decision.effective_stage,
+        self._finished.append(((time.time_ns(), request.method, request.raw_path, route.name, decision.effective_stage,
                                 outcome.backend, status, elapsed, outcome.bytes_out, span.trace_hex, span.span_hex),
                                "legacy" if outcome.fell_back else decision.side,
                                status >= 500 or outcome.error is not None, outcome.upstream_seconds))
@@ -120,7 +120,7 @@ class Recorder:
             self.tracing.finish(span, None, None, outcome)
         self.metrics.request("none", "none", "none", error.status, elapsed, 0.0)
         if self.access.enabled():
-            self.access.emit((time.time(), request.method, request.raw_path, None, None, None, error.status,
+            self.access.emit((time.time_ns(), request.method, request.raw_path, None, None, None, error.status,
                               elapsed, 0, span.trace_hex, span.span_hex))
 
     def held(self, span: TraceContext, route: Route, request: web.BaseRequest, status: int, elapsed: float) -> None:
@@ -131,7 +131,7 @@ class Recorder:
             self.tracing.finish(span, None, None, outcome)
         self.metrics.request(route.name, "waiting_room", "none", status, elapsed, 0.0)
         if self.access.enabled():
-            self.access.emit((time.time(), request.method, request.raw_path, route.name, "waiting_room", None,
+            self.access.emit((time.time_ns(), request.method, request.raw_path, route.name, "waiting_room", None,
                               status, elapsed, 0, span.trace_hex, span.span_hex))
 
     def shadow_done(self, route: str, target: str, span: ChildSpan, status: int, error: str | None, verdict: str,

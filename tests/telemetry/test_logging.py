@@ -86,12 +86,12 @@ def test_access_lines_are_formatted_as_queued_and_written_whole_in_pieces(captur
     from observability.logging import CHUNK_LINES, AccessLog
 
     log = AccessLog()
-    early = (1_700_000_000.5, "PUT", '/q"uote', None, None, None, 400, 0.002, 0, f"{7:032x}", None)
+    early = (1_700_000_000_500_000_000, "PUT", '/q"uote', None, None, None, 400, 0.002, 0, f"{7:032x}", None)
     log._pending.append(early)   # as if queued while logging was not yet JSON
     log._queued += 1
     count = CHUNK_LINES * 2 + 3
-    entries = [(1_700_000_001.25 + i / 1000, "GET", f"/items/{i}", "items", "canary", "new", 200, 0.0015, i,
-                f"{0xABC + i:032x}", f"{0xDEF:016x}") for i in range(count)]
+    entries = [(1_700_000_001_250_000_000 + i * 1_000_000, "GET", f"/items/{i}", "items", "canary", "new", 200,
+                0.0015, i, f"{0xABC + i:032x}", f"{0xDEF:016x}") for i in range(count)]
     log.put_many(entries)
     assert all(isinstance(item, str) and item.endswith("\n") for item in list(log._pending)[1:])
     assert log.flush()
@@ -104,6 +104,7 @@ def test_access_lines_are_formatted_as_queued_and_written_whole_in_pieces(captur
         assert line["path"] == f"/items/{i}" and line["bytes"] == i and line["duration_ms"] == 1.5
         assert (line["route"], line["stage"], line["backend"]) == ("items", "canary", "new")
         assert line["trace_id"] == f"{0xABC + i:032x}" and line["span_id"] == f"{0xDEF:016x}"
+        assert line["timestamp"] == f"2023-11-14T22:13:{21 + (250 + i) // 1000:02d}.{(250 + i) % 1000:03d}000Z"
 
 
 async def test_no_access_lines_and_no_work_when_info_is_filtered(tmp_path: Path, captured: io.StringIO) -> None:
