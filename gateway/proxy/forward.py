@@ -210,7 +210,8 @@ def _complete_response(status: int, headers: Headers, extra: Headers, body: byte
 
 
 def _relayed_fields(resp: UpstreamResponse, extra: Headers, length: int) -> tuple[bytes, bool] | None:
-    """``headers.relay_fields`` for a complete answer. A backend connection keeps the block it relayed last: a
+    """The client's header block for a complete answer: ``headers.backend_fields``, then ``extra``. A backend
+    connection keeps the block it relayed last: a
     backend tends to send the same fields answer after answer (until its Date ticks), so a repeat costs one
     comparison of the raw fields instead of their rewriting."""
     conn = resp.conn

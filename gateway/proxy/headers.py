@@ -42,7 +42,8 @@ class Fields(list[tuple[str, str]]):
 
     def __init__(self, fields: Headers) -> None:
         super().__init__(fields)
-        self.rendered: tuple[str, bool] | None = None   # ("Name: value\r\n" lines, whether Host is among them)
+        # The "Name: value\r\n" lines, and whether Host and Content-Length are among them (pool._request_head)
+        self.rendered: tuple[str, bool, bool] | None = None
 
 
 def _connection_tokens(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
@@ -107,19 +108,12 @@ _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 _PLAIN_CONNECTION = frozenset({b"", b"keep-alive", b"close"})   # Connection values that name no other field
 
 
-def relay_fields(raw: list[tuple[bytes, bytes]], extra: Headers, length: int) -> tuple[bytes, bool] | None:
-    """The client's header block for a complete body of ``length`` bytes, as bytes (``gateway.proxy.reply``):
-    ``backend_fields``, then ``extra``; and whether ``Date`` is missing. None when a value holds a CR or LF (it
-    could not be relayed as one field; the caller lets aiohttp refuse it)."""
-    fields = backend_fields(raw, length)
-    return with_extra(fields, extra) if fields is not None else None
-
-
 def backend_fields(raw: list[tuple[bytes, bytes]], length: int,
                    named: frozenset[bytes] = frozenset()) -> tuple[bytes, bool] | None:
-    """The backend's part of a relayed header block: its fields in order less hop-by-hop ones and those its
-    ``Connection`` names, and ``Content-Length`` when the backend framed the body otherwise (chunked); and whether
-    ``Date`` is missing. None when a value holds a CR or LF."""
+    """The backend's part of the client's header block for a complete body of ``length`` bytes, as bytes
+    (``gateway.proxy.reply``): its fields in order less hop-by-hop ones and those its ``Connection`` names, and
+    ``Content-Length`` when the backend framed the body otherwise (chunked); and whether ``Date`` is missing. None
+    when a value holds a CR or LF (it could not be relayed as one field; the caller lets aiohttp refuse it)."""
     parts = []
     connection = b""
     has_length = has_date = False

@@ -269,14 +269,15 @@ def _request_head(method: str, target: str, headers: Iterable[tuple[str, str]], 
         fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
         # Names are tokens and values hold no CR or LF (the screen and the header rewriting saw to both), so a
         # field named X starts a line of the block.
-        rendered = (fields, "\nhost:" in "\n" + fields.lower())
+        lower = "\n" + fields.lower()
+        rendered = (fields, "\nhost:" in lower, "\ncontent-length:" in lower)
         if isinstance(headers, Fields):
             headers.rendered = rendered
-    fields, has_host = rendered
+    fields, has_host, has_length = rendered
     extra = "" if has_host else f"Host: {backend.host}:{backend.port}\r\n"
     if last is not None:
         extra += f"{last[0]}: {last[1]}\r\n"
-    if body is not None and "\ncontent-length:" not in "\n" + fields.lower():
+    if body is not None and not has_length:
         extra += f"Content-Length: {len(body)}\r\n" if isinstance(body, bytes) else "Transfer-Encoding: chunked\r\n"
     return f"{method} {backend.base_path}{target} HTTP/1.1\r\n{fields}{extra}\r\n".encode("latin-1")
 

@@ -79,19 +79,8 @@ class Series:
         self.latency = latency
         self.upstream: Histogram | None = None
 
-    def add(self, seconds: float, upstream_seconds: float) -> None:
-        requests = self.metrics.requests
-        requests[self.key] = requests.get(self.key, 0) + 1
-        self.latency.observe(seconds)
-        if upstream_seconds:
-            upstream = self.upstream
-            if upstream is None:
-                upstream = self.upstream = self.metrics.upstream_histogram(self.key[2], "primary")
-            upstream.observe(upstream_seconds)
-
-
     def add_batch(self, latencies: list[float], upstream_times: list[float]) -> None:
-        """``add`` for requests finished in the same loop turn (the recorder's fold)."""
+        """Requests of this kind: their latencies, and the upstream times of those that reached the backend."""
         requests = self.metrics.requests
         requests[self.key] = requests.get(self.key, 0) + len(latencies)
         self.latency.observe_many(latencies)
@@ -122,7 +111,8 @@ class Metrics:
 
     def request(self, route: str, stage: str, backend: str, status: int, seconds: float,
                 upstream_seconds: float) -> None:
-        self.series(route, stage, backend, status).add(seconds, upstream_seconds)
+        upstream_times = [upstream_seconds] if upstream_seconds else []
+        self.series(route, stage, backend, status).add_batch([seconds], upstream_times)
 
     def series(self, route: str, stage: str, backend: str, status: int) -> Series:
         """What a request of one kind updates, looked up once: the recorder keeps it per kind."""

@@ -58,8 +58,9 @@ class Recorder:
         """One append: the statistics, the metrics and the access log are brought up to date by ``fold``, after
         the response went out."""
         status = outcome.status
-        self._finished.append(((time.time_ns(), request.method, request.raw_path, route.name, decision.effective_stage,
-                                outcome.backend, status, elapsed, outcome.bytes_out, span.trace_hex, span.span_hex),
+        self._finished.append(((time.time_ns(), request.method, request.raw_path, route.name,
+                                decision.effective_stage, outcome.backend, status, elapsed, outcome.bytes_out,
+                                span.trace_hex, span.span_hex),
                                "legacy" if outcome.fell_back else decision.side,
                                status >= 500 or outcome.error is not None, outcome.upstream_seconds))
         if not self._folding:

@@ -22,10 +22,6 @@ _BINS = int(math.log(1e6) / math.log(_GROWTH)) + 2   # up to 100 s
 _EDGES = [_MIN * _GROWTH**i for i in range(_BINS - 1)]
 
 
-def _bin(seconds: float) -> int:
-    return bisect_left(_EDGES, seconds)
-
-
 def _bin_value(index: int) -> float:
     """Upper edge of a bin: percentiles are reported conservatively (never lower than the truth by > 10%)."""
     return _MIN * _GROWTH**index
@@ -89,13 +85,7 @@ class Window:
         return slot
 
     def request(self, latency: float, error: bool) -> None:
-        slot = self._slot()
-        slot.requests += 1
-        slot.hist[_bin(latency)] += 1
-        self.total_requests += 1
-        if error:
-            slot.errors += 1
-            self.total_errors += 1
+        self.request_batch([latency], int(error))
 
     def request_batch(self, latencies: list[float], errors: int) -> None:
         """``request`` for requests finished in the same loop turn (the recorder's fold): one slot lookup."""

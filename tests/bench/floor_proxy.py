@@ -24,7 +24,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.config.model import Backend, Timeouts
-from gateway.proxy.headers import relay_fields
+from gateway.proxy.headers import backend_fields
 from gateway.proxy.pool import Pool
 from gateway.proxy.reply import RelayedReply
 from tests.bench.backend import PAYLOAD as DOCUMENT
@@ -48,7 +48,7 @@ def relay(backend: Backend) -> object:
         resp = await pool.request(request.method, request.raw_path, headers, None)
         try:
             whole = resp.take_complete(SMALL)
-            fields = relay_fields(resp.raw_headers, (), len(whole)) if whole is not None else None
+            fields = backend_fields(resp.raw_headers, len(whole)) if whole is not None else None
             if whole is None or fields is None:
                 return web.Response(status=502, text="the floor relay handles small whole answers only")
             return RelayedReply(resp.status, fields[0], whole, fields[1])

@@ -16,14 +16,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_passthrough_run_measures_every_proxy(tmp_path: Path) -> None:
+def bench(tmp_path: Path, scenario: str, *more: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """A one-second run of ``scenario`` on 4 connections, and the results it wrote."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.bench", "--scenario", "passthrough", "--duration", "1", "--warmup", "0",
-         "--connections", "4", "--out", str(out)],
+        [sys.executable, "-m", "tests.bench", "--scenario", scenario, "--duration", "1", "--warmup", "0",
+         "--connections", "4", *more, "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=100)
+    assert out.exists(), proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def test_passthrough_run_measures_every_proxy(tmp_path: Path) -> None:
+    proc, results = bench(tmp_path, "passthrough")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = json.loads(out.read_text())
     assert results["ok"] is True
     rows = {r["proxy"]: r for r in results["rows"] if r["scenario"] == "passthrough"}
     assert set(rows) == {"nginx", "naive", "gateway"}
@@ -37,12 +43,7 @@ def test_passthrough_run_measures_every_proxy(tmp_path: Path) -> None:
 
 
 def test_paced_run_offers_nginx_and_the_gateway_the_same_load(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.bench", "--scenario", "paced", "--duration", "1", "--warmup", "0",
-         "--repeat", "1", "--connections", "4", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=100)
-    results = json.loads(out.read_text())
+    proc, results = bench(tmp_path, "paced", "--repeat", "1")
     # Whether a busy machine let both proxies reach the offered rate is a measurement, not the harness working.
     failed = [c for c in results["checks"] if not c["ok"] and "achieved the offered rate" not in c["what"]]
     assert not failed, proc.stdout + proc.stderr
@@ -57,13 +58,8 @@ def test_paced_run_offers_nginx_and_the_gateway_the_same_load(tmp_path: Path) ->
 
 
 def test_floor_run_measures_each_layer_and_notes_their_costs(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.bench", "--scenario", "floor", "--duration", "1", "--warmup", "0",
-         "--repeat", "1", "--connections", "4", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=100)
+    proc, results = bench(tmp_path, "floor", "--repeat", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = json.loads(out.read_text())
     rows = {(r["proxy"], r["variant"]): r for r in results["rows"] if r["scenario"] == "floor"}
     assert set(rows) == {("nginx", ""), ("aiohttp", "listener"), ("aiohttp", "relay"), ("gateway", "")}
     for name, row in rows.items():
