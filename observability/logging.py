@@ -131,8 +131,9 @@ class AccessLog(BatchWriter):
     """One line per request, written by a background thread (started with the first line).
 
     ``emit`` and ``put_many`` take ``(unix_time_ns, method, path, route, stage, backend, status, seconds, bytes,
-    trace_id, span_id)`` with the ids in hex as traces show them (or None). In JSON mode the lines are formatted as they are queued, by the
-    event loop's once-per-turn fold, a few at a time, and the thread only joins and writes them. Formatting them
+    trace_id, span_id)`` with the ids in hex as traces show them (or None). In JSON mode the lines are formatted
+    as they are queued, by the event loop's once-per-turn fold, a few at a time, and the thread only joins and
+    writes them. Formatting them
     in the thread cost more than the formatting: the thread took the GIL from the loop for long stretches (or,
     yielding it often, switched threads hundreds of times a second), and a batch's text was one large allocation,
     mapped and faulted in anew each time. On a terminal the thread hands each entry to the normal processor chain.
@@ -179,14 +180,11 @@ class AccessLog(BatchWriter):
             whole = at // 1_000_000_000
             if whole != second:
                 second, prefix = whole, head + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-            if trace_id and span_id:
-                append(f'{prefix}.{at // 1000 % 1_000_000:06d}Z","method":{methods.get(method) or enc(method)},'
-                       f'"path":{enc(path)},{part}"status":{status},"duration_ms":{seconds * 1000:.3f},'
-                       f'"bytes":{size},"trace_id":"{trace_id}","span_id":"{span_id}"}}\n')
-            else:
-                append(f'{prefix}.{at // 1000 % 1_000_000:06d}Z","method":{methods.get(method) or enc(method)},'
-                       f'"path":{enc(path)},{part}"status":{status},"duration_ms":{seconds * 1000:.3f},'
-                       f'"bytes":{size},"trace_id":{_opt(trace_id)},"span_id":{_opt(span_id)}}}\n')
+            ids = (f'"{trace_id}","span_id":"{span_id}"' if trace_id and span_id   # hex: nothing to escape
+                   else f'{_opt(trace_id)},"span_id":{_opt(span_id)}')
+            append(f'{prefix}.{at // 1000 % 1_000_000:06d}Z","method":{methods.get(method) or enc(method)},'
+                   f'"path":{enc(path)},{part}"status":{status},"duration_ms":{seconds * 1000:.3f},'
+                   f'"bytes":{size},"trace_id":{ids}}}\n')
         self._line_second, self._line_prefix = second, prefix
         if len(where) > 10_000:
             where.clear()

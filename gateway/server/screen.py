@@ -106,7 +106,6 @@ class Screen:
         self._whole_limit = min(max_head, MAX_FIELD)   # a head longer than this takes the line-by-line path
         self._last_fields: bytes | None = None          # the previous plain head's field block, and its fields
         self._last_watched: dict[bytes, list[bytes]] = {}
-        self._valid_host: bytes | None = None           # the last Host value found valid
         # The verdict on the previous plain head when it had no body: its HTTP minor version and the state the
         # connection went to (more requests, closed, or upgraded). A head with the same field block and version
         # gets the same verdict: ``_head_done`` reads only those.
@@ -359,11 +358,9 @@ class Screen:
         hosts = fields.get(b"host", ())
         if len(hosts) > 1 or (version == (1, 1) and not hosts):
             raise _Fault(MalformedRequest("an HTTP/1.1 request needs exactly one Host field (RFC 9112 §3.2)"))
-        if hosts and hosts[0] is not self._valid_host and not valid_host(hosts[0]):
+        if hosts and not valid_host(hosts[0]):
             raise _Fault(MalformedRequest(f"invalid Host {_show(hosts[0])}: expected host[:port] "
                                           "(RFC 9112 §3.2, RFC 3986 §3.2.2)"))
-        if hosts:
-            self._valid_host = hosts[0]   # the very value again (a repeated field block) needs no second look
         chunked, length = self._framing(version, fields)
         connection = fields.get(b"connection")
         tokens = {t.strip(b" \t").lower() for v in connection for t in v.split(b",")} if connection else _NONE
